@@ -1,0 +1,274 @@
+"""One recurrent layer over a whole sequence: vanilla RNN, GRU and LSTM, forward and backward.
+
+Shape key: T time steps, B batch, D input features (E for layer 0, else H), H hidden units,
+G gates (1 rnn, 3 gru, 4 lstm). Sequences are time-major: x [T, B, D], out [T, B, H], so every
+per-step slice x[t] is one contiguous [B, D] block.
+
+Weights follow torch.nn.RNN / GRU / LSTM: w_ih [G*H, D], w_hh [G*H, H], b_ih [G*H], b_hh [G*H],
+gate blocks stacked in PyTorch's order (gru: r, z, n; lstm: i, f, g, o).
+
+How the kernels are made fast (and why the loop looks as it does):
+- the input projection x W_ih^T + b for all T steps is one GEMM before the time loop; only the
+  recurrent product h W_hh^T runs inside it, written into a preallocated buffer;
+- sigmoid(a) = 0.5 * tanh(a / 2) + 0.5, so the rows of the sigmoid gates are pre-scaled by 1/2
+  (exact in binary floating point) and one tanh covers all gates of a step;
+- the backward's gate-derivative factors (e.g. g * i * (1 - i)) are computed for all steps in
+  bulk before its time loop, which then holds only the recurrent GEMM and a few small updates;
+- the weight gradients are one GEMM each over all T*B rows after the loop.
+
+`forward(x, state0, w_ih, w_hh, b_ih, b_hh) -> (out, state, cache)` and
+`backward(dout, dstate, cache, grads=None) -> (dx, dstate0, grads)` where state is a tuple
+((h,) or (h, c), each [B, H]) and grads a dict with weight_ih, weight_hh, bias_ih, bias_hh
+(written into the given arrays when `grads` is passed, allocated otherwise).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+
+
+def _input_projection(x, w_ih, bias):
+    """x W_ih^T + bias for all steps in one GEMM.  x [T, B, D] -> [T, B, G*H]."""
+    T, B, D = x.shape
+    xw = x.reshape(T * B, D) @ w_ih.T
+    xw += bias
+    return xw.reshape(T, B, -1)
+
+
+def _weight_grads(dgates_x, dgates_h, x, h_prev, grads):
+    """Weight and bias gradients summed over all steps, one GEMM per weight.
+
+    dgates_x [T, B, G*H] is the gradient of the input-side pre-activations, dgates_h that of the
+    hidden-side ones (the same array except in the GRU's n gate), h_prev [T, B, H] the inputs of
+    the recurrent product.
+    """
+    T, B, GH = dgates_x.shape
+    gx = dgates_x.reshape(T * B, GH)
+    gh = dgates_h.reshape(T * B, GH)
+    if grads is None:
+        grads = {"weight_ih": np.empty((GH, x.shape[2]), x.dtype),
+                 "weight_hh": np.empty((GH, h_prev.shape[2]), x.dtype),
+                 "bias_ih": np.empty(GH, x.dtype), "bias_hh": np.empty(GH, x.dtype)}
+    np.dot(gx.T, x.reshape(T * B, -1), out=grads["weight_ih"])
+    np.dot(gh.T, h_prev.reshape(T * B, -1), out=grads["weight_hh"])
+    np.sum(gx, axis=0, out=grads["bias_ih"])
+    if gh is gx:
+        grads["bias_hh"][...] = grads["bias_ih"]
+    else:
+        np.sum(gh, axis=0, out=grads["bias_hh"])
+    return grads
+
+
+# ---------------------------------------------------------------------------------------------
+# Vanilla RNN:  h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),  act = tanh or relu
+# ---------------------------------------------------------------------------------------------
+
+def rnn_forward(x, state0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
+    """Elman RNN over T steps.  x [T, B, D], state0 = (h0 [B, H],) -> out [T, B, H]."""
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    hs = np.empty((T + 1, B, H), x.dtype)     # hs[t + 1] = h_t; hs[0] = h0
+    hs[0] = state0[0]
+    pre = _input_projection(x, w_ih, b_ih + b_hh)
+    w_hh_t = w_hh.T
+    rec = np.empty((B, H), x.dtype)
+    relu = nonlinearity == "relu"
+    for t in range(T):
+        np.dot(hs[t], w_hh_t, out=rec)
+        h = np.add(pre[t], rec, out=hs[t + 1])
+        if relu:
+            np.maximum(h, 0, out=h)
+        else:
+            np.tanh(h, out=h)
+    cache = (x, hs, w_ih, w_hh, relu)
+    return hs[1:], (hs[T].copy(),), cache
+
+
+def rnn_backward(dout, dstate, cache, grads=None):
+    """BPTT through rnn_forward.  dout [T, B, H], dstate = (dh_T,) -> (dx, (dh0,), grads)."""
+    x, hs, w_ih, w_hh, relu = cache
+    T = x.shape[0]
+    out = hs[1:]
+    # d act / d pre, for all steps at once: relu' = [h > 0], tanh' = 1 - h^2
+    dact = (out > 0).astype(x.dtype) if relu else 1 - out * out
+    dpre = np.empty_like(dact)
+    dh = np.array(dstate[0], dtype=x.dtype, copy=True)
+    for t in range(T - 1, -1, -1):
+        dh += dout[t]
+        np.multiply(dh, dact[t], out=dpre[t])
+        np.dot(dpre[t], w_hh, out=dh)
+    grads = _weight_grads(dpre, dpre, x, hs[:-1], grads)
+    dx = (dpre.reshape(T * x.shape[1], -1) @ w_ih).reshape(x.shape)
+    return dx, (dh,), grads
+
+
+# ---------------------------------------------------------------------------------------------
+# GRU (PyTorch's form)
+#   r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+#   z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+#   n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+#   h' = (1 - z) * n + z * h  =  n + z * (h - n)
+# ---------------------------------------------------------------------------------------------
+
+def gru_forward(x, state0, w_ih, w_hh, b_ih, b_hh):
+    """GRU over T steps.  x [T, B, D], state0 = (h0 [B, H],) -> out [T, B, H]."""
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    half = x.dtype.type(0.5)
+    # r and z only ever see the sum of both biases; b_hn must stay inside r * (...)
+    bias = b_ih.copy()
+    bias[:2 * H] += b_hh[:2 * H]
+    gates = _input_projection(x, w_ih, bias)          # becomes [r, z, n] activations in place
+    gates[:, :, :2 * H] *= half                        # sigmoid via tanh(a / 2)
+    w_hh_scaled_t = w_hh.T.copy()                      # [H, 3H]; r, z columns scaled by 1/2
+    w_hh_scaled_t[:, :2 * H] *= half
+    b_hn = b_hh[2 * H:]
+    hs = np.empty((T + 1, B, H), x.dtype)
+    hs[0] = state0[0]
+    hn = np.empty((T, B, H), x.dtype)                  # W_hn h + b_hn, needed by the backward
+    rec = np.empty((B, 3 * H), x.dtype)
+    tmp = np.empty((B, H), x.dtype)
+    for t in range(T):
+        np.dot(hs[t], w_hh_scaled_t, out=rec)
+        g = gates[t]
+        rz, n = g[:, :2 * H], g[:, 2 * H:]
+        rz += rec[:, :2 * H]
+        np.tanh(rz, out=rz)
+        rz *= half
+        rz += half
+        np.add(rec[:, 2 * H:], b_hn, out=hn[t])
+        np.multiply(rz[:, :H], hn[t], out=tmp)
+        n += tmp
+        np.tanh(n, out=n)
+        np.subtract(hs[t], n, out=tmp)
+        tmp *= rz[:, H:]
+        np.add(n, tmp, out=hs[t + 1])
+    cache = (x, hs, gates, hn, w_ih, w_hh)
+    return hs[1:], (hs[T].copy(),), cache
+
+
+def gru_backward(dout, dstate, cache, grads=None):
+    """BPTT through gru_forward.  dout [T, B, H], dstate = (dh_T,) -> (dx, (dh0,), grads)."""
+    x, hs, gates, hn, w_ih, w_hh = cache
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    r, z, n = gates[:, :, :H], gates[:, :, H:2 * H], gates[:, :, 2 * H:]
+    h_prev = hs[:-1]
+    # per-step factors, in bulk:  dz_pre = dh * fz,  dn_pre = dh * fn,  dr_pre = dn_pre * fr
+    fz = (h_prev - n) * z * (1 - z)
+    fn = (1 - z) * (1 - n * n)
+    fr = hn * r * (1 - r)
+    dgx = np.empty_like(gates)     # d(input-side pre-activations):  [dr, dz, dn]
+    dgh = np.empty_like(gates)     # d(hidden-side pre-activations): [dr, dz, dn * r]
+    rec = np.empty((B, H), x.dtype)
+    dh = np.array(dstate[0], dtype=x.dtype, copy=True)
+    for t in range(T - 1, -1, -1):
+        dh += dout[t]
+        dn = np.multiply(dh, fn[t], out=dgx[t, :, 2 * H:])
+        np.multiply(dh, fz[t], out=dgh[t, :, H:2 * H])
+        np.multiply(dn, fr[t], out=dgh[t, :, :H])
+        np.multiply(dn, r[t], out=dgh[t, :, 2 * H:])
+        np.dot(dgh[t], w_hh, out=rec)
+        dh *= z[t]
+        dh += rec
+    dgx[:, :, :2 * H] = dgh[:, :, :2 * H]
+    grads = _weight_grads(dgx, dgh, x, h_prev, grads)
+    dx = (dgx.reshape(T * B, -1) @ w_ih).reshape(x.shape)
+    return dx, (dh,), grads
+
+
+# ---------------------------------------------------------------------------------------------
+# LSTM (gate order i, f, g, o as PyTorch)
+#   [i, f, g, o] = [sigmoid, sigmoid, tanh, sigmoid](W_ih x + b_ih + W_hh h + b_hh)
+#   c' = f * c + i * g
+#   h' = o * tanh(c')
+# ---------------------------------------------------------------------------------------------
+
+def _lstm_gate_scale(H, dtype):
+    """1/2 on the sigmoid gates' rows (i, f, o), 1 on g's: sigmoid(a) = 0.5 tanh(a/2) + 0.5."""
+    scale = np.full(4 * H, 0.5, dtype)
+    scale[2 * H:3 * H] = 1.0
+    return scale
+
+
+def lstm_forward(x, state0, w_ih, w_hh, b_ih, b_hh):
+    """LSTM over T steps.  x [T, B, D], state0 = (h0, c0), each [B, H] -> out [T, B, H]."""
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    scale = _lstm_gate_scale(H, x.dtype)
+    shift = (1 - scale).astype(x.dtype)               # 0.5 for sigmoid gates, 0 for g
+    # the scaled pre-activations are exact halves, so tanh of them is bit-for-bit what it would be
+    gates = _input_projection(x, w_ih * scale[:, None], (b_ih + b_hh) * scale)
+    w_hh_scaled_t = (w_hh * scale[:, None]).T.copy()  # [H, 4H]
+    hs = np.empty((T + 1, B, H), x.dtype)
+    cs = np.empty((T + 1, B, H), x.dtype)
+    tanh_c = np.empty((T, B, H), x.dtype)
+    hs[0], cs[0] = state0
+    rec = np.empty((B, 4 * H), x.dtype)
+    ig = np.empty((B, H), x.dtype)
+    for t in range(T):
+        g = gates[t]
+        np.dot(hs[t], w_hh_scaled_t, out=rec)
+        g += rec
+        np.tanh(g, out=g)
+        g *= scale                                     # sigmoid gates: 0.5 * tanh + 0.5
+        g += shift
+        np.multiply(g[:, :H], g[:, 2 * H:3 * H], out=ig)
+        np.multiply(g[:, H:2 * H], cs[t], out=cs[t + 1])
+        cs[t + 1] += ig
+        np.tanh(cs[t + 1], out=tanh_c[t])
+        np.multiply(g[:, 3 * H:], tanh_c[t], out=hs[t + 1])
+    cache = (x, hs, cs, tanh_c, gates, w_ih, w_hh)
+    return hs[1:], (hs[T].copy(), cs[T].copy()), cache
+
+
+def lstm_backward(dout, dstate, cache, grads=None):
+    """BPTT through lstm_forward.  dout [T, B, H], dstate = (dh_T, dc_T) -> (dx, (dh0, dc0), grads)."""
+    x, hs, cs, tanh_c, gates, w_ih, w_hh = cache
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    i, f, g, o = (gates[:, :, k * H:(k + 1) * H] for k in range(4))
+    # bulk factors:  [di, df, dg] = dc * k[:, :, :3H] (per block),  do = dh * k[:, :, 3H:],
+    #                dc_t = dc_{t+1} * f_{t+1} + dh_t * o_t * (1 - tanh(c_t)^2)
+    k = np.empty_like(gates)
+    np.multiply(g, i * (1 - i), out=k[:, :, :H])
+    np.multiply(cs[:-1], f * (1 - f), out=k[:, :, H:2 * H])
+    np.multiply(i, 1 - g * g, out=k[:, :, 2 * H:3 * H])
+    np.multiply(tanh_c, o * (1 - o), out=k[:, :, 3 * H:])
+    dc_from_h = o * (1 - tanh_c * tanh_c)
+    k3 = k.reshape(T, B, 4, H)
+    dgates = np.empty_like(gates)
+    dg3 = dgates.reshape(T, B, 4, H)
+    dh = np.array(dstate[0], dtype=x.dtype, copy=True)
+    dc = np.array(dstate[1], dtype=x.dtype, copy=True)
+    tmp = np.empty((B, H), x.dtype)
+    for t in range(T - 1, -1, -1):
+        dh += dout[t]
+        np.multiply(dh, dc_from_h[t], out=tmp)
+        dc += tmp
+        np.multiply(k3[t, :, :3], dc[:, None, :], out=dg3[t, :, :3])
+        np.multiply(k3[t, :, 3], dh, out=dg3[t, :, 3])
+        dc *= f[t]
+        np.dot(dgates[t], w_hh, out=dh)
+    grads = _weight_grads(dgates, dgates, x, hs[:-1], grads)
+    dx = (dgates.reshape(T * B, -1) @ w_ih).reshape(x.shape)
+    return dx, (dh, dc), grads
+
+
+def forward(cell, x, state0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
+    """Dispatch to the cell's forward; see the module docstring for the signature."""
+    if cell == "rnn":
+        return rnn_forward(x, state0, w_ih, w_hh, b_ih, b_hh, nonlinearity)
+    if cell == "gru":
+        return gru_forward(x, state0, w_ih, w_hh, b_ih, b_hh)
+    if cell == "lstm":
+        return lstm_forward(x, state0, w_ih, w_hh, b_ih, b_hh)
+    raise ValueError(f"unknown cell {cell!r}; expected one of rnn, gru, lstm")
+
+
+def backward(cell, dout, dstate, cache, grads=None):
+    """Dispatch to the cell's backward; see the module docstring for the signature."""
+    return {"rnn": rnn_backward, "gru": gru_backward, "lstm": lstm_backward}[cell](
+        dout, dstate, cache, grads)

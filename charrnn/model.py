@@ -1,0 +1,201 @@
+"""CharRNN: embedding -> L stacked recurrent layers -> linear decoder, forward and backward.
+
+Shape key: B batch, T time, V vocabulary, E embedding, H hidden, L layers, G gates.
+
+    x_0      = embedding.weight[ids]                         [T, B, E]
+    x_{k+1}  = dropout(cell_k(x_k, state_k))                 [T, B, H]   k = 0 .. L-1
+    logits   = x_L decoder.weight^T + decoder.bias           [T, B, V]
+
+Dropout (inverted, training only) sits between layers and before the decoder, as
+torch.nn.LSTM(dropout=p) followed by torch.nn.Dropout(p). Parameter names and shapes are
+PyTorch's (see DESIGN.md), so `torch.nn.Module.load_state_dict` accepts them unchanged.
+
+The state is a tuple of [L, B, H] arrays: (h,) for rnn and gru, (h, c) for lstm, as PyTorch's
+h_n / (h_n, c_n). Public arrays are batch-major ([B, T] ids, [B, T, V] logits); inside, everything
+is time-major so each time step is one contiguous block.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from charrnn import cells, ops
+from charrnn.params import FlatParams
+
+
+@dataclass
+class ModelSpec:
+    """The architecture settings the model needs (a subset of config.ModelConfig)."""
+
+    cell: str = "lstm"
+    nonlinearity: str = "tanh"
+    layers: int = 2
+    hidden_size: int = 256
+    embed_size: int = 64
+    dropout: float = 0.0
+    init: str = "default"
+    identity_scale: float = 1.0
+    forget_bias: float = 1.0
+
+
+def parameter_shapes(vocab_size: int, spec) -> dict[str, tuple[int, ...]]:
+    """PyTorch's names and shapes, in the order the flat buffer stores them."""
+    G, H = cells.GATES[spec.cell], spec.hidden_size
+    shapes = {"embedding.weight": (vocab_size, spec.embed_size)}
+    for k in range(spec.layers):
+        d_in = spec.embed_size if k == 0 else H
+        shapes[f"rnn.weight_ih_l{k}"] = (G * H, d_in)
+        shapes[f"rnn.weight_hh_l{k}"] = (G * H, H)
+        shapes[f"rnn.bias_ih_l{k}"] = (G * H,)
+        shapes[f"rnn.bias_hh_l{k}"] = (G * H,)
+    shapes["decoder.weight"] = (vocab_size, H)
+    shapes["decoder.bias"] = (vocab_size,)
+    return shapes
+
+
+class CharRNN:
+    """A character-level recurrent language model with a hand-written backward pass.
+
+    `params` and `grads` are FlatParams (named views into one flat buffer each); `backward`
+    writes into `grads`, so copy it if you need it to survive the next backward.
+    """
+
+    def __init__(self, vocab_size: int, spec, dtype=np.float32, seed: int = 0):
+        if spec.cell not in cells.GATES:
+            raise ValueError(f"unknown cell {spec.cell!r}; expected one of rnn, gru, lstm")
+        self.vocab_size = int(vocab_size)
+        self.spec = spec
+        self.cell = spec.cell
+        self.layers = spec.layers
+        self.hidden_size = spec.hidden_size
+        self.dropout = float(spec.dropout)
+        self.dtype = np.dtype(dtype)
+        self.params = FlatParams(parameter_shapes(vocab_size, spec), self.dtype)
+        self.grads = self.params.zeros_like()
+        self.init_weights(np.random.default_rng(seed))
+
+    # -- initialisation ---------------------------------------------------------------------
+
+    def init_weights(self, rng: np.random.Generator) -> None:
+        """PyTorch's defaults, then the recurrent-weight and forget-bias options of the spec.
+
+        embedding ~ N(0, 1); rnn weights and biases and decoder ~ U(-1/sqrt(H), 1/sqrt(H)).
+        init=orthogonal: each H x H gate block of weight_hh orthogonal (QR of a Gaussian).
+        init=identity: each gate block of weight_hh = identity_scale * I and all rnn biases 0
+        (the IRNN of Le, Jaitly & Hinton, 2015, when used with a relu RNN).
+        LSTM: forget_bias is added to bias_ih's forget block, so the cell starts remembering.
+        """
+        p, H, spec = self.params, self.hidden_size, self.spec
+        bound = 1.0 / math.sqrt(H)
+        for name, view in p.items():
+            if name == "embedding.weight":
+                view[...] = rng.standard_normal(view.shape)
+            else:
+                view[...] = rng.uniform(-bound, bound, view.shape)
+        G = cells.GATES[self.cell]
+        for k in range(self.layers):
+            w_hh = p[f"rnn.weight_hh_l{k}"]
+            for gate in range(G):
+                block = w_hh[gate * H:(gate + 1) * H]
+                if spec.init == "orthogonal":
+                    q, r = np.linalg.qr(rng.standard_normal((H, H)))
+                    block[...] = q * np.sign(np.diag(r))   # sign fix: uniform over O(H)
+                elif spec.init == "identity":
+                    block[...] = spec.identity_scale * np.eye(H)
+            if spec.init == "identity":
+                p[f"rnn.bias_ih_l{k}"][...] = 0
+                p[f"rnn.bias_hh_l{k}"][...] = 0
+            if self.cell == "lstm":
+                p[f"rnn.bias_ih_l{k}"][H:2 * H] += spec.forget_bias
+
+    # -- state --------------------------------------------------------------------------------
+
+    def initial_state(self, batch_size: int) -> tuple[np.ndarray, ...]:
+        """Zeros: (h,) or (h, c), each [L, B, H]."""
+        n = 2 if self.cell == "lstm" else 1
+        return tuple(np.zeros((self.layers, batch_size, self.hidden_size), self.dtype)
+                     for _ in range(n))
+
+    # -- forward / backward -------------------------------------------------------------------
+
+    def forward(self, ids, state=None, train=False, rng=None):
+        """ids [B, T] -> (logits [B, T, V], final state, cache).
+
+        `train` turns dropout on (then `rng`, a numpy Generator, draws the masks).
+        """
+        logits, new_state, cache = self._forward_tm(np.asarray(ids).T, state, train, rng)
+        T, B = cache["ids"].shape
+        return logits.reshape(T, B, -1).transpose(1, 0, 2), new_state, cache
+
+    def backward(self, dlogits, cache, dstate=None):
+        """dlogits [B, T, V] (and optionally d final state) -> (grads, d initial state)."""
+        dl = np.ascontiguousarray(np.asarray(dlogits, self.dtype).transpose(1, 0, 2))
+        return self._backward_tm(dl.reshape(-1, self.vocab_size), cache, dstate)
+
+    def loss(self, ids, targets, state=None, train=False, rng=None):
+        """Mean cross-entropy (nats/char) of predicting targets [B, T] -> (loss, state, cache)."""
+        logits, new_state, cache = self._forward_tm(np.asarray(ids).T, state, train, rng)
+        cache["targets"] = np.asarray(targets).T.reshape(-1)
+        loss, cache["probs"] = ops.softmax_cross_entropy_forward(logits, cache["targets"])
+        return loss, new_state, cache
+
+    def loss_and_grad(self, ids, targets, state=None, train=True, rng=None, dstate=None):
+        """Loss, gradients and carried state of one training step.
+
+        Returns (loss, final state, d initial state); parameter gradients land in self.grads.
+        `dstate` is the gradient arriving at the final state (None: the loss is all there is).
+        """
+        loss, new_state, cache = self.loss(ids, targets, state, train, rng)
+        dlogits = ops.softmax_cross_entropy_backward(cache.pop("probs"), cache["targets"])
+        _, dstate0 = self._backward_tm(dlogits, cache, dstate)
+        return loss, new_state, dstate0
+
+    def _forward_tm(self, ids_tm, state, train, rng):
+        """Time-major forward.  ids_tm [T, B] -> (logits [T*B, V], state, cache)."""
+        p, spec = self.params, self.spec
+        T, B = ids_tm.shape
+        if state is None:
+            state = self.initial_state(B)
+        x = ops.embedding_forward(p["embedding.weight"], ids_tm)
+        p_drop = self.dropout if train else 0.0
+        if p_drop > 0 and rng is None:
+            raise ValueError("dropout in training needs an rng")
+        layer_caches, masks, finals = [], [], []
+        for k in range(self.layers):
+            state0 = tuple(s[k] for s in state)
+            x, final, layer_cache = cells.forward(
+                self.cell, x, state0, p[f"rnn.weight_ih_l{k}"], p[f"rnn.weight_hh_l{k}"],
+                p[f"rnn.bias_ih_l{k}"], p[f"rnn.bias_hh_l{k}"], spec.nonlinearity)
+            x, mask = ops.dropout_forward(x, p_drop, rng)
+            layer_caches.append(layer_cache)
+            masks.append(mask)
+            finals.append(final)
+        top = x.reshape(T * B, self.hidden_size)
+        logits = ops.linear_forward(top, p["decoder.weight"], p["decoder.bias"])
+        new_state = tuple(np.stack([f[j] for f in finals]) for j in range(len(state)))
+        cache = {"ids": ids_tm, "top": top, "layers": layer_caches, "masks": masks}
+        return logits, new_state, cache
+
+    def _backward_tm(self, dlogits, cache, dstate=None):
+        """Time-major backward.  dlogits [T*B, V] -> (self.grads, d initial state [L, B, H] each)."""
+        p, g = self.params, self.grads
+        T, B = cache["ids"].shape
+        dtop, _, _ = ops.linear_backward(dlogits, cache["top"], p["decoder.weight"],
+                                         g["decoder.weight"], g["decoder.bias"])
+        dx = dtop.reshape(T, B, self.hidden_size)
+        n_state = 2 if self.cell == "lstm" else 1
+        dstate0 = [np.zeros((self.layers, B, self.hidden_size), self.dtype) for _ in range(n_state)]
+        for k in range(self.layers - 1, -1, -1):
+            dx = ops.dropout_backward(dx, cache["masks"][k])
+            dfinal = tuple(np.zeros((B, self.hidden_size), self.dtype) if dstate is None
+                           else np.asarray(d[k], self.dtype) for d in (dstate or [None] * n_state))
+            layer_grads = {name: g[f"rnn.{name}_l{k}"]
+                           for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+            dx, d0, _ = cells.backward(self.cell, dx, dfinal, cache["layers"][k], layer_grads)
+            for j in range(n_state):
+                dstate0[j][k] = d0[j]
+        ops.embedding_backward(dx, cache["ids"], g["embedding.weight"])
+        return g, tuple(dstate0)

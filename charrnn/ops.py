@@ -1,0 +1,88 @@
+"""Stateless forward/backward pairs for the non-recurrent layers.
+
+Shape key: N rows (N = T*B, time-major), V vocabulary, E embedding, D input features, O outputs.
+Each `*_backward` takes what its `*_forward` returned (or cached) and returns the gradients named
+`d` + the forward's argument. Where a gradient belongs to a parameter, the caller may pass an `out`
+array (a view into the model's flat gradient buffer) so nothing is allocated.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def embedding_forward(weight: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Row gather: x[..., :] = weight[ids[...], :].  weight [V, E], ids [...] -> x [..., E]."""
+    return weight[ids]
+
+
+def embedding_backward(dx: np.ndarray, ids: np.ndarray, dweight: np.ndarray) -> np.ndarray:
+    """Scatter-add: dweight[v] = sum of dx over the positions where ids == v.  Writes dweight [V, E]."""
+    dweight[...] = 0
+    np.add.at(dweight, ids.reshape(-1), dx.reshape(-1, dweight.shape[1]))
+    return dweight
+
+
+def linear_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """y = x W^T + b.  x [N, D], weight [O, D], bias [O] -> y [N, O] (as torch.nn.Linear)."""
+    y = x @ weight.T
+    y += bias
+    return y
+
+
+def linear_backward(dy, x, weight, dweight=None, dbias=None):
+    """Gradients of y = x W^T + b.  dy [N, O] -> (dx [N, D], dweight [O, D], dbias [O]).
+
+    dweight = dy^T x and dbias = sum_n dy[n] are one GEMM and one reduction over all rows.
+    """
+    dweight = np.dot(dy.T, x, out=dweight) if dweight is not None else dy.T @ x
+    if dbias is None:
+        dbias = dy.sum(axis=0)
+    else:
+        np.sum(dy, axis=0, out=dbias)
+    return dy @ weight, dweight, dbias
+
+
+def dropout_forward(x: np.ndarray, p: float, rng: np.random.Generator):
+    """Inverted dropout: y = x * mask, mask = keep / (1 - p), keep ~ Bernoulli(1 - p).
+
+    Returns (y, mask); mask is None (and y is x) when p == 0. Scaling at training time keeps
+    the expected activation unchanged, so evaluation uses the network as it is.
+    """
+    if p <= 0.0:
+        return x, None
+    keep = rng.random(x.shape, dtype=np.float64) >= p
+    mask = keep.astype(x.dtype)
+    mask *= x.dtype.type(1.0 / (1.0 - p))
+    return x * mask, mask
+
+
+def dropout_backward(dy: np.ndarray, mask) -> np.ndarray:
+    """dx = dy * mask (dy itself when dropout was off)."""
+    return dy if mask is None else dy * mask
+
+
+def softmax_cross_entropy_forward(logits: np.ndarray, targets: np.ndarray):
+    """Mean cross-entropy of softmax(logits) against integer targets.
+
+    loss = (1/N) sum_n [log sum_v exp(logits[n, v]) - logits[n, targets[n]]]
+    logits [N, V], targets [N] -> (loss as a Python float, probs [N, V] for the backward).
+    The max is subtracted per row first so exp never overflows.
+    """
+    n = logits.shape[0]
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(shifted)
+    sums = probs.sum(axis=1, keepdims=True)
+    rows = np.arange(n)
+    # float64 accumulation: the mean over many rows must not lose digits in float32
+    nll = np.log(sums[:, 0]).astype(np.float64) - shifted[rows, targets]
+    probs /= sums
+    return float(nll.sum() / n), probs
+
+
+def softmax_cross_entropy_backward(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """dlogits = (softmax(logits) - onehot(targets)) / N.  Reuses (overwrites) probs [N, V]."""
+    n = probs.shape[0]
+    probs[np.arange(n), targets] -= 1.0
+    probs *= probs.dtype.type(1.0 / n)
+    return probs

@@ -1,0 +1,139 @@
+"""The model's numbers: gradients vs finite differences, fast kernels vs the slow reference."""
+
+import itertools
+import sys
+
+import numpy as np
+import pytest
+
+from charrnn import cells, gradcheck
+from charrnn.model import CharRNN, ModelSpec
+from tests.reference import reference_loss_and_grads
+
+CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
+
+
+def small_model(cell, nonlinearity, layers, dropout=0.0, dtype=np.float64, seed=0, **kw):
+    spec = ModelSpec(cell=cell, nonlinearity=nonlinearity, layers=layers, hidden_size=4,
+                     embed_size=3, dropout=dropout, **kw)
+    return CharRNN(vocab_size=5, spec=spec, dtype=dtype, seed=seed)
+
+
+@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("layers", [1, 2, 3])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_gradients_match_central_differences(cell, nonlinearity, layers, dropout):
+    model = small_model(cell, nonlinearity, layers, dropout)
+    results = gradcheck.check_model(model, batch=3, steps=10, seed=layers)
+    names = {r.name for r in results}
+    assert names == set(model.params.names()) | {"state.h"} | ({"state.c"} if cell == "lstm" else set())
+    worst = max(results, key=lambda r: r.max_rel_error)
+    assert worst.max_rel_error < 1e-6, f"{worst.name}: {worst.max_rel_error:.2e}"
+
+
+def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
+    """The checker is only worth something if a corrupted backward fails it."""
+    real = cells.lstm_backward
+
+    def corrupted(dout, dstate, cache, grads=None):
+        dx, d0, g = real(dout, dstate, cache, grads)
+        g["weight_hh"][0, 0] *= 1.001
+        return dx, d0, g
+
+    monkeypatch.setitem(sys.modules["charrnn.cells"].__dict__, "lstm_backward", corrupted)
+    results = gradcheck.check_model(small_model("lstm", "tanh", 1), batch=2, steps=4)
+    bad = {r.name for r in results if r.max_rel_error > 1e-6}
+    assert bad == {"rnn.weight_hh_l0"}
+
+
+@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("layers,dropout", [(1, 0.0), (2, 0.0), (3, 0.25)])
+def test_fast_equals_slow_reference(cell, nonlinearity, layers, dropout):
+    model = small_model(cell, nonlinearity, layers, dropout, seed=3)
+    ids, targets, state0, dstate = gradcheck.make_problem(model, batch=4, steps=12, seed=7)
+    rng = np.random.default_rng(11)
+    loss, final, cache = model.loss(ids, targets, state0, train=True, rng=rng)
+    logits, _, _ = model.forward(ids, state0, train=True, rng=np.random.default_rng(11))
+    _, _, dstate0 = model.loss_and_grad(ids, targets, state0, train=True,
+                                        rng=np.random.default_rng(11), dstate=dstate)
+    ref = reference_loss_and_grads(model.params.to_dict(), model.spec, ids, targets, state0,
+                                   masks=cache["masks"], dstate=dstate)
+    ref_loss, ref_logits, ref_final, ref_grads, ref_dstate0 = ref
+    total = loss + sum(float((d * s).sum()) for d, s in zip(dstate, final))
+    assert abs(total - ref_loss) < 1e-10
+    np.testing.assert_allclose(logits, ref_logits, rtol=0, atol=1e-10)
+    for mine, theirs in zip(final, ref_final):
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-10)
+    for name in model.params.names():
+        np.testing.assert_allclose(model.grads[name], ref_grads[name], rtol=0, atol=1e-10,
+                                   err_msg=name)
+    for mine, theirs in zip(dstate0, ref_dstate0):
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+def test_state_carries_across_calls(cell, nonlinearity):
+    """Two halves with the state carried give exactly the logits of one whole pass."""
+    model = small_model(cell, nonlinearity, 2, seed=1)
+    ids = np.random.default_rng(0).integers(0, 5, (3, 16))
+    whole, final_whole, _ = model.forward(ids)
+    first, mid, _ = model.forward(ids[:, :9])
+    second, final_split, _ = model.forward(ids[:, 9:], mid)
+    np.testing.assert_allclose(np.concatenate([first, second], axis=1), whole, atol=1e-12)
+    for a, b in zip(final_whole, final_split):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+def test_dropout_is_off_in_eval_and_scaled_in_training():
+    model = small_model("lstm", "tanh", 2, dropout=0.5)
+    ids = np.random.default_rng(0).integers(0, 5, (2, 6))
+    a, _, _ = model.forward(ids)
+    b, _, _ = model.forward(ids)
+    np.testing.assert_array_equal(a, b)
+    _, _, cache = model.forward(ids, train=True, rng=np.random.default_rng(0))
+    mask = cache["masks"][0]
+    assert set(np.unique(mask)) == {0.0, 2.0}
+
+
+def test_float32_stays_float32():
+    model = small_model("gru", "tanh", 2, dtype=np.float32)
+    ids = np.random.default_rng(0).integers(0, 5, (2, 6))
+    logits, state, _ = model.forward(ids)
+    model.loss_and_grad(ids, ids, train=False)
+    assert logits.dtype == np.float32 and state[0].dtype == np.float32
+    assert model.grads.flat.dtype == np.float32
+    assert np.isfinite(model.grads.flat).all() and np.abs(model.grads.flat).sum() > 0
+
+
+def test_initialisation_options():
+    H = 4
+    lstm = small_model("lstm", "tanh", 2, forget_bias=1.0, seed=5)
+    plain = small_model("lstm", "tanh", 2, forget_bias=0.0, seed=5)
+    diff = lstm.params["rnn.bias_ih_l1"] - plain.params["rnn.bias_ih_l1"]
+    np.testing.assert_allclose(diff, np.r_[np.zeros(H), np.ones(H), np.zeros(2 * H)], atol=1e-15)
+    bound = 1 / np.sqrt(H)
+    assert np.abs(plain.params["rnn.weight_hh_l0"]).max() <= bound
+
+    irnn = small_model("rnn", "relu", 1, init="identity", identity_scale=0.5)
+    np.testing.assert_array_equal(irnn.params["rnn.weight_hh_l0"], 0.5 * np.eye(H))
+    assert not irnn.params["rnn.bias_ih_l0"].any() and not irnn.params["rnn.bias_hh_l0"].any()
+
+    orth = small_model("gru", "tanh", 1, init="orthogonal")
+    w = orth.params["rnn.weight_hh_l0"]
+    for g in range(3):
+        block = w[g * H:(g + 1) * H]
+        np.testing.assert_allclose(block @ block.T, np.eye(H), atol=1e-12)
+
+
+def test_parameter_names_and_shapes_are_pytorchs():
+    spec = ModelSpec(cell="gru", layers=2, hidden_size=7, embed_size=3)
+    model = CharRNN(vocab_size=11, spec=spec)
+    shapes = {name: v.shape for name, v in model.params.items()}
+    assert shapes == {
+        "embedding.weight": (11, 3),
+        "rnn.weight_ih_l0": (21, 3), "rnn.weight_hh_l0": (21, 7),
+        "rnn.bias_ih_l0": (21,), "rnn.bias_hh_l0": (21,),
+        "rnn.weight_ih_l1": (21, 7), "rnn.weight_hh_l1": (21, 7),
+        "rnn.bias_ih_l1": (21,), "rnn.bias_hh_l1": (21,),
+        "decoder.weight": (11, 7), "decoder.bias": (11,),
+    }
