@@ -1,0 +1,394 @@
+"""Typed settings for data, model, training and sampling; YAML loading with strict validation.
+
+Precedence is defaults < YAML file < overrides (`section.key=value`, the CLI's `--set`). Every
+problem is a `ConfigError` whose message is one sentence naming the key and the fix, so the CLI
+can print it on one line and exit with status 2.
+
+The resolved config round-trips through `config_to_dict` / `config_from_dict` (checkpoints store it
+as JSON) and through `save_config` / `load_config` (YAML).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+import tempfile
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value; the message is one sentence naming the key and the fix."""
+
+
+@dataclass
+class DataConfig:
+    path: str = "data/shakespeare.txt"  # a UTF-8 text file, or '-' for stdin
+    val_fraction: float = 0.1  # the last fraction is validation (as nanoGPT, so figures compare)
+    batching: str = "contiguous"  # contiguous: char-rnn streams, state carried; random: windows
+
+
+@dataclass
+class ModelConfig:
+    cell: str = "lstm"  # rnn | gru | lstm: lstm/gru learn long context; rnn is cheapest per step
+    nonlinearity: str = "tanh"  # rnn only: tanh | relu (relu + identity init = IRNN)
+    layers: int = 2  # stacked recurrent layers: more depth, more time per step
+    hidden_size: int = 256  # units per layer: capacity grows ~ hidden_size^2 in params and time
+    embed_size: int = 64  # character embedding width fed to the first layer
+    dropout: float = 0.0  # between layers and before the decoder; in [0, 1); helps small corpora
+    init: str = "default"  # default (PyTorch's uniform) | orthogonal | identity (IRNN weight_hh)
+    identity_scale: float = 1.0  # for init: identity, weight_hh = scale * I (< 1 is more stable)
+    forget_bias: float = 1.0  # added to the LSTM forget gate's bias at init: remembers by default
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32  # parallel streams: larger is faster per char, fewer updates per epoch
+    seq_len: int = 64  # truncated-BPTT length: longer sees more context, costs memory and time
+    optimizer: str = "adam"  # sgd | adagrad | rmsprop | adam | adamw
+    lr: float = 0.002  # peak learning rate (after warmup)
+    momentum: float = 0.0  # sgd only: heavy-ball momentum in [0, 1)
+    beta1: float = 0.9  # adam/adamw: decay of the first-moment average
+    beta2: float = 0.999  # adam/adamw: decay of the second-moment average
+    eps: float = 1e-8  # adagrad/rmsprop/adam: added to the denominator for stability
+    alpha: float = 0.99  # rmsprop: decay of the squared-gradient average
+    weight_decay: float = 0.0  # L2 penalty (adamw: decoupled decay); 0 disables
+    lr_schedule: str = "constant"  # constant | step (x decay_rate every decay_every epochs) | cosine
+    warmup_steps: int = 0  # linear warmup from 0 to lr over this many steps
+    min_lr: float = 0.0  # cosine: the floor the rate decays to
+    decay_rate: float = 0.97  # step: multiply the rate by this every decay_every epochs
+    decay_every: int = 1  # step: epochs between decays
+    clip: str = "norm"  # norm (global gradient norm) | value (element-wise) | none
+    clip_value: float = 5.0  # the norm or value threshold for clip
+    max_steps: int | None = None  # stop after this many updates (first of max_* wins)
+    max_epochs: int | None = None  # stop after this many passes over the training text
+    max_minutes: float | None = None  # stop after this much wall-clock time
+    eval_every: int = 200  # steps between validation passes (and best-checkpoint updates)
+    eval_chars: int | None = None  # cap on validation characters per evaluation (null = all)
+    checkpoint_every: int = 200  # steps between latest-checkpoint writes
+    sample_every: int = 0  # > 0: print a short sample at each evaluation; 0 = off
+    sample_chars: int = 200  # length of that sample
+    out_dir: str = "runs/shakespeare"  # where checkpoints and logs go
+    seed: int = 1337  # seeds init, dropout and batching, so a run is reproducible
+    log_every: int = 10  # steps between log lines / progress-bar updates
+    dtype: str = "float32"  # float32 (fast) | float64 (exact, for gradient checks)
+
+
+@dataclass
+class SampleConfig:
+    length: int = 500  # characters to generate after the prime
+    temperature: float = 1.0  # > 0: below 1 is safer and more repetitive, above 1 wilder
+    top_k: int | None = None  # keep only the k most likely characters (null = all)
+    top_p: float | None = None  # nucleus: smallest set with this much probability, in (0, 1]
+    prime: str = ""  # text fed to the model before sampling
+    seed: int | None = None  # null = different text each run
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+SECTIONS = ("data", "model", "train", "sample")
+
+# Allowed values of the string fields that are choices.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.batching": ("contiguous", "random"),
+    "model.cell": ("rnn", "gru", "lstm"),
+    "model.nonlinearity": ("tanh", "relu"),
+    "model.init": ("default", "orthogonal", "identity"),
+    "train.optimizer": ("sgd", "adagrad", "rmsprop", "adam", "adamw"),
+    "train.lr_schedule": ("constant", "step", "cosine"),
+    "train.clip": ("norm", "value", "none"),
+    "train.dtype": ("float32", "float64"),
+}
+
+
+@dataclass(frozen=True)
+class _Range:
+    """An interval; None is unbounded, *_open excludes the end point."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def contains(self, v: float) -> bool:
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        if self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi):
+            return False
+        return True
+
+    def describe(self) -> str:
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '>='} {_num(self.lo)}"
+        left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
+        return f"in {left}{_num(self.lo)}, {_num(self.hi)}{right}"
+
+
+POSITIVE = _Range(0, lo_open=True)
+AT_LEAST_1 = _Range(1)
+NON_NEGATIVE = _Range(0)
+UNIT_OPEN_RIGHT = _Range(0, 1, hi_open=True)  # [0, 1)
+
+# Numeric ranges; a null Optional value is never range-checked.
+RANGES: dict[str, _Range] = {
+    "data.val_fraction": _Range(0, 1, lo_open=True, hi_open=True),
+    "model.layers": AT_LEAST_1,
+    "model.hidden_size": AT_LEAST_1,
+    "model.embed_size": AT_LEAST_1,
+    "model.dropout": UNIT_OPEN_RIGHT,
+    "model.identity_scale": POSITIVE,
+    "train.batch_size": AT_LEAST_1,
+    "train.seq_len": AT_LEAST_1,
+    "train.lr": POSITIVE,
+    "train.momentum": UNIT_OPEN_RIGHT,
+    "train.beta1": UNIT_OPEN_RIGHT,
+    "train.beta2": UNIT_OPEN_RIGHT,
+    "train.eps": POSITIVE,
+    "train.alpha": UNIT_OPEN_RIGHT,
+    "train.weight_decay": NON_NEGATIVE,
+    "train.warmup_steps": NON_NEGATIVE,
+    "train.min_lr": NON_NEGATIVE,
+    "train.decay_rate": _Range(0, 1, lo_open=True),
+    "train.decay_every": AT_LEAST_1,
+    "train.clip_value": POSITIVE,
+    "train.max_steps": AT_LEAST_1,
+    "train.max_epochs": AT_LEAST_1,
+    "train.max_minutes": POSITIVE,
+    "train.eval_every": AT_LEAST_1,
+    "train.eval_chars": AT_LEAST_1,
+    "train.checkpoint_every": AT_LEAST_1,
+    "train.sample_every": NON_NEGATIVE,
+    "train.sample_chars": AT_LEAST_1,
+    "train.seed": NON_NEGATIVE,
+    "train.log_every": AT_LEAST_1,
+    "sample.length": AT_LEAST_1,
+    "sample.temperature": POSITIVE,
+    "sample.top_k": AT_LEAST_1,
+    "sample.top_p": _Range(0, 1, lo_open=True),
+    "sample.seed": NON_NEGATIVE,
+}
+
+# PyYAML follows YAML 1.1, which reads `1e-3` (no dot) as a string; accept it for float fields.
+_FLOAT_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _num(v: float | None) -> str:
+    """Format a bound without a trailing '.0' (1 rather than 1.0)."""
+    return str(int(v)) if v is not None and float(v).is_integer() else str(v)
+
+
+def _show(value: Any) -> str:
+    """Show a value as a user wrote it in YAML, with its kind when the kind is the problem."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, (int, float)):
+        return f"{value} ({'an integer' if isinstance(value, int) else 'a float'})"
+    return "a mapping" if isinstance(value, dict) else f"a {type(value).__name__}"
+
+
+def _section_fields(section: str) -> dict[str, dataclasses.Field]:
+    cls = typing.get_type_hints(Config)[section]
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _field_type(section: str, key: str) -> tuple[type, bool]:
+    """The base type (int, float or str) of a field and whether it accepts null."""
+    cls = typing.get_type_hints(Config)[section]
+    hint = typing.get_type_hints(cls)[key]
+    args = typing.get_args(hint)
+    if type(None) in args:
+        return next(a for a in args if a is not type(None)), True
+    return hint, False
+
+
+def _suggest(word: str, options: Iterable[str]) -> str | None:
+    match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def _unknown_section(section: str) -> ConfigError:
+    close = _suggest(section, SECTIONS)
+    hint = f"did you mean '{close}'?" if close else f"valid sections are {', '.join(SECTIONS)}"
+    return ConfigError(f"unknown section '{section}'; {hint}")
+
+
+def _unknown_key(section: str, key: str) -> ConfigError:
+    """Suggest the closest key in the section, else the same key in another section."""
+    close = _suggest(key, _section_fields(section))
+    if close:
+        return ConfigError(f"unknown key '{section}.{key}'; did you mean '{section}.{close}'?")
+    for other in SECTIONS:
+        if key in _section_fields(other):
+            return ConfigError(f"unknown key '{section}.{key}'; did you mean '{other}.{key}'?")
+    valid = ", ".join(_section_fields(section))
+    return ConfigError(f"unknown key '{section}.{key}'; valid keys in {section} are {valid}")
+
+
+def _coerce(name: str, value: Any, base: type, nullable: bool) -> Any:
+    """Type-check one value against its field's type; returns the value converted (int -> float)."""
+    if value is None:
+        if nullable:
+            return None
+        raise ConfigError(f"{name} must not be null; set a value or remove the key")
+    if base is int:
+        # bool is a subclass of int in Python; `layers: true` is a mistake, not 1.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name} must be an integer; got {_show(value)}")
+    if base is float:
+        if isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
+            value = float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number; got {value}")
+            return float(value)
+        raise ConfigError(f"{name} must be a number; got {_show(value)}")
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string; got {_show(value)} (quote it in YAML)")
+    if name in CHOICES and value not in CHOICES[name]:
+        raise ConfigError(f"{name} must be one of {', '.join(CHOICES[name])}; got {value!r}")
+    return value
+
+
+def _set(cfg: Config, section: str, key: str, value: Any) -> None:
+    """Validate the type of one value and store it."""
+    if section not in SECTIONS:
+        raise _unknown_section(section)
+    if key not in _section_fields(section):
+        raise _unknown_key(section, key)
+    base, nullable = _field_type(section, key)
+    setattr(getattr(cfg, section), key, _coerce(f"{section}.{key}", value, base, nullable))
+
+
+def _apply_mapping(cfg: Config, data: Any, source: str) -> None:
+    """Apply a {section: {key: value}} mapping (from a YAML file or a dict) onto cfg."""
+    if data is None:
+        return
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source} must be a mapping of sections ({', '.join(SECTIONS)}); got {_show(data)}"
+        )
+    for section, values in data.items():
+        if section not in SECTIONS:
+            raise _unknown_section(str(section))
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"section '{section}' must be a mapping of key: value; got {_show(values)}")
+        for key, value in values.items():
+            _set(cfg, section, str(key), value)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Split 'section.key=value' into (section, key, value).
+
+    The value is parsed with yaml.safe_load (so null, 1e-3, true work), except for string fields,
+    whose value is taken literally: a prime such as `ROMEO:` or `123` must stay that text.
+    """
+    name, sep, raw = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not section or not key:
+        raise ConfigError(f"override {text!r} must look like section.key=value, for example train.lr=0.001")
+    if section not in SECTIONS:
+        raise _unknown_section(section)
+    if key not in _section_fields(section):
+        raise _unknown_key(section, key)
+    if _field_type(section, key)[0] is str:
+        return section, key, raw
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"override {text!r} has a value that is not valid YAML") from None
+    return section, key, value
+
+
+def validate_config(cfg: Config) -> Config:
+    """Check ranges and cross-field rules of an already type-checked config; returns it."""
+    for name, rng in RANGES.items():
+        section, key = name.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if value is not None and not rng.contains(value):
+            raise ConfigError(f"{name} must be {rng.describe()}; got {value}")
+    if cfg.train.min_lr > cfg.train.lr:
+        raise ConfigError(
+            f"train.min_lr ({cfg.train.min_lr}) must not exceed train.lr ({cfg.train.lr})"
+        )
+    return cfg
+
+
+def _read_yaml(path: str) -> Any:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"config file '{path}' does not exist; check the path") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file '{path}' is a directory, not a YAML file") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file '{path}': {e.strerror or e}") from None
+    try:
+        return yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file '{path}' is not valid UTF-8 (byte offset {e.start})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "syntax error"
+        raise ConfigError(f"config file '{path}' is not valid YAML: {problem}{where}") from None
+
+
+def load_config(path: str | None, overrides: Iterable[str] = ()) -> Config:
+    """Defaults < the YAML file at `path` (None = no file) < `section.key=value` overrides."""
+    cfg = Config()
+    if path is not None:
+        _apply_mapping(cfg, _read_yaml(path), f"config file '{path}'")
+    for text in overrides:
+        section, key, value = parse_override(text)
+        _set(cfg, section, key, value)
+    return validate_config(cfg)
+
+
+def config_to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
+    """A plain nested dict (JSON/YAML-safe: str, int, float, None)."""
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(d: dict[str, Any]) -> Config:
+    """Rebuild and validate a config from `config_to_dict` output; missing keys take defaults."""
+    cfg = Config()
+    _apply_mapping(cfg, d, "the stored config")
+    return validate_config(cfg)
+
+
+def save_config(cfg: Config, path: str) -> None:
+    """Write the resolved config as YAML, atomically (temp file in the same folder, then rename)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
+    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".yaml.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
