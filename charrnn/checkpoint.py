@@ -1,0 +1,176 @@
+"""The one checkpoint format (version 1): a .safetensors file, written atomically.
+
+tensors:  model parameters under PyTorch's names (embedding.weight, rnn.weight_ih_l0, ...);
+          optimizer slots as optim.<slot>.<parameter name> (optim.exp_avg.rnn.weight_hh_l0);
+          the carried hidden state of truncated BPTT as carry.h / carry.c ([L, B, H]).
+metadata: format = "charrnn/1"; charrnn = JSON {version, config, vocab, train_state, created}.
+
+Loading parses only the safetensors header and raw arrays (never pickle, never code), checks the
+format tag, then every name, shape and dtype against the model the stored config describes, and
+turns anything wrong into one CheckpointError sentence.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from charrnn import __version__
+from charrnn.config import Config, ConfigError, config_from_dict, config_to_dict
+from charrnn.model import CharRNN, parameter_shapes
+from charrnn.vocab import Vocab
+
+FORMAT = "charrnn/1"
+FORMAT_NAME, FORMAT_VERSION = FORMAT.split("/")
+OPTIM_PREFIX = "optim."
+CARRY_PREFIX = "carry."
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be read or used; the message is one sentence for the user."""
+
+
+@dataclass
+class Checkpoint:
+    config: Config
+    vocab: Vocab
+    params: dict[str, np.ndarray]
+    optim: dict[str, np.ndarray] = field(default_factory=dict)   # optim.<slot>.<name> tensors
+    carry: tuple = ()                                            # carried TBPTT state, or ()
+    train_state: dict = field(default_factory=dict)
+    version: str = __version__
+    created: str = ""
+
+    def build_model(self) -> CharRNN:
+        """A CharRNN with the stored architecture and weights."""
+        dtype = np.dtype(self.config.train.dtype)
+        model = CharRNN(len(self.vocab), self.config.model, dtype=dtype, seed=0)
+        model.params.copy_from(self.params)
+        return model
+
+
+def save_checkpoint(path: str, model: CharRNN, vocab: Vocab, config: Config,
+                    optim_tensors: dict[str, np.ndarray] | None = None,
+                    train_state: dict | None = None, carry: tuple = ()) -> None:
+    """Write a checkpoint to `path` atomically: temp file in the same folder, fsync, rename."""
+    from safetensors.numpy import save
+
+    tensors = {name: np.ascontiguousarray(v) for name, v in model.params.items()}
+    for name, value in (optim_tensors or {}).items():
+        tensors[name] = np.ascontiguousarray(value)
+    for label, value in zip(("h", "c"), carry):
+        tensors[CARRY_PREFIX + label] = np.ascontiguousarray(value)
+    meta = {
+        "version": __version__,
+        "config": config_to_dict(config),
+        "vocab": vocab.to_list(),
+        "train_state": train_state or {},
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    blob = save(tensors, metadata={"format": FORMAT, "charrnn": json.dumps(meta)})
+    write_atomically(path, blob)
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Replace `path` with `data` so that a crash leaves either the old file or the new one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read(path: str):
+    """(tensors, metadata) of a safetensors file, or CheckpointError."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    if path == "-":
+        raise CheckpointError("a checkpoint must be a file path, not '-'.")
+    if not os.path.exists(path):
+        raise CheckpointError(f"no checkpoint at {path}.")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path} is a folder; give a .safetensors file such as "
+                              f"{os.path.join(path, 'best.safetensors')}.")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror}.") from None
+    try:
+        tensors = load(data)
+        metadata = _header_metadata(data)
+    except (SafetensorError, ValueError, OverflowError) as e:
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt: {e}).") from None
+    return tensors, metadata
+
+
+def _header_metadata(data: bytes) -> dict:
+    """The __metadata__ of a safetensors header: 8-byte little-endian length, then JSON."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    return header.get("__metadata__") or {}
+
+
+def load_checkpoint(path: str) -> Checkpoint:
+    """Read and validate a checkpoint; every failure is a CheckpointError with one sentence."""
+    tensors, metadata = _read(path)
+    fmt = metadata.get("format", "")
+    name, _, version = fmt.partition("/")
+    if name != FORMAT_NAME or "charrnn" not in metadata:
+        raise CheckpointError(f"{path} is a safetensors file but not a charrnn checkpoint.")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format {fmt}, which this charrnn {__version__} cannot "
+                              f"read (it reads {FORMAT}); upgrade charrnn.")
+    try:
+        meta = json.loads(metadata["charrnn"])
+        config = config_from_dict(meta["config"])
+        vocab = Vocab.from_list(meta["vocab"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, ConfigError) as e:
+        raise CheckpointError(f"{path} has unreadable charrnn metadata ({e}).") from None
+    params = _checked_params(path, tensors, config, vocab)
+    optim = {k: v for k, v in tensors.items() if k.startswith(OPTIM_PREFIX)}
+    carry = tuple(tensors[CARRY_PREFIX + s] for s in ("h", "c") if CARRY_PREFIX + s in tensors)
+    return Checkpoint(config=config, vocab=vocab, params=params, optim=optim, carry=carry,
+                      train_state=meta.get("train_state") or {},
+                      version=str(meta.get("version", "")), created=str(meta.get("created", "")))
+
+
+def _checked_params(path, tensors, config, vocab) -> dict[str, np.ndarray]:
+    """The model tensors, after checking names, shapes and dtype against the stored config."""
+    expected = parameter_shapes(len(vocab), config.model)
+    dtype = np.dtype(config.train.dtype)
+    params = {}
+    for name, shape in expected.items():
+        if name not in tensors:
+            raise CheckpointError(f"{path} lacks the parameter {name}; the file is incomplete.")
+        value = tensors[name]
+        if value.shape != shape:
+            raise CheckpointError(f"{path}: {name} has shape {list(value.shape)} but its config "
+                                  f"needs {list(shape)}.")
+        if value.dtype != dtype:
+            raise CheckpointError(f"{path}: {name} is {value.dtype}, expected {dtype}.")
+        params[name] = value
+    extra = [k for k in tensors if k not in expected
+             and not k.startswith((OPTIM_PREFIX, CARRY_PREFIX))]
+    if extra:
+        raise CheckpointError(f"{path} holds unexpected tensors ({', '.join(sorted(extra)[:3])}).")
+    return params
+
+
+def load_model(path: str) -> tuple[CharRNN, Vocab, Checkpoint]:
+    """The model, the vocabulary and the checkpoint record of `path`."""
+    ckpt = load_checkpoint(path)
+    return ckpt.build_model(), ckpt.vocab, ckpt
