@@ -17,7 +17,7 @@ How the kernels are made fast (and why the loop looks as it does):
 - the weight gradients are one GEMM each over all T*B rows after the loop.
 
 `forward(x, state0, w_ih, w_hh, b_ih, b_hh) -> (out, state, cache)` and
-`backward(dout, dstate, cache, grads=None) -> (dx, dstate0, grads)` where state is a tuple
+`backward(dout, dstate, cache, grads=None, dh_trace=None) -> (dx, dstate0, grads)` where state is a tuple
 ((h,) or (h, c), each [B, H]) and grads a dict with weight_ih, weight_hh, bias_ih, bias_hh
 (written into the given arrays when `grads` is passed, allocated otherwise).
 """
@@ -86,7 +86,7 @@ def rnn_forward(x, state0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
     return hs[1:], (hs[T].copy(),), cache
 
 
-def rnn_backward(dout, dstate, cache, grads=None):
+def rnn_backward(dout, dstate, cache, grads=None, dh_trace=None):
     """BPTT through rnn_forward.  dout [T, B, H], dstate = (dh_T,) -> (dx, (dh0,), grads)."""
     x, hs, w_ih, w_hh, relu = cache
     T = x.shape[0]
@@ -97,6 +97,8 @@ def rnn_backward(dout, dstate, cache, grads=None):
     dh = np.array(dstate[0], dtype=x.dtype, copy=True)
     for t in range(T - 1, -1, -1):
         dh += dout[t]
+        if dh_trace is not None:
+            dh_trace[t] = dh
         np.multiply(dh, dact[t], out=dpre[t])
         np.dot(dpre[t], w_hh, out=dh)
     grads = _weight_grads(dpre, dpre, x, hs[:-1], grads)
@@ -149,7 +151,7 @@ def gru_forward(x, state0, w_ih, w_hh, b_ih, b_hh):
     return hs[1:], (hs[T].copy(),), cache
 
 
-def gru_backward(dout, dstate, cache, grads=None):
+def gru_backward(dout, dstate, cache, grads=None, dh_trace=None):
     """BPTT through gru_forward.  dout [T, B, H], dstate = (dh_T,) -> (dx, (dh0,), grads)."""
     x, hs, gates, hn, w_ih, w_hh = cache
     T, B, _ = x.shape
@@ -166,6 +168,8 @@ def gru_backward(dout, dstate, cache, grads=None):
     dh = np.array(dstate[0], dtype=x.dtype, copy=True)
     for t in range(T - 1, -1, -1):
         dh += dout[t]
+        if dh_trace is not None:
+            dh_trace[t] = dh
         dn = np.multiply(dh, fn[t], out=dgx[t, :, 2 * H:])
         np.multiply(dh, fz[t], out=dgh[t, :, H:2 * H])
         np.multiply(dn, fr[t], out=dgh[t, :, :H])
@@ -224,7 +228,7 @@ def lstm_forward(x, state0, w_ih, w_hh, b_ih, b_hh):
     return hs[1:], (hs[T].copy(), cs[T].copy()), cache
 
 
-def lstm_backward(dout, dstate, cache, grads=None):
+def lstm_backward(dout, dstate, cache, grads=None, dh_trace=None):
     """BPTT through lstm_forward.  dout [T, B, H], dstate = (dh_T, dc_T) -> (dx, (dh0, dc0), grads)."""
     x, hs, cs, tanh_c, gates, w_ih, w_hh = cache
     T, B, _ = x.shape
@@ -246,6 +250,8 @@ def lstm_backward(dout, dstate, cache, grads=None):
     tmp = np.empty((B, H), x.dtype)
     for t in range(T - 1, -1, -1):
         dh += dout[t]
+        if dh_trace is not None:
+            dh_trace[t] = dh
         np.multiply(dh, dc_from_h[t], out=tmp)
         dc += tmp
         np.multiply(k3[t, :, :3], dc[:, None, :], out=dg3[t, :, :3])
@@ -268,7 +274,11 @@ def forward(cell, x, state0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
     raise ValueError(f"unknown cell {cell!r}; expected one of rnn, gru, lstm")
 
 
-def backward(cell, dout, dstate, cache, grads=None):
-    """Dispatch to the cell's backward; see the module docstring for the signature."""
-    return {"rnn": rnn_backward, "gru": gru_backward, "lstm": lstm_backward}[cell](
-        dout, dstate, cache, grads)
+def backward(cell, dout, dstate, cache, grads=None, dh_trace=None):
+    """Dispatch to the cell's backward; see the module docstring for the signature.
+
+    dh_trace, an optional [T, B, H] array, receives dL/dh_t (the total gradient reaching each
+    step's hidden output): what `charrnn diagnose` plots to show vanishing gradients.
+    """
+    fn = {"rnn": rnn_backward, "gru": gru_backward, "lstm": lstm_backward}[cell]
+    return fn(dout, dstate, cache, grads, dh_trace)

@@ -130,10 +130,13 @@ class CharRNN:
         T, B = cache["ids"].shape
         return logits.reshape(T, B, -1).transpose(1, 0, 2), new_state, cache
 
-    def backward(self, dlogits, cache, dstate=None):
-        """dlogits [B, T, V] (and optionally d final state) -> (grads, d initial state)."""
+    def backward(self, dlogits, cache, dstate=None, dh_traces=None):
+        """dlogits [B, T, V] (and optionally d final state) -> (grads, d initial state).
+
+        dh_traces: optional list of L arrays [T, B, H] that receive dL/dh_t of each layer.
+        """
         dl = np.ascontiguousarray(np.asarray(dlogits, self.dtype).transpose(1, 0, 2))
-        return self._backward_tm(dl.reshape(-1, self.vocab_size), cache, dstate)
+        return self._backward_tm(dl.reshape(-1, self.vocab_size), cache, dstate, dh_traces)
 
     def loss(self, ids, targets, state=None, train=False, rng=None):
         """Mean cross-entropy (nats/char) of predicting targets [B, T] -> (loss, state, cache)."""
@@ -179,7 +182,7 @@ class CharRNN:
         cache = {"ids": ids_tm, "top": top, "layers": layer_caches, "masks": masks}
         return logits, new_state, cache
 
-    def _backward_tm(self, dlogits, cache, dstate=None):
+    def _backward_tm(self, dlogits, cache, dstate=None, dh_traces=None):
         """Time-major backward.  dlogits [T*B, V] -> (self.grads, d initial state [L, B, H] each)."""
         p, g = self.params, self.grads
         T, B = cache["ids"].shape
@@ -194,7 +197,8 @@ class CharRNN:
                            else np.asarray(d[k], self.dtype) for d in (dstate or [None] * n_state))
             layer_grads = {name: g[f"rnn.{name}_l{k}"]
                            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-            dx, d0, _ = cells.backward(self.cell, dx, dfinal, cache["layers"][k], layer_grads)
+            trace = None if dh_traces is None else dh_traces[k]
+            dx, d0, _ = cells.backward(self.cell, dx, dfinal, cache["layers"][k], layer_grads, trace)
             for j in range(n_state):
                 dstate0[j][k] = d0[j]
         ops.embedding_backward(dx, cache["ids"], g["embedding.weight"])

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from charrnn import cells, gradcheck
+from charrnn import cells, gradcheck, ops
 from charrnn.model import CharRNN, ModelSpec
 from tests.reference import reference_loss_and_grads
 
@@ -35,8 +35,8 @@ def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
     """The checker is only worth something if a corrupted backward fails it."""
     real = cells.lstm_backward
 
-    def corrupted(dout, dstate, cache, grads=None):
-        dx, d0, g = real(dout, dstate, cache, grads)
+    def corrupted(dout, dstate, cache, grads=None, dh_trace=None):
+        dx, d0, g = real(dout, dstate, cache, grads, dh_trace)
         g["weight_hh"][0, 0] *= 1.001
         return dx, d0, g
 
@@ -137,3 +137,27 @@ def test_parameter_names_and_shapes_are_pytorchs():
         "rnn.bias_ih_l1": (21,), "rnn.bias_hh_l1": (21,),
         "decoder.weight": (11, 7), "decoder.bias": (11,),
     }
+
+
+@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+def test_hidden_gradient_trace_is_the_state_gradient(cell, nonlinearity):
+    """dh_traces[k][t] is dL/dh_t of layer k.
+
+    With the loss restricted to steps after t, dL/dh_t of the top layer equals the gradient
+    w.r.t. the initial state of a run that starts from the state after step t.
+    """
+    model = small_model(cell, nonlinearity, 2, seed=2)
+    rng = np.random.default_rng(1)
+    ids, targets = rng.integers(0, 5, (2, 6)), rng.integers(0, 5, (2, 6))
+    t = 3
+    _, _, cache = model.loss(ids, targets)
+    dlogits = ops.softmax_cross_entropy_backward(cache.pop("probs"), cache["targets"])
+    dlogits.reshape(6, 2, -1)[:t + 1] = 0          # only steps t+1 .. 5 contribute
+    traces = [np.zeros((6, 2, 4)) for _ in range(2)]
+    model._backward_tm(dlogits, cache, None, traces)
+
+    _, mid, _ = model.forward(ids[:, :t + 1])
+    _, _, d0 = model.loss_and_grad(ids[:, t + 1:], targets[:, t + 1:], mid, train=False)
+    weight = (6 - t - 1) / 6                         # tail mean is over fewer characters
+    np.testing.assert_allclose(traces[1][t], d0[0][1] * weight, atol=1e-12)
+    assert np.abs(traces[0][t]).sum() > 0           # the lower layer was traced too
