@@ -16,6 +16,7 @@ from charrnn import __version__
 from charrnn.checkpoint import CheckpointError
 from charrnn.config import ConfigError
 from charrnn.data import DataError
+from charrnn.train import TrainingError, TrainingInterrupted
 from charrnn.vocab import UnknownCharactersError
 
 # exception type -> exit status; the message of each is written for the user
@@ -24,6 +25,8 @@ USER_ERRORS: dict[type, int] = {
     CheckpointError: 1,
     DataError: 1,
     UnknownCharactersError: 1,
+    TrainingError: 1,
+    TrainingInterrupted: 130,   # its own exit_code (128 + signal) wins
 }
 
 
@@ -36,7 +39,7 @@ class UserError(Exception):
 
 
 def _exit_code(error: BaseException) -> int | None:
-    if isinstance(error, UserError):
+    if isinstance(error, (UserError, TrainingInterrupted)):
         return error.exit_code
     for kind, code in USER_ERRORS.items():
         if isinstance(error, kind):
@@ -76,6 +79,28 @@ class CharrnnGroup(click.Group):
 @click.version_option(__version__, prog_name="charrnn")
 def cli():
     """Train and use character-level RNN / GRU / LSTM language models on a CPU."""
+
+
+@cli.command()
+@click.argument("config_file", metavar="CONFIG.yaml", required=False, type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override a config value (repeatable), e.g. --set train.lr=0.001.")
+@click.option("--resume", "resume_dir", metavar="RUN_DIR",
+              help="Continue the run saved in RUN_DIR/last.safetensors exactly where it stopped.")
+@click.option("--init-from", metavar="CHECKPOINT",
+              help="Start a new run from the weights of CHECKPOINT (same vocabulary).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def train(config_file, overrides, resume_dir, init_from, quiet):
+    """Train a model on the corpus named in CONFIG.yaml (or continue one with --resume)."""
+    from charrnn.config import load_config
+    from charrnn.train import run_training
+
+    if resume_dir and (config_file or init_from):
+        raise click.UsageError("--resume takes its config from the run; give no CONFIG.yaml or --init-from.")
+    if not resume_dir and not config_file:
+        raise click.UsageError("give a CONFIG.yaml (see configs/), or --resume RUN_DIR.")
+    cfg = None if resume_dir else load_config(config_file, overrides)
+    run_training(cfg, resume_dir=resume_dir, init_from=init_from, overrides=overrides, quiet=quiet)
 
 
 def main():

@@ -1,0 +1,397 @@
+"""The training loop: batches, updates, evaluation, checkpoints, progress and signals.
+
+One step = forward and backward over a [B, T] batch (truncated BPTT, hidden state carried from
+batch to batch and reset at each epoch), gradient clipping, one optimizer update at the
+scheduled learning rate. Everything a step depends on (weights, optimizer moments, step, epoch,
+batch position, carried state, RNG states) is in `last.safetensors`, so `--resume` continues
+bit for bit where the run stopped.
+
+Run folder: config.yaml (the resolved config), metrics.jsonl (one JSON object per logged
+figure), last.safetensors (latest state), best.safetensors (lowest validation loss).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from charrnn import data as data_mod
+from charrnn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from charrnn.config import Config, ConfigError, config_to_dict, save_config
+from charrnn.model import CharRNN
+from charrnn.optim import clip_grad_norm, clip_grad_value, flatten_state, lr_at, make_optimizer, unflatten_state
+from charrnn.vocab import Vocab
+
+ARCHITECTURE_KEYS = ("cell", "nonlinearity", "layers", "hidden_size", "embed_size")
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class TrainingError(Exception):
+    """Training cannot go on (non-finite loss, unusable run folder, ...): exit status 1."""
+
+    exit_code = 1
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT / SIGTERM arrived; last.safetensors holds the state. exit_code is 128 + signal."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class Progress:
+    """Where training stands; all of it is saved in every checkpoint's train_state."""
+
+    step: int = 0                 # updates done
+    epoch: int = 0                # completed passes over the training text
+    position: int = 0             # index of the next batch within the epoch
+    chars: int = 0                # training characters seen
+    best_val_loss: float = math.inf
+    last_val_loss: float | None = None
+    lr: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    """Everything the loop works on, set up by `prepare`."""
+
+    config: Config
+    vocab: Vocab
+    model: CharRNN
+    optimizer: object
+    batches: object
+    val_ids: np.ndarray
+    dropout_rng: np.random.Generator
+    batch_rng: np.random.Generator
+    progress: Progress
+    carry: tuple | None = None
+    out_dir: str = ""
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.out_dir, name)
+
+
+# ------------------------------------------------------------------------------------------
+# setting up
+# ------------------------------------------------------------------------------------------
+
+def prepare_out_dir(out_dir: str) -> None:
+    """Create the run folder if needed and prove it is writable, before any training."""
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise TrainingError(f"cannot create the output folder {out_dir}: {e.strerror}; "
+                            f"set train.out_dir to a writable folder.") from None
+    probe = os.path.join(out_dir, ".write-test")
+    try:
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.unlink(probe)
+    except OSError as e:
+        raise TrainingError(f"the output folder {out_dir} is not writable ({e.strerror}); "
+                            f"set train.out_dir to a writable folder.") from None
+
+
+def load_corpus(cfg: Config, vocab: Vocab | None):
+    """(vocab, train ids, val ids) of data.path; the given vocab (from a checkpoint) if any."""
+    text = data_mod.read_text(cfg.data.path)
+    if vocab is None:
+        vocab = Vocab.from_text(text)
+    else:
+        missing = sorted(set(text) - set(vocab.symbols))
+        if missing:
+            shown = "".join(missing[:20])
+            raise data_mod.DataError(
+                f"{cfg.data.path} has {len(missing)} characters that the checkpoint's vocabulary "
+                f"lacks ({shown!r}); train a new model on this text instead.")
+    ids = vocab.encode(text)
+    del text
+    train_ids, val_ids = data_mod.split_train_val(ids, cfg.data.val_fraction)
+    data_mod.validate_split(train_ids, val_ids, cfg.data.val_fraction, cfg.train.batch_size,
+                            cfg.train.seq_len, cfg.data.batching)
+    return vocab, train_ids, val_ids
+
+
+def _check_same_architecture(cfg: Config, ckpt: Checkpoint, what: str) -> None:
+    for key in ARCHITECTURE_KEYS:
+        mine, theirs = getattr(cfg.model, key), getattr(ckpt.config.model, key)
+        if mine != theirs:
+            raise ConfigError(f"model.{key} is {mine!r} but the {what} checkpoint has {theirs!r}; "
+                              f"remove the setting or start a new run.")
+
+
+def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint | None = None) -> Run:
+    """Build the run: corpus, model, optimizer, batches and RNGs, restored from `resume` if given."""
+    prepare_out_dir(cfg.train.out_dir)
+    source = resume or init_from
+    if source is not None:
+        _check_same_architecture(cfg, source, "resumed" if resume else "--init-from")
+    vocab, train_ids, val_ids = load_corpus(cfg, source.vocab if source else None)
+    dtype = np.dtype(cfg.train.dtype)
+    model = CharRNN(len(vocab), cfg.model, dtype=dtype, seed=cfg.train.seed)
+    if source is not None:
+        model.params.copy_from({k: v.astype(dtype) for k, v in source.params.items()})
+    optimizer = make_optimizer(None, model.params, cfg.train)
+    seeds = np.random.SeedSequence(cfg.train.seed).spawn(2)
+    dropout_rng, batch_rng = (np.random.default_rng(s) for s in seeds)
+    batches = data_mod.make_batches(train_ids, cfg.train, cfg.data.batching, batch_rng)
+    run = Run(cfg, vocab, model, optimizer, batches, val_ids, dropout_rng, batch_rng, Progress(),
+              out_dir=cfg.train.out_dir)
+    if resume is not None:
+        _restore(run, resume)
+    return run
+
+
+def _restore(run: Run, ckpt: Checkpoint) -> None:
+    """Put optimizer, progress, carried state and RNGs back as they were saved."""
+    ts = ckpt.train_state
+    try:
+        run.optimizer.load_state_dict(unflatten_state(ckpt.optim, ts["optim"]))
+        run.progress = Progress(**ts["progress"])
+        run.dropout_rng.bit_generator.state = ts["rng"]["dropout"]
+        run.batch_rng.bit_generator.state = ts["rng"]["batch"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise TrainingError(f"the checkpoint's training state is incomplete ({e}); "
+                            f"use --init-from to start a new run from its weights.") from None
+    dtype = run.model.dtype
+    run.carry = tuple(np.asarray(c, dtype) for c in ckpt.carry) or None
+    if run.progress.position > run.batches.batches_per_epoch:
+        raise TrainingError("the resumed run's batch position is past the end of an epoch: "
+                            "data.path, train.batch_size or train.seq_len changed since it was saved.")
+
+
+# ------------------------------------------------------------------------------------------
+# saving
+# ------------------------------------------------------------------------------------------
+
+def save(run: Run, name: str) -> None:
+    """Write RUN/name (last or best) with everything needed to resume."""
+    tensors, scalars = flatten_state(run.optimizer.state_dict())
+    p = run.progress
+    p.extra = {}
+    train_state = {
+        "progress": {**p.__dict__, "best_val_loss": _json_float(p.best_val_loss)},
+        "optim": scalars,
+        "rng": {"dropout": run.dropout_rng.bit_generator.state,
+                "batch": run.batch_rng.bit_generator.state},
+    }
+    save_checkpoint(run.path(name), run.model, run.vocab, run.config, tensors, train_state,
+                    carry=run.carry or ())
+
+
+def _json_float(x: float):
+    return x if math.isfinite(x) else 1e308
+
+
+class Metrics:
+    """Appends one JSON object per line to RUN/metrics.jsonl, flushed at once."""
+
+    def __init__(self, path: str):
+        self.file = open(path, "a", encoding="utf-8")
+
+    def log(self, **fields) -> None:
+        self.file.write(json.dumps(fields) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+# ------------------------------------------------------------------------------------------
+# the loop
+# ------------------------------------------------------------------------------------------
+
+class SignalCatcher:
+    """Turns the first SIGINT / SIGTERM into a flag the loop checks after each step.
+
+    A second signal while the first is pending stops at once (the last checkpoint on disk
+    stays whole: checkpoints are written atomically).
+    """
+
+    def __init__(self):
+        self.received: int | None = None
+        self.previous = {}
+
+    def __enter__(self):
+        for sig in SIGNAL_EXIT:
+            try:
+                self.previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:      # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            raise TrainingInterrupted("stopped at once by a second signal; the last saved "
+                                      "checkpoint is intact.", SIGNAL_EXIT[signum])
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def validation_loss(run: Run) -> float:
+    """Mean nats/char over the validation text: the same protocol as `charrnn eval`."""
+    from charrnn.evaluate import evaluate_ids
+
+    total, n = evaluate_ids(run.model, run.val_ids, max_chars=run.config.train.eval_chars)
+    return total / n
+
+
+def _stop_reason(run: Run, started: float) -> str | None:
+    t, p = run.config.train, run.progress
+    if t.max_steps is not None and p.step >= t.max_steps:
+        return f"reached train.max_steps={t.max_steps}"
+    if t.max_epochs is not None and p.epoch >= t.max_epochs:
+        return f"reached train.max_epochs={t.max_epochs}"
+    if t.max_minutes is not None and time.perf_counter() - started >= 60 * t.max_minutes:
+        return f"reached train.max_minutes={t.max_minutes:g}"
+    return None
+
+
+def train_step(run: Run) -> tuple[float, float]:
+    """One update on the next batch -> (loss, gradient norm before clipping)."""
+    cfg, p, b = run.config.train, run.progress, run.batches
+    if p.position == 0 or not b.stateful:
+        run.carry = None                    # new epoch (or random windows): start from zeros
+    x, y = b.get(p.position)
+    p.lr = lr_at(cfg, p.step, p.epoch + p.position / b.batches_per_epoch)
+    loss, carry, _ = run.model.loss_and_grad(x, y, run.carry, train=True, rng=run.dropout_rng)
+    if cfg.clip == "value":
+        clip_grad_value(run.model.grads, cfg.clip_value)
+        norm = float(np.linalg.norm(run.model.grads.flat))
+    else:
+        norm = clip_grad_norm(run.model.grads, cfg.clip_value if cfg.clip == "norm" else math.inf)
+    if not (math.isfinite(loss) and math.isfinite(norm)):
+        raise TrainingError(
+            f"the loss became {'not a number' if loss != loss else 'infinite'} at step {p.step + 1} "
+            f"(gradient norm {norm:.3g}); the last good checkpoint is untouched. Lower train.lr "
+            f"or keep train.clip on.")
+    run.optimizer.step(run.model.grads, p.lr)
+    run.carry = carry
+    p.step += 1
+    p.chars += x.size
+    p.position += 1
+    if p.position == b.batches_per_epoch:
+        p.epoch, p.position = p.epoch + 1, 0
+    return loss, norm
+
+
+def train(run: Run, quiet: bool = False, log=None) -> Progress:
+    """Train until a limit; checkpoint, evaluate and log along the way. Returns the progress."""
+    log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
+    cfg = run.config.train
+    save_config(run.config, run.path("config.yaml"))
+    metrics = Metrics(run.path("metrics.jsonl"))
+    started = time.perf_counter()
+    bar = tqdm(total=cfg.max_steps, initial=run.progress.step, unit="step", file=sys.stderr,
+               disable=True if quiet else None, dynamic_ncols=True, leave=False)
+    window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+    try:
+        with SignalCatcher() as signals:
+            while (reason := _stop_reason(run, started)) is None:
+                loss, norm = train_step(run)
+                window_loss, window_steps = window_loss + loss, window_steps + 1
+                p = run.progress
+                bar.update(1)
+                if p.step % cfg.log_every == 0:
+                    elapsed = time.perf_counter() - window_start
+                    speed = window_steps * cfg.batch_size * cfg.seq_len / max(elapsed, 1e-9)
+                    metrics.log(step=p.step, epoch=round(p.epoch + p.position / run.batches.batches_per_epoch, 4),
+                                chars=p.chars, time=round(time.perf_counter() - started, 3),
+                                train_loss=window_loss / window_steps, lr=p.lr,
+                                chars_per_s=round(speed), grad_norm=norm)
+                    bar.set_postfix(loss=f"{window_loss / window_steps:.3f}", val=_fmt(p.last_val_loss),
+                                    lr=f"{p.lr:.2e}", cps=f"{speed:,.0f}")
+                    window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+                if p.step % cfg.eval_every == 0:
+                    evaluate_and_keep_best(run, metrics, started, log, bar.disable)
+                if p.step % cfg.checkpoint_every == 0:
+                    save(run, "last.safetensors")
+                if signals.received is not None:
+                    save(run, "last.safetensors")
+                    raise TrainingInterrupted(
+                        f"interrupted at step {p.step}; saved {run.path('last.safetensors')}. "
+                        f"Resume with: charrnn train --resume {run.out_dir}",
+                        SIGNAL_EXIT[signals.received])
+            if run.progress.step % cfg.eval_every != 0 or run.progress.last_val_loss is None:
+                evaluate_and_keep_best(run, metrics, started, log, bar.disable)
+            save(run, "last.safetensors")
+    finally:
+        bar.close()
+        metrics.close()
+    log(f"done: {reason} at step {run.progress.step}; best validation loss "
+        f"{run.progress.best_val_loss:.4f} nats/char; checkpoints in {run.out_dir}")
+    return run.progress
+
+
+def _fmt(x):
+    return "-" if x is None else f"{x:.3f}"
+
+
+def evaluate_and_keep_best(run: Run, metrics: Metrics, started: float, log, quiet_bar: bool) -> None:
+    """Validation pass; best.safetensors when it improves; optional sample."""
+    p = run.progress
+    val = validation_loss(run)
+    p.last_val_loss = val
+    metrics.log(step=p.step, chars=p.chars, time=round(time.perf_counter() - started, 3),
+                val_loss=val, val_bpc=val / math.log(2))
+    improved = val < p.best_val_loss
+    if improved:
+        p.best_val_loss = val
+        save(run, "best.safetensors")
+    if quiet_bar:   # no progress bar (not a terminal): a plain log line instead
+        log(f"step {p.step}: val loss {val:.4f} ({val / math.log(2):.3f} bits/char)"
+            + (" *best*" if improved else ""))
+    if run.config.train.sample_every and p.step % run.config.train.sample_every == 0:
+        log(f"--- sample at step {p.step} ---\n{sample_text(run)}\n---")
+
+
+def sample_text(run: Run) -> str:
+    from charrnn.generate import generate
+
+    chars = generate(run.model, run.vocab, length=run.config.train.sample_chars,
+                     temperature=0.8, seed=run.progress.step)
+    return "".join(chars)
+
+
+# ------------------------------------------------------------------------------------------
+# entry point for the CLI
+# ------------------------------------------------------------------------------------------
+
+def run_training(cfg: Config | None, resume_dir: str | None = None, init_from: str | None = None,
+                 overrides=(), quiet: bool = False) -> Progress:
+    """`charrnn train`: a new run from cfg, or the run in resume_dir continued."""
+    resume = None
+    if resume_dir is not None:
+        path = resume_dir if resume_dir.endswith(".safetensors") else os.path.join(resume_dir, "last.safetensors")
+        resume = load_checkpoint(path)
+        cfg = _apply_overrides(resume.config, overrides)
+        if not resume_dir.endswith(".safetensors"):
+            cfg.train.out_dir = resume_dir     # the run folder may have been moved
+    init = load_checkpoint(init_from) if init_from else None
+    run = prepare(cfg, resume=resume, init_from=init)
+    return train(run, quiet=quiet)
+
+
+def _apply_overrides(cfg: Config, overrides) -> Config:
+    """The checkpoint's config with `--set` overrides on top (e.g. a larger train.max_steps)."""
+    from charrnn.config import config_from_dict, parse_override
+
+    d = config_to_dict(cfg)
+    for text in overrides:
+        section, key, value = parse_override(text)
+        d[section][key] = value
+    return config_from_dict(d)

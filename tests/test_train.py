@@ -1,0 +1,227 @@
+"""charrnn train end to end: resume equality, signals, NaN, errors, checkpoint contents."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from safetensors.numpy import load_file
+
+from charrnn.checkpoint import load_checkpoint
+from charrnn.cli import cli
+from charrnn.model import CharRNN
+
+SMALL = ["--set", "model.hidden_size=16", "--set", "model.embed_size=8", "--set", "model.layers=2",
+         "--set", "train.batch_size=4", "--set", "train.seq_len=8", "--set", "train.eval_every=5",
+         "--set", "train.checkpoint_every=5", "--set", "train.log_every=1"]
+
+
+def make_corpus(path, n=4000, seed=0):
+    rng = np.random.default_rng(seed)
+    words = ["the ", "cat ", "sat ", "on ", "a ", "mat.\n", "dog ", "ran ", "é "]
+    text = "".join(rng.choice(words, size=n // 4))
+    path.write_text(text, encoding="utf-8")
+    return text
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    make_corpus(path)
+    return path
+
+
+def write_config(tmp_path, corpus, out="run", extra=""):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"data:\n  path: {corpus}\ntrain:\n  out_dir: {tmp_path / out}\n  seed: 7\n{extra}")
+    return cfg
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def train_losses(run_dir):
+    lines = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))]
+    return {l["step"]: l["train_loss"] for l in lines if "train_loss" in l}
+
+
+@pytest.mark.parametrize("cell,dropout,batching", [("lstm", 0.2, "contiguous"),
+                                                   ("gru", 0.0, "random")])
+def test_resume_equals_uninterrupted(tmp_path, corpus, cell, dropout, batching):
+    """10 steps + resume to 20 gives the losses and weights of one 20-step run, bit for bit."""
+    common = SMALL + ["--set", f"model.cell={cell}", "--set", f"model.dropout={dropout}",
+                      "--set", f"data.batching={batching}", "--set", "train.lr_schedule=cosine",
+                      "--set", "train.warmup_steps=3", "--set", "train.max_steps=20"]
+    cfg = write_config(tmp_path, corpus, out="whole")
+    assert invoke("train", str(cfg), "-q", *common).exit_code == 0
+    cfg2 = write_config(tmp_path, corpus, out="split")
+    r = invoke("train", str(cfg2), "-q", *common[:-2], "--set", "train.max_steps=10")
+    assert r.exit_code == 0
+    r = invoke("train", "--resume", str(tmp_path / "split"), "-q", "--set", "train.max_steps=20")
+    assert r.exit_code == 0, r.output
+    whole, split = train_losses(tmp_path / "whole"), train_losses(tmp_path / "split")
+    assert sorted(split) == list(range(1, 21))
+    assert split == whole
+    a = load_file(str(tmp_path / "whole" / "last.safetensors"))
+    b = load_file(str(tmp_path / "split" / "last.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_checkpoint_holds_the_design_metadata(tmp_path, corpus):
+    cfg = write_config(tmp_path, corpus)
+    assert invoke("train", str(cfg), "-q", *SMALL, "--set", "train.max_steps=6").exit_code == 0
+    path = tmp_path / "run" / "last.safetensors"
+    tensors = load_file(str(path))
+    assert {"embedding.weight", "rnn.weight_hh_l1", "decoder.bias"} <= tensors.keys()
+    assert "optim.exp_avg.rnn.weight_hh_l0" in tensors and "carry.h" in tensors
+    from safetensors import safe_open
+    with safe_open(str(path), framework="numpy") as f:
+        meta = f.metadata()
+    assert meta["format"] == "charrnn/1"
+    info = json.loads(meta["charrnn"])
+    assert set(info) >= {"version", "config", "vocab", "train_state", "created"}
+    assert info["config"]["model"]["hidden_size"] == 16
+    assert "é" in info["vocab"] and info["vocab"] == sorted(info["vocab"])
+    assert info["train_state"]["progress"]["step"] == 6
+    # best.safetensors exists, and its recorded validation loss is the minimum logged
+    vals = [json.loads(l)["val_loss"] for l in open(tmp_path / "run" / "metrics.jsonl") if "val_loss" in l]
+    best = load_checkpoint(str(tmp_path / "run" / "best.safetensors"))
+    assert best.train_state["progress"]["best_val_loss"] == pytest.approx(min(vals))
+    assert (tmp_path / "run" / "config.yaml").read_text().count("hidden_size: 16") == 1
+    assert not [f for f in os.listdir(tmp_path / "run") if f.startswith(".tmp")]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, corpus, monkeypatch):
+    cfg = write_config(tmp_path, corpus)
+    real = CharRNN.loss_and_grad
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        calls["n"] += 1
+        loss, state, d0 = real(self, *args, **kwargs)
+        return (float("nan") if calls["n"] == 8 else loss), state, d0
+
+    assert invoke("train", str(cfg), "-q", *SMALL, "--set", "train.max_steps=5").exit_code == 0
+    last = tmp_path / "run" / "last.safetensors"
+    before = last.read_bytes()
+    monkeypatch.setattr(CharRNN, "loss_and_grad", poisoned)
+    r = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "run"), "-q",
+                                 "--set", "train.max_steps=20"])
+    assert r.exit_code == 1
+    assert "loss became not a number at step 8" in r.output
+    assert "Traceback" not in r.output
+    assert last.read_bytes() == before          # step 5's checkpoint, untouched
+
+
+def test_sigint_saves_and_resume_continues(tmp_path, corpus):
+    cfg = write_config(tmp_path, corpus)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charrnn", "train", str(cfg), "-q", *SMALL,
+         "--set", "train.checkpoint_every=100000", "--set", "train.eval_every=100000"],
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Resume with: charrnn train --resume" in err
+    assert "Traceback" not in err
+    ckpt = load_checkpoint(str(tmp_path / "run" / "last.safetensors"))
+    stopped = ckpt.train_state["progress"]["step"]
+    assert stopped >= 3
+    r = invoke("train", "--resume", str(tmp_path / "run"), "-q", "--set", f"train.max_steps={stopped + 2}")
+    assert r.exit_code == 0
+    steps = sorted(train_losses(tmp_path / "run"))
+    assert steps[-2:] == [stopped + 1, stopped + 2]
+
+
+def test_sigterm_exits_143(tmp_path, corpus):
+    cfg = write_config(tmp_path, corpus)
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(cfg), "-q", *SMALL],
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert load_checkpoint(str(tmp_path / "run" / "last.safetensors")).train_state["progress"]["step"] >= 1
+
+
+def test_max_epochs_stops_at_epoch_boundary(tmp_path, corpus):
+    cfg = write_config(tmp_path, corpus)
+    r = invoke("train", str(cfg), "-q", *SMALL, "--set", "train.max_epochs=1",
+               "--set", "train.eval_every=1000", "--set", "train.checkpoint_every=1000")
+    assert r.exit_code == 0
+    progress = load_checkpoint(str(tmp_path / "run" / "last.safetensors")).train_state["progress"]
+    n_train = int(len(corpus.read_text(encoding="utf-8")) * 0.9)
+    assert progress["step"] == ((n_train - 1) // 4) // 8 and progress["epoch"] == 1
+    assert progress["position"] == 0
+
+
+@pytest.mark.parametrize("args,code,needle", [
+    (["--set", "train.lerning_rate=1"], 2, "did you mean 'train.lr'"),
+    (["--set", "model.cell=lsmt"], 2, "model.cell must be one of rnn, gru, lstm"),
+    (["--set", "model.hidden_size=0"], 2, "model.hidden_size"),
+    (["--set", "model.layers=two"], 2, "model.layers must be an integer"),
+])
+def test_config_errors_are_one_line(tmp_path, corpus, args, code, needle):
+    cfg = write_config(tmp_path, corpus)
+    r = CliRunner().invoke(cli, ["train", str(cfg), *args])
+    assert r.exit_code == code
+    assert needle in r.output
+    assert r.output.startswith("charrnn: error:") and r.output.count("\n") == 1
+
+
+def test_data_errors(tmp_path):
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("abc" * 10)
+    r = CliRunner().invoke(cli, ["train", str(write_config(tmp_path, tiny))])
+    assert r.exit_code == 1 and "needs at least" in r.output and "Traceback" not in r.output
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"hello \xff world" * 100)
+    r = CliRunner().invoke(cli, ["train", str(write_config(tmp_path, bad))])
+    assert r.exit_code == 1 and "byte offset 6" in r.output
+    r = CliRunner().invoke(cli, ["train", str(write_config(tmp_path, tmp_path / "nope.txt"))])
+    assert r.exit_code == 1 and "nope.txt" in r.output
+
+
+def test_unwritable_output_folder(tmp_path, corpus):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cfg = write_config(tmp_path, corpus, out="file/run")
+    r = CliRunner().invoke(cli, ["train", str(cfg), *SMALL])
+    assert r.exit_code == 1 and "output folder" in r.output
+
+
+def test_init_from_needs_a_matching_vocabulary(tmp_path, corpus):
+    cfg = write_config(tmp_path, corpus)
+    assert invoke("train", str(cfg), "-q", *SMALL, "--set", "train.max_steps=2").exit_code == 0
+    ckpt = str(tmp_path / "run" / "last.safetensors")
+    other = tmp_path / "other.txt"
+    other.write_text(corpus.read_text(encoding="utf-8") + "XYZ", encoding="utf-8")
+    cfg2 = write_config(tmp_path, other, out="run2")
+    r = CliRunner().invoke(cli, ["train", str(cfg2), "--init-from", ckpt, *SMALL])
+    assert r.exit_code == 1 and "vocabulary lacks" in r.output
+    cfg3 = write_config(tmp_path, corpus, out="run3")
+    r = invoke("train", str(cfg3), "--init-from", ckpt, "-q", *SMALL, "--set", "train.max_steps=2")
+    assert r.exit_code == 0
+    state = load_checkpoint(str(tmp_path / "run3" / "last.safetensors")).train_state["progress"]
+    assert state["step"] == 2      # a new run: the step count starts over
+
+
+def test_resume_and_config_together_is_a_usage_error(tmp_path, corpus):
+    r = CliRunner().invoke(cli, ["train", str(write_config(tmp_path, corpus)), "--resume", str(tmp_path)])
+    assert r.exit_code == 2 and "--resume" in r.output
