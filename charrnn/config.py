@@ -229,11 +229,28 @@ def _unknown_section(section: str) -> ConfigError:
     return ConfigError(f"unknown section '{section}'; {hint}")
 
 
+# Names other trainers use (nanoGPT, char-rnn, PyTorch examples) for our keys: a typo check by
+# spelling alone cannot map learning_rate to lr.
+ALIASES = {
+    "learning_rate": "train.lr", "lr_decay": "train.decay_rate", "grad_clip": "train.clip_value",
+    "max_iters": "train.max_steps", "block_size": "train.seq_len", "seq_length": "train.seq_len",
+    "bptt": "train.seq_len", "batch": "train.batch_size", "num_layers": "model.layers",
+    "n_layer": "model.layers", "rnn_size": "model.hidden_size", "hidden": "model.hidden_size",
+    "nhid": "model.hidden_size", "emsize": "model.embed_size", "rnn_type": "model.cell",
+    "model": "model.cell", "data_dir": "data.path", "input": "data.path",
+}
+
+
 def _unknown_key(section: str, key: str) -> ConfigError:
-    """Suggest the closest key in the section, else the same key in another section."""
+    """Suggest a known alias, the closest key in the section, else the key in another section."""
+    if key in ALIASES:
+        return ConfigError(f"unknown key '{section}.{key}'; did you mean '{ALIASES[key]}'?")
     close = _suggest(key, _section_fields(section))
     if close:
         return ConfigError(f"unknown key '{section}.{key}'; did you mean '{section}.{close}'?")
+    alias = _suggest(key, ALIASES)
+    if alias:
+        return ConfigError(f"unknown key '{section}.{key}'; did you mean '{ALIASES[alias]}'?")
     for other in SECTIONS:
         if key in _section_fields(other):
             return ConfigError(f"unknown key '{section}.{key}'; did you mean '{other}.{key}'?")

@@ -51,19 +51,36 @@ def train_losses(run_dir):
     return {l["step"]: l["train_loss"] for l in lines if "train_loss" in l}
 
 
-@pytest.mark.parametrize("cell,dropout,batching", [("lstm", 0.2, "contiguous"),
-                                                   ("gru", 0.0, "random")])
-def test_resume_equals_uninterrupted(tmp_path, corpus, cell, dropout, batching):
-    """10 steps + resume to 20 gives the losses and weights of one 20-step run, bit for bit."""
+@pytest.mark.parametrize("cell,dropout,batching,schedule", [
+    ("lstm", 0.2, "contiguous", "cosine"), ("gru", 0.0, "random", "step"), ("rnn", 0.1, "contiguous", "constant")])
+def test_resume_equals_uninterrupted(tmp_path, corpus, monkeypatch, cell, dropout, batching, schedule):
+    """Stopped at step 10 and resumed to 20: the losses and weights of one 20-step run, bit for bit.
+
+    The stop is a real SIGINT delivered after step 10, so the cosine schedule's horizon
+    (max_steps = 20) is the same in both runs.
+    """
     common = SMALL + ["--set", f"model.cell={cell}", "--set", f"model.dropout={dropout}",
-                      "--set", f"data.batching={batching}", "--set", "train.lr_schedule=cosine",
-                      "--set", "train.warmup_steps=3", "--set", "train.max_steps=20"]
+                      "--set", f"data.batching={batching}", "--set", f"train.lr_schedule={schedule}",
+                      "--set", "train.warmup_steps=3", "--set", "train.decay_every=1",
+                      "--set", "train.decay_rate=0.5", "--set", "train.max_steps=20"]
     cfg = write_config(tmp_path, corpus, out="whole")
     assert invoke("train", str(cfg), "-q", *common).exit_code == 0
+
+    import charrnn.train as train_mod
+    real_step = train_mod.train_step
+
+    def step_then_interrupt(run):
+        out = real_step(run)
+        if run.progress.step == 10:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(train_mod, "train_step", step_then_interrupt)
     cfg2 = write_config(tmp_path, corpus, out="split")
-    r = invoke("train", str(cfg2), "-q", *common[:-2], "--set", "train.max_steps=10")
-    assert r.exit_code == 0
-    r = invoke("train", "--resume", str(tmp_path / "split"), "-q", "--set", "train.max_steps=20")
+    r = CliRunner().invoke(cli, ["train", str(cfg2), "-q", *common])
+    assert r.exit_code == 130, r.output
+    monkeypatch.setattr(train_mod, "train_step", real_step)
+    r = invoke("train", "--resume", str(tmp_path / "split"), "-q")
     assert r.exit_code == 0, r.output
     whole, split = train_losses(tmp_path / "whole"), train_losses(tmp_path / "split")
     assert sorted(split) == list(range(1, 21))
@@ -107,7 +124,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, corpus, monkeyp
     def poisoned(self, *args, **kwargs):
         calls["n"] += 1
         loss, state, d0 = real(self, *args, **kwargs)
-        return (float("nan") if calls["n"] == 8 else loss), state, d0
+        return (float("nan") if calls["n"] == 3 else loss), state, d0   # step 8
 
     assert invoke("train", str(cfg), "-q", *SMALL, "--set", "train.max_steps=5").exit_code == 0
     last = tmp_path / "run" / "last.safetensors"
@@ -189,7 +206,7 @@ def test_data_errors(tmp_path):
     tiny = tmp_path / "tiny.txt"
     tiny.write_text("abc" * 10)
     r = CliRunner().invoke(cli, ["train", str(write_config(tmp_path, tiny))])
-    assert r.exit_code == 1 and "needs at least" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 1 and "at least 2277 characters" in r.output and "Traceback" not in r.output
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"hello \xff world" * 100)
     r = CliRunner().invoke(cli, ["train", str(write_config(tmp_path, bad))])
