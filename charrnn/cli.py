@@ -103,5 +103,96 @@ def train(config_file, overrides, resume_dir, init_from, quiet):
     run_training(cfg, resume_dir=resume_dir, init_from=init_from, overrides=overrides, quiet=quiet)
 
 
+# -- generation and evaluation: sample, eval (alias perplexity) ------------------------------
+
+from charrnn.evaluate import EvalError  # noqa: E402
+from charrnn.generate import SampleError  # noqa: E402
+
+USER_ERRORS[SampleError] = 2
+USER_ERRORS[EvalError] = 1
+
+
+def _warn(message: str) -> None:
+    click.echo(f"charrnn: warning: {message}", err=True)
+
+
+@cli.command("sample")
+@click.argument("checkpoint", metavar="CHECKPOINT")
+@click.option("-n", "--length", type=int, default=500, show_default=True,
+              help="Characters to generate per sample, not counting the prime.")
+@click.option("-t", "--temperature", type=float, default=1.0, show_default=True,
+              help="> 0; below 1 is safer and more repetitive, above 1 wilder.")
+@click.option("--greedy", is_flag=True, help="Always take the most likely character.")
+@click.option("--top-k", type=int, metavar="K", help="Sample only from the K most likely characters.")
+@click.option("--top-p", type=float, metavar="P",
+              help="Sample only from the most likely characters that make up probability P.")
+@click.option("--prime", metavar="TEXT", help="Text fed to the model first (echoed unless --no-echo).")
+@click.option("--prime-file", metavar="FILE|-", help="Read the prime from a file ('-': stdin).")
+@click.option("--seed", type=click.IntRange(0), help="The same seed gives the same output.")
+@click.option("--num-samples", type=int, default=1, show_default=True,
+              help="Samples to draw, each from the primed state, separated by a blank line.")
+@click.option("--separator", metavar="TEXT",
+              help="Between samples instead of a blank line (\\n and \\t are understood).")
+@click.option("--stop", metavar="STRING",
+              help="End a sample when it produces STRING (included; \\n and \\t are understood).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per sample and line.")
+@click.option("--echo/--no-echo", default=True, show_default=True, help="Print the prime first.")
+@click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+              help="Prime characters outside the vocabulary: fail, or drop them with a warning.")
+def sample_command(checkpoint, length, temperature, greedy, top_k, top_p, prime, prime_file, seed,
+                   num_samples, separator, stop, as_json, echo, unknown):
+    """Generate text from CHECKPOINT, streamed to stdout as it is produced."""
+    from charrnn.checkpoint import load_model
+    from charrnn.data import read_text
+    from charrnn.generate import check_settings, unescape, write_samples
+
+    check_settings(length, temperature, top_k, top_p)
+    if num_samples < 1:
+        raise SampleError(f"--num-samples must be >= 1; got {num_samples}")
+    if prime is not None and prime_file is not None:
+        raise SampleError("give --prime or --prime-file, not both")
+    model, vocab, _ = load_model(checkpoint)
+    prime_text = read_text(prime_file) if prime_file is not None else (prime or "")
+    try:
+        write_samples(model, vocab, sys.stdout, prime=prime_text, unknown=unknown, length=length,
+                      temperature=temperature, greedy=greedy, top_k=top_k, top_p=top_p,
+                      seed=seed, num_samples=num_samples, separator=unescape(separator),
+                      stop=unescape(stop), as_json=as_json, echo=echo, warn=_warn)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+@cli.command("eval")
+@click.argument("checkpoint", metavar="CHECKPOINT")
+@click.argument("text_file", metavar="[FILE|-]", required=False, default="-")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
+@click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+              help="Characters outside the vocabulary: fail, or skip them and count them.")
+@click.option("--chunk-len", type=click.IntRange(1), default=1024, show_default=True,
+              help="Characters per forward call (speed and memory only; results are the same).")
+def eval_command(checkpoint, text_file, as_json, unknown, chunk_len):
+    """Loss (nats/char), bits/char and perplexity of CHECKPOINT on a text (default: stdin).
+
+    One sequential pass from a zero state: every character but the first is predicted from all
+    the characters before it.
+    """
+    import json
+
+    from charrnn.checkpoint import load_model
+    from charrnn.data import read_text
+    from charrnn.evaluate import evaluate_text, format_result
+
+    model, vocab, _ = load_model(checkpoint)
+    if text_file == "-" and sys.stdin.isatty():
+        raise UserError("give a text FILE, or pipe the text into standard input", exit_code=2)
+    result = evaluate_text(model, vocab, read_text(text_file), unknown, chunk_len)
+    if result.chars_skipped:
+        _warn(f"skipped {result.chars_skipped} character(s) not in the model's vocabulary")
+    click.echo(json.dumps(result.to_dict()) if as_json else format_result(result))
+
+
+cli.add_command(eval_command, "perplexity")
+
+
 def main():
     cli(prog_name="charrnn")

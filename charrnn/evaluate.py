@@ -1,0 +1,139 @@
+"""Loss, bits per character and perplexity of a model on a text: one exact sequential pass.
+
+The protocol (shared by `charrnn eval` and the validation pass of `charrnn train`):
+- the text's ids x_0 .. x_{N-1} are read once, in order, as a single sequence (batch 1) from a
+  zero initial state; the state is carried from one chunk of `chunk_len` characters to the next,
+  so chunking changes nothing but speed and memory;
+- x_0 is not scored (nothing precedes it); every later x_t is scored with the model's prediction
+  from x_0 .. x_{t-1}:  nll_t = -log softmax(logits_{t-1})[x_t];
+- n_scored = N - 1 (N capped by max_chars); loss = sum(nll_t) / n_scored in nats per character,
+  bits per character = loss / ln 2, perplexity = exp(loss).
+
+Each chunk is one call of CharRNN.forward (so a layer's input projection for the whole chunk is
+one matrix product, and the numbers are the training forward's); the log-softmax and the sum
+are done in float64.
+
+Public API:
+  evaluate_ids(model, ids, chunk_len=DEFAULT_CHUNK, max_chars=None) -> (total_nll, n_scored)
+  evaluate_text(model, vocab, text, unknown="error", chunk_len=DEFAULT_CHUNK) -> EvalResult
+  EvalResult(loss, bits_per_char, perplexity, chars_scored, chars_skipped).to_dict()
+  format_result(result) -> str                     the lines `charrnn eval` prints
+  encode_text(vocab, text, unknown, what) -> (ids, n_skipped, unknown_chars)
+  EvalError        a text that cannot be evaluated (empty, one character)
+  UnknownTextError characters outside the vocabulary (an UnknownCharactersError)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from charrnn.vocab import UnknownCharactersError
+
+DEFAULT_CHUNK = 1024  # characters per forward call: long enough to amortise, small in memory
+
+
+class EvalError(ValueError):
+    """A text that cannot be evaluated; one sentence naming the problem and the fix."""
+
+
+class UnknownTextError(UnknownCharactersError):
+    """Characters outside the vocabulary in a text the user gave (a prime, an eval text).
+
+    The message names the text, how many characters and which, and the `--unknown skip` fix.
+    """
+
+    def __init__(self, what: str, unknown: set[str], count: int):
+        super().__init__(unknown, count)
+        shown = ", ".join(repr(c) for c in sorted(self.unknown)[:10])
+        more = ", ..." if len(self.unknown) > 10 else ""
+        self.args = (f"{what} has {self.count} character(s) not in the model's vocabulary "
+                     f"({len(self.unknown)} distinct: {shown}{more}); remove them or pass "
+                     f"--unknown skip to drop them",)
+
+
+def encode_text(vocab, text: str, unknown: str, what: str):
+    """(ids, n_skipped, unknown chars) of a user's text; unknown='error' raises UnknownTextError
+    naming `what` ("the text", "the prime"), unknown='skip' drops those characters."""
+    if unknown not in ("error", "skip"):
+        raise ValueError(f"unknown must be 'error' or 'skip'; got {unknown!r}")
+    ids, skipped, chars = vocab.encode_skipping(text)
+    if skipped and unknown == "error":
+        raise UnknownTextError(what, chars, skipped)
+    return ids, skipped, chars
+
+
+@dataclass
+class EvalResult:
+    loss: float            # mean negative log-likelihood, nats per character
+    bits_per_char: float   # loss / ln 2
+    perplexity: float      # exp(loss)
+    chars_scored: int      # characters predicted (the text's length minus one)
+    chars_skipped: int = 0  # characters dropped as outside the vocabulary (--unknown skip)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _chunk_nll(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Sum over rows of -log softmax(logits)[target], in float64.  logits [T, V], targets [T]."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(z).sum(axis=1))
+    return float(lse.sum() - z[np.arange(len(targets)), targets].sum())
+
+
+def evaluate_ids(model, ids, chunk_len: int = DEFAULT_CHUNK,
+                 max_chars: int | None = None) -> tuple[float, int]:
+    """(total negative log-likelihood in nats, number of characters scored) of a sequence.
+
+    ids: 1-D character ids; only the first `max_chars` are used when it is given. See the module
+    docstring for the protocol. EvalError when fewer than two characters remain.
+    """
+    ids = np.asarray(ids).reshape(-1)
+    if max_chars is not None:
+        ids = ids[:max_chars]
+    n = len(ids)
+    if n < 2:
+        raise EvalError(f"the text has {n} character{'s' if n != 1 else ''} after encoding; "
+                        f"evaluation needs at least 2 (one to read, one to predict)")
+    if chunk_len < 1:
+        raise ValueError(f"chunk_len must be >= 1; got {chunk_len}")
+    state, total = None, 0.0
+    for start in range(0, n - 1, chunk_len):          # ids are converted a chunk at a time
+        x = ids[start:start + chunk_len + 1].astype(np.int64)
+        logits, state, _ = model.forward(x[None, :-1], state)
+        total += _chunk_nll(logits[0], x[1:])
+    return total, n - 1
+
+
+def evaluate_text(model, vocab, text: str, unknown: str = "error",
+                  chunk_len: int = DEFAULT_CHUNK) -> EvalResult:
+    """Evaluate a text; unknown='error' raises UnknownCharactersError on characters outside the
+    vocabulary, unknown='skip' drops them and counts them in chars_skipped."""
+    if len(text) < 2:
+        what = "empty" if not text else "one character long"
+        raise EvalError(f"the text is {what}; evaluation needs at least 2 characters "
+                        f"(one to read, one to predict)")
+    ids, skipped, _ = encode_text(vocab, text, unknown, "the text")
+    if skipped and len(ids) < 2:
+        raise EvalError(f"only {len(ids)} character(s) of the text are in the model's vocabulary "
+                        f"after skipping {skipped}; evaluation needs at least 2")
+    total, n = evaluate_ids(model, ids, chunk_len)
+    loss = total / n
+    return EvalResult(loss=loss, bits_per_char=loss / math.log(2),
+                      perplexity=math.exp(loss) if loss < 700 else math.inf, chars_scored=n,
+                      chars_skipped=int(skipped))
+
+
+def format_result(r: EvalResult) -> str:
+    """The human-readable lines of `charrnn eval` (without --json)."""
+    lines = [f"loss:          {r.loss:.6f} nats/char",
+             f"bits/char:     {r.bits_per_char:.6f}",
+             f"perplexity:    {r.perplexity:.4f}",
+             f"chars scored:  {r.chars_scored}"]
+    if r.chars_skipped:
+        lines.append(f"chars skipped: {r.chars_skipped}")
+    return "\n".join(lines)

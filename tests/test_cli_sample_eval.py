@@ -1,0 +1,237 @@
+"""`charrnn sample` and `charrnn eval` from the command line: output, options, errors, pipes."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from safetensors.numpy import load_file, save_file
+
+from charrnn.checkpoint import save_checkpoint
+from charrnn.cli import cli
+from charrnn.config import Config
+from charrnn.evaluate import evaluate_ids
+from charrnn.model import CharRNN
+from charrnn.vocab import Vocab
+
+TEXT = "the cat sat on the mat.\nthe dog ate the hat.\n" * 4
+VOCAB = Vocab.from_text(TEXT)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A small random LSTM checkpoint (weights scaled up so its distributions are peaky)."""
+    cfg = Config()
+    cfg.model.cell, cfg.model.hidden_size, cfg.model.embed_size = "lstm", 12, 5
+    model = CharRNN(len(VOCAB), cfg.model, dtype=np.float32, seed=1)
+    model.params.flat[...] *= 2.5
+    path = str(tmp_path_factory.mktemp("ckpt") / "m.safetensors")
+    save_checkpoint(path, model, VOCAB, cfg)
+    return path
+
+
+def run(*args, input=None):
+    result = CliRunner().invoke(cli, [str(a) for a in args], input=input)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def assert_one_line_error(result, code, *words):
+    assert result.exit_code == code, result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("charrnn: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+# -- sample -----------------------------------------------------------------------------------
+
+def test_sample_echoes_the_prime_then_n_characters(ckpt):
+    r = run("sample", ckpt, "--prime", "the ", "-n", 40, "--seed", 1)
+    assert r.exit_code == 0 and r.stderr == ""
+    out = r.stdout
+    assert out.startswith("the ") and out.endswith("\n")
+    generated = out[4:]           # 40 characters, then a newline unless the 40th was one
+    assert len(generated) == 40 + (generated[39] != "\n")
+    assert set(generated) <= set(VOCAB.symbols)
+    no_echo = run("sample", ckpt, "--prime", "the ", "-n", 40, "--seed", 1, "--no-echo").stdout
+    assert out == "the " + no_echo
+
+
+def test_sample_seed_reproducible_and_different_without(ckpt):
+    a = run("sample", ckpt, "-n", 100, "--seed", 3).stdout
+    assert run("sample", ckpt, "-n", 100, "--seed", 3).stdout == a
+    assert run("sample", ckpt, "-n", 100).stdout != run("sample", ckpt, "-n", 100).stdout
+
+
+def test_sample_json_num_samples_stop_and_separator(ckpt):
+    r = run("sample", ckpt, "--prime", "the", "-n", 200, "--seed", 2, "--num-samples", 3,
+            "--stop", r"\n", "--json")
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [x["sample"] for x in records] == [0, 1, 2]
+    for x in records:
+        assert x["prime"] == "the" and x["length"] == len(x["text"])
+        assert x["text"].count("\n") <= 1 and x["stopped"] == x["text"].endswith("\n")
+    plain = run("sample", ckpt, "--prime", "the", "-n", 200, "--seed", 2, "--num-samples", 3,
+                "--stop", r"\n", "--separator", "==\n").stdout
+    assert plain.split("==\n") == ["the" + x["text"] for x in records[:2]] + \
+        ["the" + records[2]["text"] + ("" if records[2]["stopped"] else "\n")]
+
+
+def test_sample_greedy_top_k_top_p_and_temperature_run(ckpt):
+    greedy = run("sample", ckpt, "--greedy", "-n", 50, "--prime", "the").stdout
+    assert run("sample", ckpt, "-t", "1e-7", "-n", 50, "--prime", "the", "--seed", 9).stdout == greedy
+    assert run("sample", ckpt, "--top-k", 1, "-n", 50, "--prime", "the", "--seed", 4).stdout == greedy
+    for opts in (["--top-k", 3], ["--top-p", 0.9], ["-t", 0.5, "--top-k", 5, "--top-p", 0.8]):
+        r = run("sample", ckpt, "-n", 30, "--seed", 1, *opts)
+        assert r.exit_code == 0 and len(r.stdout) >= 30
+
+
+def test_sample_prime_file_and_stdin(ckpt, tmp_path):
+    f = tmp_path / "prime.txt"
+    f.write_text("the dog", encoding="utf-8")
+    a = run("sample", ckpt, "--prime-file", f, "-n", 20, "--seed", 1).stdout
+    assert a.startswith("the dog")
+    assert run("sample", ckpt, "--prime-file", "-", "-n", 20, "--seed", 1, input="the dog").stdout == a
+    assert run("sample", ckpt, "--prime", "the dog", "-n", 20, "--seed", 1).stdout == a
+
+
+def test_sample_unknown_prime_characters(ckpt):
+    r = run("sample", ckpt, "--prime", "the ZOO", "-n", 5)
+    assert_one_line_error(r, 1, "prime has 3 character(s)", "'O', 'Z'", "--unknown skip")
+    r = run("sample", ckpt, "--prime", "the ZOO", "-n", 5, "--unknown", "skip", "--seed", 0)
+    assert r.exit_code == 0 and r.stdout.startswith("the ")
+    assert "warning: skipped 3 character(s) of the prime" in r.stderr and "'Z'" in r.stderr
+
+
+@pytest.mark.parametrize("opts,words", [
+    (["-t", "0"], "--temperature must be a number > 0"),
+    (["-t", "-0.5"], "--temperature must be a number > 0"),
+    (["-t", "nan"], "--temperature"),
+    (["--top-k", "0"], "--top-k must be >= 1"),
+    (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
+    (["--top-p", "0"], "--top-p must be in (0, 1]"),
+    (["-n", "-3"], "--length must be >= 0"),
+    (["--num-samples", "0"], "--num-samples must be >= 1"),
+    (["--prime", "a", "--prime-file", "x"], "--prime or --prime-file, not both"),
+])
+def test_sample_bad_options_are_usage_errors(ckpt, opts, words):
+    assert_one_line_error(run("sample", ckpt, *opts), 2, words)
+
+
+def test_sample_missing_prime_file_is_an_error(ckpt, tmp_path):
+    assert_one_line_error(run("sample", ckpt, "--prime-file", tmp_path / "none.txt"), 1,
+                          "does not exist")
+
+
+# -- eval -------------------------------------------------------------------------------------
+
+def test_eval_prints_loss_bpc_perplexity_and_count(ckpt, tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text(TEXT, encoding="utf-8")
+    r = run("eval", ckpt, f)
+    assert r.exit_code == 0 and r.stderr == ""
+    lines = r.stdout.splitlines()
+    assert [ln.split(":")[0] for ln in lines] == ["loss", "bits/char", "perplexity", "chars scored"]
+    assert lines[3].split()[-1] == str(len(TEXT) - 1)
+    j = json.loads(run("eval", ckpt, f, "--json").stdout)
+    from charrnn.checkpoint import load_model
+    model, vocab, _ = load_model(ckpt)
+    total, n = evaluate_ids(model, vocab.encode(TEXT))
+    assert j["loss"] == pytest.approx(total / n, rel=1e-12) and j["chars_scored"] == n
+    assert j["bits_per_char"] == pytest.approx(j["loss"] / np.log(2))
+    assert j["perplexity"] == pytest.approx(np.exp(j["loss"]))
+    assert f"{j['loss']:.6f}" in lines[0]
+    # stdin, the alias, and chunking change nothing
+    assert json.loads(run("eval", ckpt, "-", "--json", input=TEXT).stdout) == j
+    assert json.loads(run("perplexity", ckpt, "--json", input=TEXT).stdout) == j
+    assert json.loads(run("eval", ckpt, f, "--json", "--chunk-len", 7).stdout)["loss"] == \
+        pytest.approx(j["loss"], abs=1e-6)
+
+
+def test_eval_unknown_characters(ckpt):
+    text = TEXT + "QQ!"
+    assert_one_line_error(run("eval", ckpt, "-", input=text), 1, "the text has 3 character(s)",
+                          "'!', 'Q'", "--unknown skip")
+    r = run("eval", ckpt, "-", "--json", "--unknown", "skip", input=text)
+    assert r.exit_code == 0 and "skipped 3 character(s)" in r.stderr
+    j = json.loads(r.stdout)
+    assert j["chars_skipped"] == 3 and j["chars_scored"] == len(TEXT) - 1
+    assert j["loss"] == json.loads(run("eval", ckpt, "-", "--json", input=TEXT).stdout)["loss"]
+
+
+@pytest.mark.parametrize("text,words", [("", "empty"), ("t", "one character")])
+def test_eval_too_short_text(ckpt, text, words):
+    assert_one_line_error(run("eval", ckpt, "-", input=text), 1, words, "at least 2")
+
+
+def test_eval_bad_utf8_and_missing_file(ckpt, tmp_path):
+    f = tmp_path / "latin1.txt"
+    f.write_bytes(b"caf\xe9 the cat")
+    assert_one_line_error(run("eval", ckpt, f), 1, "not valid UTF-8")
+    assert_one_line_error(run("eval", ckpt, tmp_path / "none.txt"), 1, "does not exist")
+
+
+# -- checkpoints that cannot be used, for both commands ---------------------------------------
+
+def broken_checkpoints(ckpt, tmp_path):
+    """(path, words of its message) for each way a checkpoint can be unusable."""
+    data = open(ckpt, "rb").read()
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(data[:len(data) // 2])
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": np.zeros(3, np.float32)}, str(foreign))
+    future = tmp_path / "future.safetensors"
+    n = int.from_bytes(data[:8], "little")
+    meta = json.loads(data[8:8 + n])["__metadata__"]
+    save_file(load_file(ckpt), str(future), metadata={**meta, "format": "charrnn/2"})
+    return [(tmp_path / "missing.safetensors", "no checkpoint at"),
+            (truncated, "not a readable checkpoint"),
+            (foreign, "not a charrnn checkpoint"),
+            (future, "has format charrnn/2")]
+
+
+@pytest.mark.parametrize("command", [["sample", "-n", "5"], ["eval", "-"]])
+def test_unusable_checkpoints_are_one_sentence_and_status_1(ckpt, tmp_path, command):
+    for path, words in broken_checkpoints(ckpt, tmp_path):
+        r = run(command[0], path, *command[1:], input=TEXT)
+        assert_one_line_error(r, 1, words, str(path))
+
+
+# -- real processes and pipes -----------------------------------------------------------------
+
+def charrnn_cmd(*args):
+    return [sys.executable, "-m", "charrnn", *[str(a) for a in args]]
+
+
+def test_sample_into_a_closed_pipe_exits_0_quietly_and_streams(ckpt):
+    """`charrnn sample | head -c 10`: output arrives at once, then the closed pipe ends it."""
+    env = dict(os.environ, PYTHONUNBUFFERED="")
+    proc = subprocess.Popen(charrnn_cmd("sample", ckpt, "-n", 10_000_000, "--seed", 1),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    start = time.perf_counter()
+    first = proc.stdout.read(10)
+    assert len(first) == 10 and time.perf_counter() - start < 20
+    proc.stdout.close()
+    try:
+        rc = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    stderr = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert rc == 0 and stderr == ""
+
+
+@pytest.mark.skipif(not os.path.exists("/bin/bash"), reason="needs bash for pipefail")
+def test_shell_pipeline_with_head(ckpt):
+    cmd = " ".join(charrnn_cmd("sample", ckpt, "-n", 1_000_000))
+    r = subprocess.run(["/bin/bash", "-c", f"set -o pipefail; {cmd} | head -c 10"],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0 and len(r.stdout) == 10 and r.stderr == b""

@@ -1,0 +1,116 @@
+"""Evaluation: the fast chunked pass against a slow per-character reference loop."""
+
+import math
+
+import numpy as np
+import pytest
+
+from charrnn.evaluate import (EvalError, EvalResult, UnknownTextError, evaluate_ids, evaluate_text,
+                              format_result)
+from charrnn.model import CharRNN, ModelSpec
+from charrnn.vocab import UnknownCharactersError, Vocab
+from tests.reference import reference_loss_and_grads
+
+CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
+VOCAB = Vocab(list("\nabcdefgh ."))
+
+
+def make_model(cell="lstm", nonlinearity="tanh", layers=2, dtype=np.float64, seed=0):
+    spec = ModelSpec(cell=cell, nonlinearity=nonlinearity, layers=layers, hidden_size=5,
+                     embed_size=3)
+    model = CharRNN(len(VOCAB), spec, dtype=dtype, seed=seed)
+    model.params.flat[...] *= 2.0
+    return model
+
+
+def slow_mean_nll(model, ids):
+    """The protocol written out: logits from the slow per-gate reference model over the whole
+    text from a zero state, then -log softmax of each next character, one at a time."""
+    params = {name: np.asarray(v, np.float64) for name, v in model.params.items()}
+    state0 = tuple(np.zeros((model.layers, 1, model.hidden_size)) for _ in model.initial_state(1))
+    x, y = np.asarray(ids[:-1])[None, :], np.asarray(ids[1:])[None, :]
+    _, logits, _, _, _ = reference_loss_and_grads(params, model.spec, x, y, state0)
+    losses = []
+    for t in range(len(ids) - 1):
+        row = logits[0, t]
+        losses.append(-(row[ids[t + 1]] - row.max() - math.log(np.exp(row - row.max()).sum())))
+    return sum(losses) / len(losses)
+
+
+@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+def test_eval_equals_the_mean_of_per_character_losses_of_a_slow_loop(cell, nonlinearity):
+    model = make_model(cell, nonlinearity)
+    ids = np.random.default_rng(0).integers(0, len(VOCAB), 120).astype(np.uint8)
+    expected = slow_mean_nll(model, ids)
+    for chunk_len in (1, 7, 64, 1000):
+        total, n = evaluate_ids(model, ids, chunk_len=chunk_len)
+        assert n == len(ids) - 1
+        assert total / n == pytest.approx(expected, abs=1e-10)
+
+
+def test_float32_eval_is_close_to_the_float64_reference():
+    model = make_model(dtype=np.float32)
+    ids = np.random.default_rng(1).integers(0, len(VOCAB), 300)
+    total, n = evaluate_ids(model, ids, chunk_len=50)
+    assert total / n == pytest.approx(slow_mean_nll(model, ids), abs=1e-5)
+
+
+def test_max_chars_caps_the_text():
+    model = make_model("gru")
+    ids = np.random.default_rng(2).integers(0, len(VOCAB), 200)
+    total, n = evaluate_ids(model, ids, max_chars=50)
+    assert n == 49
+    assert (total, n) == evaluate_ids(model, ids[:50])
+    assert evaluate_ids(model, ids, max_chars=10_000) == evaluate_ids(model, ids)
+
+
+def test_the_first_character_is_not_scored_and_the_second_is():
+    model = make_model()
+    ids = np.array([1, 4])
+    total, n = evaluate_ids(model, ids)
+    logits = model.forward(ids[None, :1])[0][0, 0]
+    assert n == 1
+    assert total == pytest.approx(-(logits[4] - np.log(np.exp(logits).sum())), abs=1e-12)
+
+
+@pytest.mark.parametrize("ids", [[], [3]])
+def test_fewer_than_two_ids_is_an_error(ids):
+    with pytest.raises(EvalError, match="at least 2"):
+        evaluate_ids(make_model(), np.array(ids, dtype=np.uint8))
+
+
+def test_evaluate_text_reports_loss_bits_and_perplexity():
+    model = make_model()
+    text = "abc defg.\nhead bag.\n" * 5
+    r = evaluate_text(model, VOCAB, text)
+    total, n = evaluate_ids(model, VOCAB.encode(text))
+    assert r.chars_scored == n == len(text) - 1 and r.chars_skipped == 0
+    assert r.loss == pytest.approx(total / n, rel=1e-15)
+    assert r.bits_per_char == pytest.approx(r.loss / math.log(2))
+    assert r.perplexity == pytest.approx(math.exp(r.loss))
+    assert set(r.to_dict()) == {"loss", "bits_per_char", "perplexity", "chars_scored", "chars_skipped"}
+    lines = format_result(r).splitlines()
+    assert lines[0].startswith("loss:") and "nats/char" in lines[0] and len(lines) == 4
+
+
+def test_unknown_characters_are_an_error_with_how_many_and_which():
+    with pytest.raises(UnknownTextError) as e:
+        evaluate_text(make_model(), VOCAB, "abcXYZZ")
+    assert isinstance(e.value, UnknownCharactersError) and e.value.count == 4
+    msg = str(e.value)
+    assert "the text has 4 character(s)" in msg and "'X', 'Y', 'Z'" in msg and "--unknown skip" in msg
+
+
+def test_skipping_unknown_characters_scores_the_rest():
+    model = make_model()
+    r = evaluate_text(model, VOCAB, "abXc dYe", unknown="skip")
+    assert r.chars_skipped == 2
+    assert r == EvalResult(**{**evaluate_text(model, VOCAB, "abc de").to_dict(), "chars_skipped": 2})
+    assert "chars skipped: 2" in format_result(r)
+
+
+@pytest.mark.parametrize("text,words", [("", "empty"), ("a", "one character"),
+                                        ("XYa", "only 1 character")])
+def test_too_short_texts_are_errors(text, words):
+    with pytest.raises(EvalError, match=words):
+        evaluate_text(make_model(), VOCAB, text, unknown="skip")
