@@ -1,0 +1,102 @@
+"""`charrnn plot`: training curves from RUN_DIR/metrics.jsonl."""
+
+import json
+import math
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from charrnn.cli import cli
+from charrnn.plot import read_metrics
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_metrics(run_dir, records, tail=""):
+    run_dir.mkdir(exist_ok=True)
+    text = "".join(json.dumps(r) + "\n" for r in records) + tail
+    (run_dir / "metrics.jsonl").write_text(text, encoding="utf-8")
+
+
+def training_records(steps=400, every=10, eval_every=100, start=0):
+    """What the trainer logs: a train line every `every` steps, a val line every `eval_every`."""
+    out = []
+    for step in range(start + every, steps + 1, every):
+        chars = step * 32 * 64
+        lr = 2e-3 * 0.5 * (1 + math.cos(math.pi * step / steps))
+        out.append({"step": step, "epoch": step / 1000, "chars": chars, "time": step * 0.05,
+                    "train_loss": 1.4 + 2.8 * math.exp(-step / 80) + 0.05 * math.sin(step),
+                    "lr": lr, "chars_per_s": 40000, "grad_norm": 1.0})
+        if step % eval_every == 0:
+            out.append({"step": step, "chars": chars, "time": step * 0.05 + 1,
+                        "val_loss": 1.6 + 2.5 * math.exp(-step / 90), "val_bpc": 0.0})
+    return out
+
+
+def test_plot_writes_a_png_next_to_the_metrics(tmp_path):
+    pytest.importorskip("matplotlib")
+    run_dir = tmp_path / "run"
+    records = training_records()
+    records[1]["train_loss"] = 8000.0                         # an early spike is cut off the axes
+    write_metrics(run_dir, records)
+    result = CliRunner().invoke(cli, ["plot", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    out = run_dir / "loss.png"
+    assert result.stdout.strip() == str(out)
+    assert out.read_bytes()[:8] == PNG_MAGIC and out.stat().st_size > 10000
+
+
+def test_plot_output_option_and_losses_only(tmp_path):
+    pytest.importorskip("matplotlib")
+    run_dir = tmp_path / "run"
+    records = [{"step": s, "chars": 100 * s, "time": s, "train_loss": 3.0 / s} for s in (1, 2, 3)]
+    write_metrics(run_dir, records, tail='{"step": 4, "chars"')      # still being written
+    out = tmp_path / "curves.png"
+    result = CliRunner().invoke(cli, ["plot", str(run_dir), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_records_merge_by_step_and_a_resume_replaces_the_rewound_steps(tmp_path):
+    first = training_records(steps=300)                       # crashed after step 300
+    resumed = training_records(steps=400, start=200)          # resumed from the step-200 checkpoint
+    for r in resumed:
+        if "train_loss" in r:
+            r["train_loss"] += 10                             # tell the attempts apart
+    write_metrics(tmp_path, first + resumed)
+    records = read_metrics(str(tmp_path))
+    steps = [r["step"] for r in records]
+    assert steps == list(range(10, 401, 10))
+    by_step = {r["step"]: r for r in records}
+    assert "train_loss" in by_step[100] and "val_loss" in by_step[100]   # merged
+    assert by_step[200]["train_loss"] < 10 and by_step[210]["train_loss"] > 10
+    assert "val_loss" in by_step[300] and "val_loss" in by_step[400]
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "metrics.jsonl does not exist"),
+    ("", "has no records yet"),
+    ('{"step": 1, "chars": 10, "time": 0.1, "lr": 0.1}\n', "has no train_loss or val_loss"),
+    ('not json\n{"step": 2, "chars": 1, "time": 1, "train_loss": 2}\n', "line 1 is not a JSON"),
+])
+def test_bad_metrics_are_one_clear_error(tmp_path, content, message):
+    if content is not None:
+        (tmp_path / "metrics.jsonl").write_text(content, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["plot", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("charrnn: error: ") and message in result.stderr
+
+
+def test_missing_run_dir(tmp_path):
+    result = CliRunner().invoke(cli, ["plot", str(tmp_path / "nope")])
+    assert result.exit_code == 1 and "is not a folder" in result.stderr
+
+
+def test_without_matplotlib_says_how_to_install(tmp_path, monkeypatch):
+    write_metrics(tmp_path, training_records(steps=50))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)      # `import matplotlib` now fails
+    result = CliRunner().invoke(cli, ["plot", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "matplotlib" in result.stderr and "pip install 'charrnn[plot]'" in result.stderr
+    assert not (tmp_path / "loss.png").exists()
