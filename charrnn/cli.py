@@ -271,5 +271,36 @@ def plot_command(run_dir, output):
     click.echo(plot_metrics(run_dir, output))
 
 
+# -- throughput benchmark (the same measurement as ../shared/bench/torch_ref.py) -------------
+
+@cli.command("bench")
+@click.option("--cell", type=click.Choice(["rnn", "gru", "lstm"]), default="lstm", show_default=True)
+@click.option("--layers", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--hidden", type=click.IntRange(1), default=128, show_default=True)
+@click.option("--emb", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--vocab", type=click.IntRange(2, 50000), default=65, show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--seq", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--steps", type=click.IntRange(1), default=30, show_default=True,
+              help="Timed training steps (after 3 warm-up steps).")
+@click.option("--sample", type=click.IntRange(0), default=2000, show_default=True,
+              help="Characters sampled one at a time at temperature 0.8 (0: skip).")
+@click.option("--threads", type=click.IntRange(1), default=2, show_default=True,
+              help="BLAS threads (set at run time through OpenBLAS).")
+@click.option("--tokenize-mb", type=click.FloatRange(0, min_open=True), default=None,
+              help="Also time reading + vocabulary + encoding of an N MB synthetic text file.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line (as torch_ref.py prints).")
+def bench_command(cell, layers, hidden, emb, vocab, batch, seq, steps, sample, threads,
+                  tokenize_mb, as_json):
+    """Training and sampling throughput (chars/s) and peak memory on random data."""
+    import json
+
+    from charrnn.bench import format_summary, run_bench
+
+    result = run_bench(cell=cell, layers=layers, hidden=hidden, emb=emb, vocab=vocab, batch=batch,
+                       seq=seq, steps=steps, sample=sample, threads=threads, tokenize_mb=tokenize_mb)
+    click.echo(json.dumps(result) if as_json else format_summary(result))
+
+
 def main():
     cli(prog_name="charrnn")

@@ -1,0 +1,265 @@
+"""`charrnn bench`: training and sampling throughput, measured as ../shared/bench/torch_ref.py does.
+
+Training: the real step of `charrnn train` (`charrnn.train.train_step`: forward, backward, clip by
+global norm 5, Adam at lr 2e-3, hidden state carried between batches) on random ids batched by
+the same ContiguousBatches the trainer uses; 3 warm-up steps, then `steps` timed steps.
+Sampling: `sample` characters, one at a time, at temperature 0.8, through the real sampling loop
+`charrnn.generate.generate` (timed from the call, its set-up included, to the last character).
+Peak RSS: ru_maxrss of this process (which holds only the model, random batches and NumPy).
+
+BLAS threads: NumPy's OpenBLAS reads OPENBLAS_NUM_THREADS only when it is loaded, and the CLI has
+imported NumPy long before `bench` runs, so the thread count is set at run time through the
+library's own `openblas_set_num_threads` (threadpoolctl when installed, else a ctypes call on the
+OpenBLAS that NumPy loaded). The thread count actually in effect is reported as `blas_threads`
+(null when it could not be set or read).
+
+Tokenization (`tokenize_mb`): writes an N MB synthetic text file, then a fresh Python process
+(so its ru_maxrss is its own) reads, builds the vocabulary and encodes it with the trainer's
+`charrnn.train.load_corpus`, reporting the seconds and its peak RSS.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+TRAIN_KEYS = ("train_chars_per_s", "sample_chars_per_s", "peak_rss_mb")
+
+
+# ------------------------------------------------------------------------------------------
+# BLAS threads
+# ------------------------------------------------------------------------------------------
+
+def _openblas_libs():
+    """ctypes handles of the OpenBLAS libraries mapped into this process (NumPy's included)."""
+    paths = set()
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.split()[-1]
+                if "openblas" in os.path.basename(path).lower() and ".so" in path:
+                    paths.add(path)
+    except OSError:
+        return []
+    libs = []
+    for path in sorted(paths):
+        try:
+            libs.append(ctypes.CDLL(path))
+        except OSError:
+            pass
+    return libs
+
+
+def _openblas_call(libs, suffix: str, *args):
+    for lib in libs:
+        for prefix in ("scipy_openblas", "openblas"):
+            for tail in ("64_", ""):
+                fn = getattr(lib, f"{prefix}_{suffix}{tail}", None)
+                if fn is not None:
+                    return fn(*args)
+    return None
+
+
+def get_blas_threads() -> int | None:
+    """The number of threads NumPy's BLAS uses now (None if it cannot be read)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return _openblas_call(_openblas_libs(), "get_num_threads")
+    counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
+    return counts[0] if counts else None
+
+
+def set_blas_threads(n: int) -> int | None:
+    """Limit NumPy's BLAS to n threads for the rest of the process; returns the count in effect."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        _openblas_call(_openblas_libs(), "set_num_threads", ctypes.c_int(n))
+    else:
+        threadpool_limits(n, user_api="blas")
+    return get_blas_threads()
+
+
+# ------------------------------------------------------------------------------------------
+# training and sampling
+# ------------------------------------------------------------------------------------------
+
+def bench_vocab(size: int):
+    """A vocabulary of `size` printable characters (ASCII first), like a corpus's."""
+    from charrnn.vocab import Vocab
+
+    return Vocab(chr(c) for c in range(32, 32 + size))
+
+
+def make_run(cell="lstm", layers=2, hidden=128, emb=64, vocab=65, batch=50, seq=50, steps=30,
+             warmup=3, seed=0):
+    """A charrnn.train.Run over random ids with exactly enough batches for warmup + steps."""
+    from charrnn.config import Config
+    from charrnn.data import make_batches
+    from charrnn.model import CharRNN
+    from charrnn.optim import make_optimizer
+    from charrnn.train import Progress, Run
+
+    cfg = Config()
+    cfg.model.cell, cfg.model.layers, cfg.model.hidden_size = cell, layers, hidden
+    cfg.model.embed_size = emb
+    cfg.train.batch_size, cfg.train.seq_len = batch, seq
+    cfg.train.optimizer, cfg.train.lr, cfg.train.clip, cfg.train.clip_value = "adam", 2e-3, "norm", 5.0
+    voc = bench_vocab(vocab)
+    rng = np.random.default_rng(seed)
+    n = batch * seq * (warmup + steps) + batch  # one stream of (warmup + steps) * seq + 1 per row
+    ids = rng.integers(0, vocab, size=n).astype(voc.dtype)
+    model = CharRNN(len(voc), cfg.model, dtype=np.float32, seed=seed)
+    optimizer = make_optimizer(None, model.params, cfg.train)
+    batches = make_batches(ids, cfg.train, "contiguous")
+    return Run(cfg, voc, model, optimizer, batches, ids[:0], np.random.default_rng(seed + 1),
+               np.random.default_rng(seed + 2), Progress(), out_dir="")
+
+
+def train_throughput(run, steps: int, warmup: int = 3) -> tuple[float, float]:
+    """(chars/s over `steps` timed train_step calls after `warmup` untimed ones, last loss)."""
+    from charrnn.train import train_step
+
+    loss = float("nan")
+    for _ in range(warmup):
+        loss, _ = train_step(run)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss, _ = train_step(run)
+    elapsed = time.perf_counter() - t0
+    cfg = run.config.train
+    return steps * cfg.batch_size * cfg.seq_len / elapsed, loss
+
+
+def sample_throughput(model, vocab, n: int, temperature: float = 0.8, seed: int = 0) -> float:
+    """chars/s of `n` characters drawn one by one from charrnn.generate.generate."""
+    from charrnn.generate import generate
+
+    t0 = time.perf_counter()   # the set-up inside generate() is part of the time
+    it = generate(model, vocab, length=n, temperature=temperature, seed=seed)
+    got = 0
+    for _ in it:
+        got += 1
+    elapsed = time.perf_counter() - t0
+    if got != n:
+        raise RuntimeError(f"generate yielded {got} characters, expected {n}")
+    return n / elapsed
+
+
+def peak_rss_mb() -> float:
+    """ru_maxrss of this process in MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ------------------------------------------------------------------------------------------
+# tokenization
+# ------------------------------------------------------------------------------------------
+
+_TOKENIZE_CHILD = """
+import json, resource, sys, time
+from charrnn.config import Config
+from charrnn.train import load_corpus
+cfg = Config(); cfg.data.path = sys.argv[1]
+t0 = time.perf_counter()
+vocab, train_ids, val_ids = load_corpus(cfg, None)
+s = time.perf_counter() - t0
+print(json.dumps({"tokenize_s": s, "tokenize_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "tokenize_chars": len(train_ids) + len(val_ids), "tokenize_vocab": len(vocab)}))
+"""
+
+_BASELINE_CHILD = """
+import json, resource
+import charrnn.config, charrnn.train
+print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+"""
+
+
+def write_synthetic_text(path: str, mb: float, seed: int = 0) -> int:
+    """N MB (10^6 bytes) of random lines over 65 ASCII symbols; returns the byte count."""
+    alphabet = np.frombuffer(b"\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+                             np.uint8)
+    rng = np.random.default_rng(seed)
+    total, block = int(mb * 1_000_000), 1 << 22
+    with open(path, "wb") as f:
+        for start in range(0, total, block):
+            f.write(alphabet[rng.integers(0, len(alphabet), min(block, total - start))].tobytes())
+    return total
+
+
+def tokenize_measure(mb: float) -> dict:
+    """Seconds and peak RSS of reading + vocab + encoding an N MB file, in a fresh process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "corpus.txt")
+        size = write_synthetic_text(path, mb)
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="2")
+        out = subprocess.run([sys.executable, "-c", _TOKENIZE_CHILD, path], capture_output=True,
+                             text=True, check=True, env=env)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        base = subprocess.run([sys.executable, "-c", _BASELINE_CHILD], capture_output=True,
+                              text=True, check=True, env=env)
+    result["tokenize_file_mb"] = size / 1e6
+    result["tokenize_baseline_rss_mb"] = json.loads(base.stdout)  # Python + imports, no text
+    result["tokenize_rss_per_file_mb"] = result["tokenize_peak_rss_mb"] / (size / 2**20)
+    return result
+
+
+# ------------------------------------------------------------------------------------------
+# the command
+# ------------------------------------------------------------------------------------------
+
+def run_bench(cell="lstm", layers=2, hidden=128, emb=64, vocab=65, batch=50, seq=50, steps=30,
+              sample=2000, threads=2, tokenize_mb=None, warmup=3) -> dict:
+    """All figures of `charrnn bench` as one dict (see the module docstring)."""
+    before = get_blas_threads()
+    blas = set_blas_threads(threads) if threads else before
+    try:
+        return _run_bench(cell, layers, hidden, emb, vocab, batch, seq, steps, sample, threads,
+                          tokenize_mb, warmup, blas)
+    finally:
+        if threads and before:
+            set_blas_threads(before)
+
+
+def _run_bench(cell, layers, hidden, emb, vocab, batch, seq, steps, sample, threads, tokenize_mb,
+               warmup, blas) -> dict:
+    args = dict(cell=cell, layers=layers, hidden=hidden, emb=emb, vocab=vocab, batch=batch,
+                seq=seq, steps=steps, sample=sample, threads=threads)
+    result = {"impl": "charrnn", **args, "blas_threads": blas}
+    run = make_run(cell, layers, hidden, emb, vocab, batch, seq, steps, warmup)
+    train_cps, loss = train_throughput(run, steps, warmup)
+    result["train_chars_per_s"] = round(train_cps)
+    result["train_loss"] = round(loss, 4)
+    if sample > 0:
+        result["sample_chars_per_s"] = round(sample_throughput(run.model, run.vocab, sample))
+    else:
+        result["sample_chars_per_s"] = None
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    if tokenize_mb:
+        result.update({k: round(v, 3) if isinstance(v, float) else v
+                       for k, v in tokenize_measure(tokenize_mb).items()})
+    return result
+
+
+def format_summary(r: dict) -> str:
+    """A few human-readable lines."""
+    lines = [f"charrnn {r['cell']}: {r['layers']} layers, hidden {r['hidden']}, embedding {r['emb']}, "
+             f"vocab {r['vocab']}, batch {r['batch']} x seq {r['seq']}, "
+             f"BLAS threads {r['blas_threads'] if r['blas_threads'] is not None else '?'}",
+             f"  training: {r['train_chars_per_s']:,} chars/s ({r['steps']} steps after 3 warm-up)"]
+    if r.get("sample_chars_per_s") is not None:
+        lines.append(f"  sampling: {r['sample_chars_per_s']:,} chars/s ({r['sample']} chars, T=0.8)")
+    lines.append(f"  peak RSS: {r['peak_rss_mb']:.0f} MB")
+    if "tokenize_s" in r:
+        lines.append(f"  tokenize {r['tokenize_file_mb']:g} MB: {r['tokenize_s']:.2f} s, peak RSS "
+                     f"{r['tokenize_peak_rss_mb']:.0f} MB ({r['tokenize_rss_per_file_mb']:.2f}x the file;"
+                     f" {r['tokenize_baseline_rss_mb']:.0f} MB of it Python + imports)")
+    return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""`charrnn bench`: correct keys and positive figures on tiny configs (correctness only, not timed)."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from charrnn.bench import bench_vocab, set_blas_threads, tokenize_measure
+from charrnn.cli import cli
+
+TINY = ["--layers=2", "--hidden=8", "--emb=4", "--vocab=11", "--batch=3", "--seq=5", "--steps=2",
+        "--sample=20"]
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_bench_json_has_positive_figures(cell):
+    result = CliRunner().invoke(cli, ["bench", "--json", f"--cell={cell}", *TINY])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    r = json.loads(lines[0])
+    for key in ("train_chars_per_s", "sample_chars_per_s", "peak_rss_mb"):
+        assert isinstance(r[key], (int, float)) and r[key] > 0, (key, r[key])
+    assert r["cell"] == cell and r["hidden"] == 8 and r["steps"] == 2 and r["sample"] == 20
+    assert r["train_loss"] == r["train_loss"]  # finite, not NaN
+
+
+def test_bench_human_summary_and_threads_flag():
+    result = CliRunner().invoke(cli, ["bench", "--cell=gru", "--threads=1", *TINY])
+    assert result.exit_code == 0, result.output
+    assert "training:" in result.output and "chars/s" in result.output
+    assert "sampling:" in result.output and "peak RSS" in result.output
+
+
+def test_bench_rejects_unknown_cell():
+    result = CliRunner().invoke(cli, ["bench", "--cell=transformer"])
+    assert result.exit_code == 2
+
+
+def test_blas_threads_can_be_set_and_restored():
+    assert set_blas_threads(1) in (1, None)
+    assert set_blas_threads(2) in (2, None)
+
+
+def test_bench_vocab_has_the_requested_size():
+    assert len(bench_vocab(65)) == 65
+
+
+def test_tokenize_measure_reports_time_and_memory():
+    r = tokenize_measure(0.2)
+    assert r["tokenize_s"] > 0 and r["tokenize_peak_rss_mb"] > 0
+    assert r["tokenize_chars"] == 200_000 and r["tokenize_vocab"] == 65
+
+
+def test_bench_restores_the_blas_thread_count():
+    from charrnn.bench import get_blas_threads
+
+    before = get_blas_threads()
+    CliRunner().invoke(cli, ["bench", "--json", "--threads=1", *TINY])
+    assert get_blas_threads() == before
