@@ -103,6 +103,83 @@ def train(config_file, overrides, resume_dir, init_from, quiet):
     run_training(cfg, resume_dir=resume_dir, init_from=init_from, overrides=overrides, quiet=quiet)
 
 
+# -- seeing inside the network: gradcheck, diagnose, plot ---------------------------------------
+
+from charrnn.gradcheck import DEFAULT_TOLERANCE  # noqa: E402
+from charrnn.plot import PlotError  # noqa: E402
+
+USER_ERRORS[PlotError] = 1
+
+
+@cli.command("gradcheck")
+@click.option("--cell", type=click.Choice(["rnn", "gru", "lstm"]), default="lstm", show_default=True)
+@click.option("--layers", type=click.IntRange(1, 4), default=2, show_default=True)
+@click.option("--nonlinearity", type=click.Choice(["tanh", "relu"]), default="tanh",
+              show_default=True, help="For --cell rnn.")
+@click.option("--seed", type=click.IntRange(0), default=2, show_default=True,
+              help="Seeds the weights, the inputs and the dropout masks.")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
+@click.option("--tolerance", type=click.FloatRange(0, min_open=True), default=DEFAULT_TOLERANCE,
+              show_default=True, help="Largest relative error that passes.")
+def gradcheck_command(cell, layers, nonlinearity, seed, dropout, tolerance):
+    """Check the backward pass against finite differences on a tiny random float64 model.
+
+    Exits 1 when any parameter's gradient is off by more than --tolerance.
+    """
+    from charrnn.diagnose import check_random_model, format_gradcheck
+
+    table, ok = format_gradcheck(check_random_model(cell, layers, nonlinearity, dropout, seed),
+                                 tolerance)
+    click.echo(table)
+    if not ok:
+        sys.exit(1)
+
+
+@cli.command("diagnose")
+@click.argument("checkpoint", metavar="CHECKPOINT")
+@click.argument("text_file", metavar="[FILE|-]", required=False, default="-")
+@click.option("--window", type=click.IntRange(2), default=100, show_default=True,
+              help="Characters the model reads before the prediction whose gradient is traced.")
+@click.option("--offset", type=click.IntRange(0), default=0, show_default=True,
+              help="Where the window starts in the text.")
+@click.option("--json", "as_json", is_flag=True, help="All norms as JSON.")
+@click.option("--plot", "plot_path", metavar="FILE.png", type=click.Path(dir_okay=False),
+              help="Also draw the norms on a log scale (needs charrnn[plot]).")
+def diagnose_command(checkpoint, text_file, window, offset, as_json, plot_path):
+    """How far back the gradient of the last character's loss reaches, per layer.
+
+    Reads a window of FILE (or stdin) from a zero state and prints ||dL/dh_t|| against the
+    distance from the last step, the decay per step, and where it falls below 1e-3.
+    """
+    import json
+
+    from charrnn.checkpoint import load_model
+    from charrnn.data import read_text
+    from charrnn.diagnose import diagnose_text, format_decay
+    from charrnn.plot import plot_decay
+
+    if text_file == "-" and sys.stdin.isatty():
+        raise UserError("give a text FILE, or pipe text into '-'", 2)
+    model, vocab, _ = load_model(checkpoint)
+    result = diagnose_text(model, vocab, read_text(text_file), window, offset)
+    result["checkpoint"] = checkpoint
+    if plot_path:
+        plot_decay(result, plot_path, title=f"{checkpoint}: gradient through time")
+        click.echo(f"wrote {plot_path}", err=True)
+    click.echo(json.dumps(result, indent=1) if as_json else format_decay(result))
+
+
+@cli.command("plot")
+@click.argument("run_dir", metavar="RUN_DIR")
+@click.option("-o", "--output", metavar="FILE.png", type=click.Path(dir_okay=False),
+              help="Where to write the picture (default RUN_DIR/loss.png).")
+def plot_command(run_dir, output):
+    """Draw the training and validation loss of a run from RUN_DIR/metrics.jsonl."""
+    from charrnn.plot import plot_metrics
+
+    click.echo(plot_metrics(run_dir, output))
+
+
 # -- generation and evaluation: sample, eval (alias perplexity) ------------------------------
 
 from charrnn.evaluate import EvalError  # noqa: E402
@@ -192,83 +269,6 @@ def eval_command(checkpoint, text_file, as_json, unknown, chunk_len):
 
 
 cli.add_command(eval_command, "perplexity")
-
-
-# -- seeing inside the network: gradcheck, diagnose, plot ---------------------------------------
-
-from charrnn.gradcheck import DEFAULT_TOLERANCE  # noqa: E402
-from charrnn.plot import PlotError  # noqa: E402
-
-USER_ERRORS[PlotError] = 1
-
-
-@cli.command("gradcheck")
-@click.option("--cell", type=click.Choice(["rnn", "gru", "lstm"]), default="lstm", show_default=True)
-@click.option("--layers", type=click.IntRange(1, 4), default=2, show_default=True)
-@click.option("--nonlinearity", type=click.Choice(["tanh", "relu"]), default="tanh",
-              show_default=True, help="For --cell rnn.")
-@click.option("--seed", type=click.IntRange(0), default=2, show_default=True,
-              help="Seeds the weights, the inputs and the dropout masks.")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
-@click.option("--tolerance", type=click.FloatRange(0, min_open=True), default=DEFAULT_TOLERANCE,
-              show_default=True, help="Largest relative error that passes.")
-def gradcheck_command(cell, layers, nonlinearity, seed, dropout, tolerance):
-    """Check the backward pass against finite differences on a tiny random float64 model.
-
-    Exits 1 when any parameter's gradient is off by more than --tolerance.
-    """
-    from charrnn.diagnose import check_random_model, format_gradcheck
-
-    table, ok = format_gradcheck(check_random_model(cell, layers, nonlinearity, dropout, seed),
-                                 tolerance)
-    click.echo(table)
-    if not ok:
-        sys.exit(1)
-
-
-@cli.command("diagnose")
-@click.argument("checkpoint", metavar="CHECKPOINT")
-@click.argument("text_file", metavar="[FILE|-]", required=False, default="-")
-@click.option("--window", type=click.IntRange(2), default=100, show_default=True,
-              help="Characters the model reads before the prediction whose gradient is traced.")
-@click.option("--offset", type=click.IntRange(0), default=0, show_default=True,
-              help="Where the window starts in the text.")
-@click.option("--json", "as_json", is_flag=True, help="All norms as JSON.")
-@click.option("--plot", "plot_path", metavar="FILE.png", type=click.Path(dir_okay=False),
-              help="Also draw the norms on a log scale (needs charrnn[plot]).")
-def diagnose_command(checkpoint, text_file, window, offset, as_json, plot_path):
-    """How far back the gradient of the last character's loss reaches, per layer.
-
-    Reads a window of FILE (or stdin) from a zero state and prints ||dL/dh_t|| against the
-    distance from the last step, the decay per step, and where it falls below 1e-3.
-    """
-    import json
-
-    from charrnn.checkpoint import load_model
-    from charrnn.data import read_text
-    from charrnn.diagnose import diagnose_text, format_decay
-    from charrnn.plot import plot_decay
-
-    if text_file == "-" and sys.stdin.isatty():
-        raise UserError("give a text FILE, or pipe text into '-'", 2)
-    model, vocab, _ = load_model(checkpoint)
-    result = diagnose_text(model, vocab, read_text(text_file), window, offset)
-    result["checkpoint"] = checkpoint
-    if plot_path:
-        plot_decay(result, plot_path, title=f"{checkpoint}: gradient through time")
-        click.echo(f"wrote {plot_path}", err=True)
-    click.echo(json.dumps(result, indent=1) if as_json else format_decay(result))
-
-
-@cli.command("plot")
-@click.argument("run_dir", metavar="RUN_DIR")
-@click.option("-o", "--output", metavar="FILE.png", type=click.Path(dir_okay=False),
-              help="Where to write the picture (default RUN_DIR/loss.png).")
-def plot_command(run_dir, output):
-    """Draw the training and validation loss of a run from RUN_DIR/metrics.jsonl."""
-    from charrnn.plot import plot_metrics
-
-    click.echo(plot_metrics(run_dir, output))
 
 
 # -- throughput benchmark (the same measurement as ../shared/bench/torch_ref.py) -------------
