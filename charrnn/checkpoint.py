@@ -15,12 +15,12 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from charrnn import __version__
+from charrnn.fileio import write_atomically
 from charrnn.config import Config, ConfigError, config_from_dict, config_to_dict
 from charrnn.model import CharRNN, parameter_shapes
 from charrnn.vocab import Vocab
@@ -74,29 +74,6 @@ def save_checkpoint(path: str, model: CharRNN, vocab: Vocab, config: Config,
     }
     blob = save(tensors, metadata={"format": FORMAT, "charrnn": json.dumps(meta)})
     write_atomically(path, blob)
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    """Replace `path` with `data` so that a crash leaves either the old file or the new one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=folder)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())     # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _read(path: str):

@@ -13,15 +13,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import os
 import re
-import tempfile
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
+from charrnn.fileio import write_atomically
 
 
 class ConfigError(ValueError):
@@ -396,16 +396,5 @@ def config_from_dict(d: dict[str, Any]) -> Config:
 
 def save_config(cfg: Config, path: str) -> None:
     """Write the resolved config as YAML, atomically (temp file in the same folder, then rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
-    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".yaml.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomically(path, text.encode("utf-8"))
