@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
@@ -58,8 +58,7 @@ class Progress:
     chars: int = 0                # training characters seen
     best_val_loss: float = math.inf
     last_val_loss: float | None = None
-    lr: float = 0.0
-    extra: dict = field(default_factory=dict)
+    lr: float = 0.0               # the rate of the last update
 
 
 @dataclass
@@ -179,7 +178,6 @@ def save(run: Run, name: str) -> None:
     """Write RUN/name (last or best) with everything needed to resume."""
     tensors, scalars = flatten_state(run.optimizer.state_dict())
     p = run.progress
-    p.extra = {}
     train_state = {
         "progress": {**p.__dict__, "best_val_loss": _json_float(p.best_val_loss)},
         "optim": scalars,
