@@ -13,10 +13,23 @@ Each chunk is one call of CharRNN.forward (so a layer's input projection for the
 one matrix product, and the numbers are the training forward's); the log-softmax and the sum
 are done in float64.
 
+Parallel streams (`streams` K > 1, opt-in, approximate): one stream is batch 1, so its speed is
+bounded by one matrix-vector product per layer and step, about the training throughput. With K
+streams the scored positions 1 .. N-1 are cut into K contiguous segments of L = ceil((N-1)/K)
+characters, read side by side as a batch of K. Stream k scores x_{1+kL} .. x_{(k+1)L} and
+starts reading `warmup` W characters before its segment (from x_0 when kL <= W), from a zero
+state, without scoring them. Only characters more than W back from a segment's start are lost
+to the model, so the result approaches the exact one as W grows, and equals it (to rounding)
+when every stream's warm-up reaches x_0; it costs W + L steps of batch K instead of N - 1 steps
+of batch 1.
+
 Public API:
-  evaluate_ids(model, ids, chunk_len=DEFAULT_CHUNK, max_chars=None) -> (total_nll, n_scored)
-  evaluate_text(model, vocab, text, unknown="error", chunk_len=DEFAULT_CHUNK) -> EvalResult
-  EvalResult(loss, bits_per_char, perplexity, chars_scored, chars_skipped).to_dict()
+  evaluate_ids(model, ids, chunk_len=DEFAULT_CHUNK, max_chars=None, streams=1, warmup=0)
+      -> (total_nll, n_scored)
+  evaluate_text(model, vocab, text, unknown="error", chunk_len=DEFAULT_CHUNK, streams=1,
+                warmup=0) -> EvalResult
+  EvalResult(loss, bits_per_char, perplexity, chars_scored, chars_skipped, streams,
+             warmup).to_dict()
   format_result(result) -> str                     the lines `charrnn eval` prints
   encode_text(vocab, text, unknown, what) -> (ids, n_skipped, unknown_chars)
   EvalError        a text that cannot be evaluated (empty, one character)
@@ -72,6 +85,8 @@ class EvalResult:
     perplexity: float      # exp(loss)
     chars_scored: int      # characters predicted (the text's length minus one)
     chars_skipped: int = 0  # characters dropped as outside the vocabulary (--unknown skip)
+    streams: int = 1        # parallel streams (1: the exact protocol)
+    warmup: int = 0         # characters each stream reads before its segment (streams > 1)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,12 +100,13 @@ def _chunk_nll(logits: np.ndarray, targets: np.ndarray) -> float:
     return float(lse.sum() - z[np.arange(len(targets)), targets].sum())
 
 
-def evaluate_ids(model, ids, chunk_len: int = DEFAULT_CHUNK,
-                 max_chars: int | None = None) -> tuple[float, int]:
+def evaluate_ids(model, ids, chunk_len: int = DEFAULT_CHUNK, max_chars: int | None = None,
+                 streams: int = 1, warmup: int = 0) -> tuple[float, int]:
     """(total negative log-likelihood in nats, number of characters scored) of a sequence.
 
     ids: 1-D character ids; only the first `max_chars` are used when it is given. See the module
-    docstring for the protocol. EvalError when fewer than two characters remain.
+    docstring for the protocol (and for streams > 1, the approximate parallel one). EvalError
+    when fewer than two characters remain.
     """
     ids = np.asarray(ids).reshape(-1)
     if max_chars is not None:
@@ -99,8 +115,11 @@ def evaluate_ids(model, ids, chunk_len: int = DEFAULT_CHUNK,
     if n < 2:
         raise EvalError(f"the text has {n} character{'s' if n != 1 else ''} after encoding; "
                         f"evaluation needs at least 2 (one to read, one to predict)")
-    if chunk_len < 1:
-        raise ValueError(f"chunk_len must be >= 1; got {chunk_len}")
+    if chunk_len < 1 or streams < 1 or warmup < 0:
+        raise ValueError(f"need chunk_len >= 1, streams >= 1, warmup >= 0; "
+                         f"got {chunk_len}, {streams}, {warmup}")
+    if streams > 1:
+        return _evaluate_streams(model, ids, streams, warmup, chunk_len), n - 1
     state, total = None, 0.0
     for start in range(0, n - 1, chunk_len):          # ids are converted a chunk at a time
         x = ids[start:start + chunk_len + 1].astype(np.int64)
@@ -109,8 +128,43 @@ def evaluate_ids(model, ids, chunk_len: int = DEFAULT_CHUNK,
     return total, n - 1
 
 
+def _evaluate_streams(model, ids: np.ndarray, streams: int, warmup: int, chunk_len: int) -> float:
+    """Total nll of ids[1:] read as K parallel streams with warm-up (module docstring).
+
+    Row k of the [K, W + L] input grid holds x_{kL - W + t} at step t (padding where that index
+    is outside 0 .. N-2); its output at step t >= W scores x_{kL - W + t + 1}. A row whose
+    warm-up would start before x_0 has its state zeroed at the step where x_0 arrives, so the
+    padding before it has no effect. Forward calls of about `chunk_len` rows each.
+    """
+    n = len(ids) - 1                                   # inputs x_0 .. x_{n-1}, targets x_1 .. x_n
+    seg = -(-n // streams)
+    k_rows = -(-n // seg)                              # no empty stream
+    warm = min(warmup, (k_rows - 1) * seg)             # longer warm-up than any row can use: none
+    starts = np.arange(k_rows) * seg - warm            # index of each row's step-0 input
+    steps = warm + seg
+    grid = np.zeros((k_rows, steps + 1), ids.dtype)    # inputs and, shifted by one, targets
+    for k, start in enumerate(starts):
+        lo = max(start, 0)
+        row = ids[lo:start + steps + 1]
+        grid[k, lo - start:lo - start + len(row)] = row
+    resets = {int(-s): np.flatnonzero(starts == s) for s in starts if s < 0}
+    cuts = sorted(set(range(0, steps, max(1, chunk_len // k_rows))) | set(resets))
+    state, total = None, 0.0
+    for a, b in zip(cuts, cuts[1:] + [steps]):
+        if a in resets and state is not None:
+            for part in state:                         # rows whose text starts here: zero state
+                part[:, resets[a]] = 0
+        logits, state, _ = model.forward(grid[:, a:b].astype(np.int64), state)
+        t = np.arange(a, b)[None, :]
+        keep = (t >= warm) & (starts[:, None] + t + 1 <= n)
+        if keep.any():
+            total += _chunk_nll(logits[keep], grid[:, a + 1:b + 1][keep])
+    return total
+
+
 def evaluate_text(model, vocab, text: str, unknown: str = "error",
-                  chunk_len: int = DEFAULT_CHUNK) -> EvalResult:
+                  chunk_len: int = DEFAULT_CHUNK, streams: int = 1,
+                  warmup: int = 0) -> EvalResult:
     """Evaluate a text; unknown='error' raises UnknownCharactersError on characters outside the
     vocabulary, unknown='skip' drops them and counts them in chars_skipped."""
     if len(text) < 2:
@@ -121,11 +175,12 @@ def evaluate_text(model, vocab, text: str, unknown: str = "error",
     if skipped and len(ids) < 2:
         raise EvalError(f"only {len(ids)} character(s) of the text are in the model's vocabulary "
                         f"after skipping {skipped}; evaluation needs at least 2")
-    total, n = evaluate_ids(model, ids, chunk_len)
+    total, n = evaluate_ids(model, ids, chunk_len, streams=streams, warmup=warmup)
     loss = total / n
     return EvalResult(loss=loss, bits_per_char=loss / math.log(2),
                       perplexity=math.exp(loss) if loss < 700 else math.inf, chars_scored=n,
-                      chars_skipped=int(skipped))
+                      chars_skipped=int(skipped), streams=streams,
+                      warmup=warmup if streams > 1 else 0)
 
 
 def format_result(r: EvalResult) -> str:
@@ -136,4 +191,7 @@ def format_result(r: EvalResult) -> str:
              f"chars scored:  {r.chars_scored}"]
     if r.chars_skipped:
         lines.append(f"chars skipped: {r.chars_skipped}")
+    if r.streams > 1:
+        lines.append(f"protocol:      {r.streams} parallel streams, {r.warmup} characters of "
+                     f"warm-up each (approximate; --streams 1 is exact)")
     return "\n".join(lines)

@@ -154,6 +154,22 @@ def test_eval_prints_loss_bpc_perplexity_and_count(ckpt, tmp_path):
     assert json.loads(run("perplexity", ckpt, "--json", input=TEXT).stdout) == j
     assert json.loads(run("eval", ckpt, f, "--json", "--chunk-len", 7).stdout)["loss"] == \
         pytest.approx(j["loss"], abs=1e-6)
+    assert (j["streams"], j["warmup"]) == (1, 0)
+
+
+def test_eval_streams_are_opt_in_and_say_so(ckpt):
+    from charrnn.checkpoint import load_model
+    model, vocab, _ = load_model(ckpt)
+    total, n = evaluate_ids(model, vocab.encode(TEXT), streams=4, warmup=9)
+    r = run("eval", ckpt, "-", "--streams", "4", "--warmup", "9", input=TEXT)
+    assert r.exit_code == 0
+    assert "4 parallel streams, 9 characters of warm-up each (approximate" in r.stdout
+    j = json.loads(run("eval", ckpt, "-", "--json", "--streams", "4", "--warmup", "9",
+                       input=TEXT).stdout)
+    assert (j["streams"], j["warmup"], j["chars_scored"]) == (4, 9, n)
+    assert j["loss"] == pytest.approx(total / n, rel=1e-12)
+    bad = run("eval", ckpt, "-", "--streams", "0", input=TEXT)
+    assert bad.exit_code == 2 and "--streams" in bad.stderr
 
 
 def test_eval_unknown_characters(ckpt):

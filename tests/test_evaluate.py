@@ -88,7 +88,8 @@ def test_evaluate_text_reports_loss_bits_and_perplexity():
     assert r.loss == pytest.approx(total / n, rel=1e-15)
     assert r.bits_per_char == pytest.approx(r.loss / math.log(2))
     assert r.perplexity == pytest.approx(math.exp(r.loss))
-    assert set(r.to_dict()) == {"loss", "bits_per_char", "perplexity", "chars_scored", "chars_skipped"}
+    assert set(r.to_dict()) == {"loss", "bits_per_char", "perplexity", "chars_scored", "chars_skipped",
+                                "streams", "warmup"}
     lines = format_result(r).splitlines()
     assert lines[0].startswith("loss:") and "nats/char" in lines[0] and len(lines) == 4
 
@@ -114,3 +115,57 @@ def test_skipping_unknown_characters_scores_the_rest():
 def test_too_short_texts_are_errors(text, words):
     with pytest.raises(EvalError, match=words):
         evaluate_text(make_model(), VOCAB, text, unknown="skip")
+
+
+# -- parallel streams (approximate, opt-in) ----------------------------------------------------
+
+def segment_nll(model, ids, lo, hi, warmup):
+    """Exact nll of targets x_lo .. x_{hi-1} read from `warmup` characters before x_{lo-1}
+    (or from x_0), zero state: a sequential pass over the window minus that over its warm-up."""
+    start = max(0, lo - 1 - warmup)
+    window = ids[start:hi]
+    total, _ = evaluate_ids(model, window)
+    if lo - 1 - start > 0:
+        total -= evaluate_ids(model, window[:lo - start])[0]
+    return total
+
+
+@pytest.mark.parametrize("streams,warmup", [(2, 0), (3, 5), (4, 17), (7, 1), (5, 40)])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_streams_score_every_segment_from_its_warmup(cell, streams, warmup):
+    model = make_model(cell)
+    ids = np.random.default_rng(5).integers(0, len(VOCAB), 101).astype(np.uint8)
+    n = len(ids) - 1
+    seg = -(-n // streams)
+    expected = sum(segment_nll(model, ids, 1 + k * seg, min(1 + (k + 1) * seg, n + 1), warmup)
+                   for k in range(-(-n // seg)))
+    for chunk_len in (3, 1000):
+        total, scored = evaluate_ids(model, ids, chunk_len, streams=streams, warmup=warmup)
+        assert scored == n
+        assert total == pytest.approx(expected, abs=1e-10)
+
+
+def test_streams_with_a_warmup_reaching_the_start_are_the_exact_pass():
+    model = make_model("rnn", "relu")
+    ids = np.random.default_rng(6).integers(0, len(VOCAB), 90)
+    exact, _ = evaluate_ids(model, ids)
+    total, _ = evaluate_ids(model, ids, chunk_len=8, streams=6, warmup=len(ids))
+    assert total == pytest.approx(exact, abs=1e-10)
+    approx, _ = evaluate_ids(model, ids, chunk_len=8, streams=6, warmup=0)
+    assert abs(approx - exact) > 1e-6      # without warm-up the segments do lose context
+
+
+def test_more_streams_than_characters_still_scores_each_once():
+    model = make_model()
+    ids = np.array([1, 4, 2])
+    exact, n = evaluate_ids(model, ids)
+    assert evaluate_ids(model, ids, streams=50, warmup=5) == pytest.approx((exact, n), abs=1e-12)
+
+
+def test_stream_results_name_their_protocol():
+    text = "abc defg.\nhab cag\n" * 5
+    r = evaluate_text(make_model(), VOCAB, text, streams=4, warmup=3)
+    assert (r.streams, r.warmup) == (4, 3) and r.to_dict()["streams"] == 4
+    assert "4 parallel streams, 3 characters of warm-up" in format_result(r)
+    exact = evaluate_text(make_model(), VOCAB, text)
+    assert (exact.streams, exact.warmup) == (1, 0) and "protocol" not in format_result(exact)
