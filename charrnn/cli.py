@@ -197,10 +197,10 @@ def _warn(message: str) -> None:
 
 @cli.command("sample")
 @click.argument("checkpoint", metavar="CHECKPOINT")
-@click.option("-n", "--length", type=int, default=500, show_default=True,
-              help="Characters to generate per sample, not counting the prime.")
-@click.option("-t", "--temperature", type=float, default=1.0, show_default=True,
-              help="> 0; below 1 is safer and more repetitive, above 1 wilder.")
+@click.option("-n", "--length", type=int,
+              help="Characters to generate per sample, not counting the prime.  [default: 500]")
+@click.option("-t", "--temperature", type=float,
+              help="> 0; below 1 is safer and more repetitive, above 1 wilder.  [default: 1.0]")
 @click.option("--greedy", is_flag=True, help="Always take the most likely character.")
 @click.option("--top-k", type=int, metavar="K", help="Sample only from the K most likely characters.")
 @click.option("--top-p", type=float, metavar="P",
@@ -220,18 +220,31 @@ def _warn(message: str) -> None:
               help="Prime characters outside the vocabulary: fail, or drop them with a warning.")
 def sample_command(checkpoint, length, temperature, greedy, top_k, top_p, prime, prime_file, seed,
                    num_samples, separator, stop, as_json, echo, unknown):
-    """Generate text from CHECKPOINT, streamed to stdout as it is produced."""
+    """Generate text from CHECKPOINT, streamed to stdout as it is produced.
+
+    Options not given (length, temperature, top-k, top-p, prime, seed) take their values from
+    the `sample:` section of the config the checkpoint was trained with, else the defaults shown.
+    """
     from charrnn.checkpoint import load_model
     from charrnn.data import read_text
     from charrnn.generate import check_settings, unescape, write_samples
 
-    check_settings(length, temperature, top_k, top_p)
     if num_samples < 1:
         raise SampleError(f"--num-samples must be >= 1; got {num_samples}")
     if prime is not None and prime_file is not None:
         raise SampleError("give --prime or --prime-file, not both")
-    model, vocab, _ = load_model(checkpoint)
-    prime_text = read_text(prime_file) if prime_file is not None else (prime or "")
+    model, vocab, ckpt = load_model(checkpoint)
+    saved = ckpt.config.sample
+    length = saved.length if length is None else length
+    temperature = saved.temperature if temperature is None else temperature
+    top_k = saved.top_k if top_k is None else top_k
+    top_p = saved.top_p if top_p is None else top_p
+    seed = saved.seed if seed is None else seed
+    check_settings(length, temperature, top_k, top_p)
+    if prime_file is not None:
+        prime_text = read_text(prime_file)
+    else:
+        prime_text = saved.prime if prime is None else prime
     try:
         write_samples(model, vocab, sys.stdout, prime=prime_text, unknown=unknown, length=length,
                       temperature=temperature, greedy=greedy, top_k=top_k, top_p=top_p,

@@ -83,6 +83,9 @@ class TrainConfig:
 
 @dataclass
 class SampleConfig:
+    """Sampling settings: the defaults of `charrnn sample` for this run's checkpoints (its options
+    override them) and of the trainer's periodic sample (whose length is train.sample_chars)."""
+
     length: int = 500  # characters to generate after the prime
     temperature: float = 1.0  # > 0: below 1 is safer and more repetitive, above 1 wilder
     top_k: int | None = None  # keep only the k most likely characters (null = all)

@@ -360,8 +360,10 @@ def evaluate_and_keep_best(run: Run, metrics: Metrics, started: float, log, quie
 def sample_text(run: Run) -> str:
     from charrnn.generate import generate
 
+    opts = run.config.sample                   # the settings `charrnn sample` will default to
     chars = generate(run.model, run.vocab, length=run.config.train.sample_chars,
-                     temperature=0.8, seed=run.progress.step)
+                     prime=opts.prime, temperature=opts.temperature, top_k=opts.top_k,
+                     top_p=opts.top_p, seed=run.progress.step)
     return "".join(chars)
 
 

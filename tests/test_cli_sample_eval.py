@@ -131,6 +131,26 @@ def test_sample_missing_prime_file_is_an_error(ckpt, tmp_path):
                           "does not exist")
 
 
+def test_sample_defaults_come_from_the_checkpoints_sample_section(ckpt, tmp_path):
+    """Options left out take the trained config's sample: values; options given win."""
+    import dataclasses
+
+    from charrnn.checkpoint import load_checkpoint
+    c = load_checkpoint(ckpt)
+    cfg = dataclasses.replace(c.config, sample=dataclasses.replace(
+        c.config.sample, length=30, temperature=0.5, top_k=2, prime="the ", seed=4))
+    saved = str(tmp_path / "s.safetensors")
+    save_checkpoint(saved, c.build_model(), c.vocab, cfg)
+    explicit = ("-n", 30, "-t", 0.5, "--top-k", 2, "--prime", "the ", "--seed", 4)
+    out = run("sample", saved).stdout
+    assert out.startswith("the ") and out == run("sample", ckpt, *explicit).stdout
+    assert len(out.rstrip("\n")) <= 4 + 30
+    assert run("sample", saved, "--seed", 9).stdout == run("sample", ckpt, *explicit[:-1], 9).stdout
+    assert run("sample", saved, "--prime", "").stdout == run("sample", ckpt, *explicit[:6],
+                                                             "--seed", 4).stdout
+    assert_one_line_error(run("sample", saved, "-t", 0), 2, "temperature")
+
+
 # -- eval -------------------------------------------------------------------------------------
 
 def test_eval_prints_loss_bpc_perplexity_and_count(ckpt, tmp_path):
