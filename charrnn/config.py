@@ -33,6 +33,10 @@ class DataConfig:
     path: str = "data/shakespeare.txt"  # a UTF-8 text file, or '-' for stdin
     val_fraction: float = 0.1  # the last fraction is validation (as nanoGPT, so figures compare)
     batching: str = "contiguous"  # contiguous: char-rnn streams, state carried; random: windows
+    # contiguous: the chance, per batch and stream, that the carried state is zeroed. Sampling
+    # and evaluation start from a zero state; a model that only met one at epoch starts
+    # predicts its first few characters worse than a unigram model (0 = reset at epochs only)
+    reset_prob: float = 0.01
 
 
 @dataclass
@@ -148,6 +152,7 @@ UNIT_OPEN_RIGHT = _Range(0, 1, hi_open=True)  # [0, 1)
 # Numeric ranges; a null Optional value is never range-checked.
 RANGES: dict[str, _Range] = {
     "data.val_fraction": _Range(0, 1, lo_open=True, hi_open=True),
+    "data.reset_prob": _Range(0, 1),
     "model.layers": AT_LEAST_1,
     "model.hidden_size": AT_LEAST_1,
     "model.embed_size": AT_LEAST_1,

@@ -259,11 +259,29 @@ def _stop_reason(run: Run, started: float) -> str | None:
     return None
 
 
+def reset_some_streams(carry: tuple | None, prob: float, seed: int, step: int) -> tuple | None:
+    """The carried state ([L, B, H] arrays) with each stream zeroed with probability prob.
+
+    The draw depends only on (seed, step), so a resumed run makes the same draws.
+    """
+    if carry is None or prob <= 0:
+        return carry
+    chosen = np.random.default_rng([seed, step]).random(carry[0].shape[1]) < prob
+    if not chosen.any():
+        return carry
+    carry = tuple(part.copy() for part in carry)
+    for part in carry:
+        part[:, chosen] = 0
+    return carry
+
+
 def train_step(run: Run) -> tuple[float, float]:
     """One update on the next batch -> (loss, gradient norm before clipping)."""
     cfg, p, b = run.config.train, run.progress, run.batches
     if p.position == 0 or not b.stateful:
         run.carry = None                    # new epoch (or random windows): start from zeros
+    else:
+        run.carry = reset_some_streams(run.carry, run.config.data.reset_prob, cfg.seed, p.step)
     x, y = b.get(p.position)
     p.lr = lr_at(cfg, p.step, p.epoch + p.position / b.batches_per_epoch)
     loss, carry, _ = run.model.loss_and_grad(x, y, run.carry, train=True, rng=run.dropout_rng)

@@ -62,7 +62,8 @@ def test_resume_equals_uninterrupted(tmp_path, corpus, monkeypatch, cell, dropou
     common = SMALL + ["--set", f"model.cell={cell}", "--set", f"model.dropout={dropout}",
                       "--set", f"data.batching={batching}", "--set", f"train.lr_schedule={schedule}",
                       "--set", "train.warmup_steps=3", "--set", "train.decay_every=1",
-                      "--set", "train.decay_rate=0.5", "--set", "train.max_steps=20"]
+                      "--set", "train.decay_rate=0.5", "--set", "train.max_steps=20",
+                      "--set", "data.reset_prob=0.3"]   # some carried streams zeroed, too
     cfg = write_config(tmp_path, corpus, out="whole")
     assert invoke("train", str(cfg), "-q", *common).exit_code == 0
 
@@ -90,6 +91,41 @@ def test_resume_equals_uninterrupted(tmp_path, corpus, monkeypatch, cell, dropou
     assert a.keys() == b.keys()
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_reset_some_streams_is_a_deterministic_per_stream_draw():
+    from charrnn.train import reset_some_streams
+    carry = (np.ones((2, 400, 3)), np.full((2, 400, 3), 2.0))
+    assert reset_some_streams(carry, 0.0, 1, 5) is carry
+    assert reset_some_streams(None, 0.5, 1, 5) is None
+    out = reset_some_streams(carry, 0.25, 1, 5)
+    assert carry[0].min() == 1 and carry[1].min() == 2         # the input is not modified
+    zeroed = out[0][0, :, 0] == 0
+    assert 60 < zeroed.sum() < 140                             # about a quarter of 400 streams
+    for part, value in zip(out, (1.0, 2.0)):                   # whole streams, every layer
+        assert (part[:, zeroed] == 0).all() and (part[:, ~zeroed] == value).all()
+    again = reset_some_streams(carry, 0.25, 1, 5)
+    assert all(np.array_equal(a, b) for a, b in zip(out, again))
+    other = reset_some_streams(carry, 0.25, 1, 6)[0][0, :, 0] == 0
+    assert not np.array_equal(zeroed, other)
+    assert (reset_some_streams(carry, 1.0, 1, 5)[1] == 0).all()
+
+
+def test_reset_prob_one_trains_every_batch_from_a_zero_state():
+    from charrnn.bench import make_run
+    from charrnn.train import train_step
+    run = make_run(cell="gru", hidden=8, emb=4, vocab=7, batch=3, seq=5, steps=8, warmup=0)
+    run.config.data.reset_prob = 1.0
+    for _ in range(4):
+        x, y = run.batches.get(run.progress.position)
+        expected, _, _ = run.model.loss(x, y, None)
+        loss, _ = train_step(run)
+        assert loss == pytest.approx(expected, rel=1e-6)
+    run.config.data.reset_prob = 0.0          # control: with the state carried, it differs
+    x, y = run.batches.get(run.progress.position)
+    carried, _, _ = run.model.loss(x, y, run.carry)
+    zero, _, _ = run.model.loss(x, y, None)
+    assert train_step(run)[0] == pytest.approx(carried, rel=1e-6) and abs(carried - zero) > 1e-4
 
 
 def test_checkpoint_holds_the_design_metadata(tmp_path, corpus):
