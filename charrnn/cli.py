@@ -67,6 +67,11 @@ class CharrnnGroup(click.Group):
             # `charrnn sample | head`: the reader has what it wanted; end quietly
             _silence_stdout()
             ctx.exit(0)
+        except KeyboardInterrupt:
+            # Ctrl-C in eval, diagnose, bench, ... (train saves first, with its own handler):
+            # the shell's convention 128 + SIGINT, not click's "Aborted!" and status 1
+            click.echo("charrnn: interrupted", err=True)
+            ctx.exit(130)
         except Exception as error:  # noqa: BLE001 - only known kinds are handled, others re-raised
             code = _exit_code(error)
             if code is None:
@@ -245,13 +250,10 @@ def sample_command(checkpoint, length, temperature, greedy, top_k, top_p, prime,
         prime_text = read_text(prime_file)
     else:
         prime_text = saved.prime if prime is None else prime
-    try:
-        write_samples(model, vocab, sys.stdout, prime=prime_text, unknown=unknown, length=length,
-                      temperature=temperature, greedy=greedy, top_k=top_k, top_p=top_p,
-                      seed=seed, num_samples=num_samples, separator=unescape(separator),
-                      stop=unescape(stop), as_json=as_json, echo=echo, warn=_warn)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    write_samples(model, vocab, sys.stdout, prime=prime_text, unknown=unknown, length=length,
+                  temperature=temperature, greedy=greedy, top_k=top_k, top_p=top_p,
+                  seed=seed, num_samples=num_samples, separator=unescape(separator),
+                  stop=unescape(stop), as_json=as_json, echo=echo, warn=_warn)
 
 
 @cli.command("eval")

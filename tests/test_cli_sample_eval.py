@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -271,3 +272,24 @@ def test_shell_pipeline_with_head(ckpt):
     r = subprocess.run(["/bin/bash", "-c", f"set -o pipefail; {cmd} | head -c 10"],
                        capture_output=True, timeout=60)
     assert r.returncode == 0 and len(r.stdout) == 10 and r.stderr == b""
+
+
+@pytest.mark.parametrize("command", ["sample", "eval"])
+def test_ctrl_c_is_status_130_and_one_line(ckpt, tmp_path, command):
+    """SIGINT mid-run (after the first output or a second of work): no traceback, no 'Aborted!'."""
+    big = tmp_path / "big.txt"
+    big.write_text(TEXT * 20_000, encoding="utf-8")             # minutes of exact evaluation
+    args = (["sample", ckpt, "-n", 100_000_000] if command == "sample" else ["eval", ckpt, big])
+    proc = subprocess.Popen(charrnn_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        if command == "sample":
+            assert len(proc.stdout.read(100)) == 100               # it is generating
+        else:
+            time.sleep(3)                                           # it is evaluating
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert err.decode().strip() == "charrnn: interrupted"
