@@ -184,8 +184,14 @@ def save(run: Run, name: str) -> None:
         "rng": {"dropout": run.dropout_rng.bit_generator.state,
                 "batch": run.batch_rng.bit_generator.state},
     }
-    save_checkpoint(run.path(name), run.model, run.vocab, run.config, tensors, train_state,
-                    carry=run.carry or ())
+    try:
+        save_checkpoint(run.path(name), run.model, run.vocab, run.config, tensors, train_state,
+                        carry=run.carry or ())
+    except OSError as e:                 # disk full, folder removed, ...: the old file is intact
+        raise TrainingError(f"could not write {run.path(name)} at step {p.step} "
+                            f"({e.strerror or e}); the previous {name} is intact. Free some "
+                            f"space (or fix the folder) and resume with: charrnn train "
+                            f"--resume {run.out_dir}") from None
 
 
 def _json_float(x: float):

@@ -174,6 +174,34 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, corpus, monkeyp
     assert last.read_bytes() == before          # step 5's checkpoint, untouched
 
 
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_previous_one(tmp_path, corpus,
+                                                                            monkeypatch):
+    import errno
+
+    import charrnn.checkpoint as ckpt_mod
+    cfg = write_config(tmp_path, corpus)
+    real = ckpt_mod.write_atomically
+    saves = []
+
+    def full_after_two(path, data):
+        saves.append(path)
+        if len(saves) > 2:          # step 5: last and best written; step 10: the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(path, data)
+
+    monkeypatch.setattr(ckpt_mod, "write_atomically", full_after_two)
+    r = CliRunner().invoke(cli, ["train", str(cfg), "-q", *SMALL, "--set", "train.max_steps=20"])
+    assert r.exit_code == 1, r.output
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("charrnn: error:")]
+    assert len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "No space left on device" in errors[0] and "at step 10" in errors[0]
+    assert "--resume" in errors[0]
+    kept = load_checkpoint(str(tmp_path / "run" / "last.safetensors"))
+    assert kept.train_state["progress"]["step"] == 5
+    assert sorted(os.listdir(tmp_path / "run")) == ["best.safetensors", "config.yaml",
+                                                    "last.safetensors", "metrics.jsonl"]
+
+
 def test_sigint_saves_and_resume_continues(tmp_path, corpus):
     cfg = write_config(tmp_path, corpus)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
