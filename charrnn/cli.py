@@ -67,6 +67,11 @@ class CharrnnGroup(click.Group):
             # `charrnn sample | head`: the reader has what it wanted; end quietly
             _silence_stdout()
             ctx.exit(0)
+        except MemoryError as error:
+            click.echo(f"charrnn: error: out of memory ({str(error).rstrip('.') or 'allocation failed'}); "
+                       f"try a smaller model (model.hidden_size, model.layers) or batch "
+                       f"(train.batch_size, train.seq_len)", err=True)
+            ctx.exit(1)
         except KeyboardInterrupt:
             # Ctrl-C in eval, diagnose, bench, ... (train saves first, with its own handler):
             # the shell's convention 128 + SIGINT, not click's "Aborted!" and status 1

@@ -306,3 +306,11 @@ def test_init_from_needs_a_matching_vocabulary(tmp_path, corpus):
 def test_resume_and_config_together_is_a_usage_error(tmp_path, corpus):
     r = CliRunner().invoke(cli, ["train", str(write_config(tmp_path, corpus)), "--resume", str(tmp_path)])
     assert r.exit_code == 2 and "--resume" in r.output
+
+
+def test_a_model_too_big_for_memory_is_one_line(tmp_path, corpus):
+    cfg = write_config(tmp_path, corpus)
+    r = CliRunner().invoke(cli, ["train", str(cfg), "-q", "--set", "model.hidden_size=100000000"])
+    assert r.exit_code == 1
+    assert r.stderr.startswith("charrnn: error: out of memory (Unable to allocate")
+    assert len(r.stderr.strip().splitlines()) == 1 and "model.hidden_size" in r.stderr
