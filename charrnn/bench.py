@@ -7,11 +7,11 @@ Sampling: `sample` characters, one at a time, at temperature 0.8, through the re
 `charrnn.generate.generate` (timed from the call, its set-up included, to the last character).
 Peak RSS: ru_maxrss of this process (which holds only the model, random batches and NumPy).
 
-BLAS threads: NumPy's OpenBLAS reads OPENBLAS_NUM_THREADS only when it is loaded, and the CLI has
-imported NumPy long before `bench` runs, so the thread count is set at run time through the
-library's own `openblas_set_num_threads` (threadpoolctl when installed, else a ctypes call on the
-OpenBLAS that NumPy loaded). The thread count actually in effect is reported as `blas_threads`
-(null when it could not be set or read).
+Threads: `threads` (2, as torch_ref.py's torch.set_num_threads) is both the BLAS thread count,
+set at run time through charrnn.blas, and the trainer's `train.threads`: the training step
+splits the batch over that many worker threads, as `charrnn train` does on a machine with that
+many cores. The BLAS count actually in effect is reported as `blas_threads` (null when it
+could not be set or read).
 
 Tokenization (`tokenize_mb`): writes an N MB synthetic text file, then a fresh Python process
 reads it, builds the vocabulary and encodes it with the trainer's `charrnn.train.load_corpus`,
@@ -22,7 +22,6 @@ as the baseline.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import resource
@@ -33,6 +32,8 @@ import time
 
 import numpy as np
 
+from charrnn import blas
+
 TRAIN_KEYS = ("train_chars_per_s", "sample_chars_per_s", "peak_rss_mb")
 
 
@@ -40,55 +41,14 @@ TRAIN_KEYS = ("train_chars_per_s", "sample_chars_per_s", "peak_rss_mb")
 # BLAS threads
 # ------------------------------------------------------------------------------------------
 
-def _openblas_libs():
-    """ctypes handles of the OpenBLAS libraries mapped into this process (NumPy's included)."""
-    paths = set()
-    try:
-        with open("/proc/self/maps") as f:
-            for line in f:
-                path = line.split()[-1]
-                if "openblas" in os.path.basename(path).lower() and ".so" in path:
-                    paths.add(path)
-    except OSError:
-        return []
-    libs = []
-    for path in sorted(paths):
-        try:
-            libs.append(ctypes.CDLL(path))
-        except OSError:
-            pass
-    return libs
-
-
-def _openblas_call(libs, suffix: str, *args):
-    for lib in libs:
-        for prefix in ("scipy_openblas", "openblas"):
-            for tail in ("64_", ""):
-                fn = getattr(lib, f"{prefix}_{suffix}{tail}", None)
-                if fn is not None:
-                    return fn(*args)
-    return None
-
-
 def get_blas_threads() -> int | None:
     """The number of threads NumPy's BLAS uses now (None if it cannot be read)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return _openblas_call(_openblas_libs(), "get_num_threads")
-    counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
-    return counts[0] if counts else None
+    return blas.get_threads()
 
 
 def set_blas_threads(n: int) -> int | None:
     """Limit NumPy's BLAS to n threads for the rest of the process; returns the count in effect."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        _openblas_call(_openblas_libs(), "set_num_threads", ctypes.c_int(n))
-    else:
-        threadpool_limits(n, user_api="blas")
-    return get_blas_threads()
+    return blas.set_threads(n)
 
 
 # ------------------------------------------------------------------------------------------
@@ -103,19 +63,20 @@ def bench_vocab(size: int):
 
 
 def make_run(cell="lstm", layers=2, hidden=128, emb=64, vocab=65, batch=50, seq=50, steps=30,
-             warmup=3, seed=0):
+             warmup=3, seed=0, threads=1):
     """A charrnn.train.Run over random ids with exactly enough batches for warmup + steps."""
     from charrnn.config import Config
     from charrnn.data import make_batches
     from charrnn.model import CharRNN
     from charrnn.optim import make_optimizer
-    from charrnn.train import Progress, Run
+    from charrnn.train import Progress, Run, make_parallel
 
     cfg = Config()
     cfg.model.cell, cfg.model.layers, cfg.model.hidden_size = cell, layers, hidden
     cfg.model.embed_size = emb
     cfg.train.batch_size, cfg.train.seq_len = batch, seq
     cfg.train.optimizer, cfg.train.lr, cfg.train.clip, cfg.train.clip_value = "adam", 2e-3, "norm", 5.0
+    cfg.train.threads = threads
     voc = bench_vocab(vocab)
     rng = np.random.default_rng(seed)
     n = batch * seq * (warmup + steps) + batch  # one stream of (warmup + steps) * seq + 1 per row
@@ -124,7 +85,8 @@ def make_run(cell="lstm", layers=2, hidden=128, emb=64, vocab=65, batch=50, seq=
     optimizer = make_optimizer(None, model.params, cfg.train)
     batches = make_batches(ids, cfg.train, "contiguous")
     return Run(cfg, voc, model, optimizer, batches, ids[:0], np.random.default_rng(seed + 1),
-               np.random.default_rng(seed + 2), Progress(), out_dir="")
+               np.random.default_rng(seed + 2), Progress(), out_dir="",
+               parallel=make_parallel(model, cfg.train))
 
 
 def train_throughput(run, steps: int, warmup: int = 3) -> tuple[float, float]:
@@ -217,24 +179,24 @@ def run_bench(cell="lstm", layers=2, hidden=128, emb=64, vocab=65, batch=50, seq
               sample=2000, threads=2, tokenize_mb=None, warmup=3) -> dict:
     """All figures of `charrnn bench` as one dict (see the module docstring)."""
     before = get_blas_threads()
-    blas = set_blas_threads(threads) if threads else before
+    blas_count = set_blas_threads(threads) if threads else before
     try:
         return _run_bench(cell, layers, hidden, emb, vocab, batch, seq, steps, sample, threads,
-                          tokenize_mb, warmup, blas)
+                          tokenize_mb, warmup, blas_count)
     finally:
         if threads and before:
             set_blas_threads(before)
 
 
 def _run_bench(cell, layers, hidden, emb, vocab, batch, seq, steps, sample, threads, tokenize_mb,
-               warmup, blas) -> dict:
+               warmup, blas_count) -> dict:
     args = dict(cell=cell, layers=layers, hidden=hidden, emb=emb, vocab=vocab, batch=batch,
                 seq=seq, steps=steps, sample=sample, threads=threads)
-    result = {"impl": "charrnn", **args, "blas_threads": blas}
+    result = {"impl": "charrnn", **args, "blas_threads": blas_count}
     if tokenize_mb:
         result.update({k: round(v, 3) if isinstance(v, float) else v
                        for k, v in tokenize_measure(tokenize_mb).items()})
-    run = make_run(cell, layers, hidden, emb, vocab, batch, seq, steps, warmup)
+    run = make_run(cell, layers, hidden, emb, vocab, batch, seq, steps, warmup, threads=threads or 1)
     train_cps, loss = train_throughput(run, steps, warmup)
     result["train_chars_per_s"] = round(train_cps)
     result["train_loss"] = round(loss, 4)

@@ -28,6 +28,7 @@ from charrnn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from charrnn.config import Config, ConfigError, config_to_dict, save_config
 from charrnn.model import CharRNN
 from charrnn.optim import clip_grad_norm, clip_grad_value, flatten_state, lr_at, make_optimizer, unflatten_state
+from charrnn.parallel import DataParallel, auto_workers
 from charrnn.vocab import Vocab
 
 ARCHITECTURE_KEYS = ("cell", "nonlinearity", "layers", "hidden_size", "embed_size")
@@ -76,6 +77,7 @@ class Run:
     progress: Progress
     carry: tuple | None = None
     out_dir: str = ""
+    parallel: DataParallel | None = None   # the step's worker threads (None: one thread)
 
     def path(self, name: str) -> str:
         return os.path.join(self.out_dir, name)
@@ -146,10 +148,17 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     dropout_rng, batch_rng = (np.random.default_rng(s) for s in seeds)
     batches = data_mod.make_batches(train_ids, cfg.train, cfg.data.batching, batch_rng)
     run = Run(cfg, vocab, model, optimizer, batches, val_ids, dropout_rng, batch_rng, Progress(),
-              out_dir=cfg.train.out_dir)
+              out_dir=cfg.train.out_dir, parallel=make_parallel(model, cfg.train))
     if resume is not None:
         _restore(run, resume)
     return run
+
+
+def make_parallel(model: CharRNN, cfg) -> DataParallel | None:
+    """The worker threads of the training step (cfg: the train section), or None for one."""
+    workers = cfg.threads if cfg.threads is not None else auto_workers(cfg.batch_size)
+    workers = min(workers, cfg.batch_size)
+    return DataParallel(model, workers) if workers > 1 else None
 
 
 def _restore(run: Run, ckpt: Checkpoint) -> None:
@@ -290,7 +299,8 @@ def train_step(run: Run) -> tuple[float, float]:
         run.carry = reset_some_streams(run.carry, run.config.data.reset_prob, cfg.seed, p.step)
     x, y = b.get(p.position)
     p.lr = lr_at(cfg, p.step, p.epoch + p.position / b.batches_per_epoch)
-    loss, carry, _ = run.model.loss_and_grad(x, y, run.carry, train=True, rng=run.dropout_rng)
+    loss_and_grad = run.parallel.loss_and_grad if run.parallel else run.model.loss_and_grad
+    loss, carry, _ = loss_and_grad(x, y, run.carry, train=True, rng=run.dropout_rng)
     if cfg.clip == "value":
         clip_grad_value(run.model.grads, cfg.clip_value)
         norm = float(np.linalg.norm(run.model.grads.flat))

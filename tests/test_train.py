@@ -51,9 +51,11 @@ def train_losses(run_dir):
     return {l["step"]: l["train_loss"] for l in lines if "train_loss" in l}
 
 
-@pytest.mark.parametrize("cell,dropout,batching,schedule", [
-    ("lstm", 0.2, "contiguous", "cosine"), ("gru", 0.0, "random", "step"), ("rnn", 0.1, "contiguous", "constant")])
-def test_resume_equals_uninterrupted(tmp_path, corpus, monkeypatch, cell, dropout, batching, schedule):
+@pytest.mark.parametrize("cell,dropout,batching,schedule,threads", [
+    ("lstm", 0.2, "contiguous", "cosine", 2), ("gru", 0.0, "random", "step", 1),
+    ("rnn", 0.1, "contiguous", "constant", 3)])
+def test_resume_equals_uninterrupted(tmp_path, corpus, monkeypatch, cell, dropout, batching, schedule,
+                                     threads):
     """Stopped at step 10 and resumed to 20: the losses and weights of one 20-step run, bit for bit.
 
     The stop is a real SIGINT delivered after step 10, so the cosine schedule's horizon
@@ -63,7 +65,8 @@ def test_resume_equals_uninterrupted(tmp_path, corpus, monkeypatch, cell, dropou
                       "--set", f"data.batching={batching}", "--set", f"train.lr_schedule={schedule}",
                       "--set", "train.warmup_steps=3", "--set", "train.decay_every=1",
                       "--set", "train.decay_rate=0.5", "--set", "train.max_steps=20",
-                      "--set", "data.reset_prob=0.3"]   # some carried streams zeroed, too
+                      "--set", "data.reset_prob=0.3",   # some carried streams zeroed, too
+                      "--set", f"train.threads={threads}"]  # 2, 3: the data-parallel step
     cfg = write_config(tmp_path, corpus, out="whole")
     assert invoke("train", str(cfg), "-q", *common).exit_code == 0
 

@@ -1,0 +1,116 @@
+"""The data-parallel training step: the same loss, gradient and state as one full-batch call."""
+
+import numpy as np
+import pytest
+
+from charrnn import blas, parallel
+from charrnn.model import CharRNN, ModelSpec
+from charrnn.parallel import DataParallel, auto_workers
+
+CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
+
+
+def make(cell, nonlinearity="tanh", dropout=0.0):
+    spec = ModelSpec(cell=cell, nonlinearity=nonlinearity, layers=2, hidden_size=6, embed_size=4,
+                     dropout=dropout)
+    return CharRNN(9, spec, dtype=np.float64, seed=3)
+
+
+def batch(B=5, T=7, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 9, (B, T)), rng.integers(0, 9, (B, T))
+
+
+@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("workers", [2, 3])
+def test_sharded_step_equals_the_full_batch_step(cell, nonlinearity, workers):
+    model = make(cell, nonlinearity)
+    x, y = batch()
+    state = tuple(np.random.default_rng(1).standard_normal(s.shape) * 0.5
+                  for s in model.initial_state(5))
+    loss, new_state, _ = model.loss_and_grad(x, y, state)
+    expected = model.grads.flat.copy()
+    model.grads.flat[...] = 0
+    dp = DataParallel(model, workers)
+    try:
+        got, got_state, _ = dp.loss_and_grad(x, y, state)
+    finally:
+        dp.close()
+    assert got == pytest.approx(loss, abs=1e-12)
+    np.testing.assert_allclose(model.grads.flat, expected, rtol=0, atol=1e-12)
+    assert np.abs(expected).max() > 1e-3               # a real gradient, not zeros
+    for a, b in zip(got_state, new_state):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_dropout_shards_draw_from_seeds_taken_in_order():
+    """With dropout, shard k's masks come from the k-th seed drawn from the run's generator:
+    the weighted mean of the shards computed one by one with those seeds is the result."""
+    model = make("lstm", dropout=0.3)
+    x, y = batch(B=6)
+    dp = DataParallel(model, 2)
+    try:
+        loss, _, _ = dp.loss_and_grad(x, y, None, True, np.random.default_rng(5))
+        grad = model.grads.flat.copy()
+        again, _, _ = dp.loss_and_grad(x, y, None, True, np.random.default_rng(5))
+        assert again == loss and np.array_equal(model.grads.flat, grad)
+        other, _, _ = dp.loss_and_grad(x, y, None, True, np.random.default_rng(6))
+        assert other != loss
+    finally:
+        dp.close()
+    seeds = np.random.default_rng(5).integers(0, 2**63, size=2)
+    parts = []
+    for k, rows in enumerate((slice(0, 3), slice(3, 6))):
+        part_loss, _, _ = model.loss_and_grad(x[rows], y[rows], None, True,
+                                              np.random.default_rng(seeds[k]))
+        parts.append((part_loss, model.grads.flat.copy()))
+    assert loss == pytest.approx(0.5 * parts[0][0] + 0.5 * parts[1][0], abs=1e-12)
+    np.testing.assert_allclose(grad, 0.5 * parts[0][1] + 0.5 * parts[1][1], rtol=0, atol=1e-12)
+
+
+def test_more_workers_than_streams_uses_one_shard_per_stream():
+    model = make("gru")
+    x, y = batch(B=2)
+    loss, _, _ = model.loss_and_grad(x, y)
+    expected = model.grads.flat.copy()
+    dp = DataParallel(model, 4)
+    try:
+        assert dp.loss_and_grad(x, y)[0] == pytest.approx(loss, abs=1e-12)
+    finally:
+        dp.close()
+    np.testing.assert_allclose(model.grads.flat, expected, rtol=0, atol=1e-12)
+
+
+def test_auto_workers(monkeypatch):
+    monkeypatch.setattr(parallel, "available_cores", lambda: 2)
+    monkeypatch.setattr(blas, "get_threads", lambda: 2)
+    assert auto_workers(32) == 2
+    assert auto_workers(12) == 1                 # fewer than 8 streams per worker
+    monkeypatch.setattr(parallel, "available_cores", lambda: 64)
+    assert auto_workers(1000) == parallel.MAX_AUTO_WORKERS
+    monkeypatch.setattr(blas, "get_threads", lambda: None)
+    assert auto_workers(1000) == 1               # a BLAS whose threads cannot be limited
+
+
+def test_blas_limited_restores_the_thread_count():
+    before = blas.get_threads()
+    if before is None:
+        pytest.skip("NumPy's BLAS here is not an OpenBLAS whose threads can be set")
+    blas.set_threads(2)
+    with blas.limited(1):
+        assert blas.get_threads() == 1
+    assert blas.get_threads() == 2
+    blas.set_threads(before)
+
+
+def test_the_trainer_uses_the_threads_it_is_given():
+    from charrnn.bench import make_run
+    from charrnn.train import train_step
+    runs = [make_run(cell="lstm", hidden=8, emb=4, vocab=7, batch=6, seq=5, steps=3, warmup=0,
+                     threads=n) for n in (1, 2)]
+    assert runs[0].parallel is None and runs[1].parallel.workers == 2
+    for _ in range(3):
+        one, two = (train_step(run)[0] for run in runs)
+        assert two == pytest.approx(one, rel=1e-5)
+    np.testing.assert_allclose(runs[1].model.params.flat, runs[0].model.params.flat, atol=1e-5)
+    runs[1].parallel.close()
