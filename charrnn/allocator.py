@@ -17,6 +17,7 @@ import ctypes.util
 
 M_TRIM_THRESHOLD = -1   # mallopt parameters, from glibc's <malloc.h>
 M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
 _done = False
 
 
@@ -33,5 +34,6 @@ def keep_freed_memory(limit_bytes: int = 1 << 30) -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     ok = mallopt(M_MMAP_THRESHOLD, int(limit_bytes)) == 1
     ok = mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1 and ok
+    ok = mallopt(M_ARENA_MAX, 1) == 1 and ok
     _done = ok
     return ok

@@ -57,9 +57,10 @@ class DataParallel:
         self.model = model
         self.workers = workers
         self.replicas = []
-        for _ in range(workers):
+        for k in range(workers):
             replica = copy.copy(model)            # shares model.params (the same buffer)
-            replica.grads = model.params.zeros_like()
+            if k:                                 # shard 0 writes into model.grads itself
+                replica.grads = model.params.zeros_like()
             self.replicas.append(replica)
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="charrnn-shard")
 
@@ -90,10 +91,11 @@ class DataParallel:
             results = list(self.pool.map(work, range(shards)))
         weights = np.diff(bounds) / B
         loss = float(sum(w * r[0] for w, r in zip(weights, results)))
-        total = self.model.grads.flat
-        np.multiply(self.replicas[0].grads.flat, weights[0], out=total)
+        total = self.model.grads.flat                    # shard 0's gradient, weighted in place
+        total *= weights[0]
         for w, replica in zip(weights[1:], self.replicas[1:shards]):
-            total += w * replica.grads.flat
+            replica.grads.flat *= w                      # no temporary of the parameters' size
+            total += replica.grads.flat
         new_state = tuple(np.concatenate([r[1][j] for r in results], axis=1)
                           for j in range(len(results[0][1])))
         return loss, new_state, None
