@@ -417,7 +417,11 @@ def run_training(cfg: Config | None, resume_dir: str | None = None, init_from: s
             cfg.train.out_dir = resume_dir     # the run folder may have been moved
     init = load_checkpoint(init_from) if init_from else None
     run = prepare(cfg, resume=resume, init_from=init)
-    return train(run, quiet=quiet)
+    try:
+        return train(run, quiet=quiet)
+    finally:
+        if run.parallel is not None:
+            run.parallel.close()
 
 
 def _apply_overrides(cfg: Config, overrides) -> Config:
