@@ -162,7 +162,10 @@ class CharRNN:
         T, B = ids_tm.shape
         if state is None:
             state = self.initial_state(B)
-        x = ops.embedding_forward(p["embedding.weight"], ids_tm)
+        if self.vocab_size < T * B:    # layer 0's projection as a [V, G*H] table lookup
+            x = cells.TokenInput(p["embedding.weight"], ids_tm)
+        else:
+            x = ops.embedding_forward(p["embedding.weight"], ids_tm)
         p_drop = self.dropout if train else 0.0
         if p_drop > 0 and rng is None:
             raise ValueError("dropout in training needs an rng")

@@ -13,10 +13,10 @@ from tests.reference import reference_loss_and_grads
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
 
 
-def small_model(cell, nonlinearity, layers, dropout=0.0, dtype=np.float64, seed=0, **kw):
+def small_model(cell, nonlinearity, layers, dropout=0.0, dtype=np.float64, seed=0, vocab=5, **kw):
     spec = ModelSpec(cell=cell, nonlinearity=nonlinearity, layers=layers, hidden_size=4,
                      embed_size=3, dropout=dropout, **kw)
-    return CharRNN(vocab_size=5, spec=spec, dtype=dtype, seed=seed)
+    return CharRNN(vocab_size=vocab, spec=spec, dtype=dtype, seed=seed)
 
 
 @pytest.mark.parametrize("cell,nonlinearity", CELLS)
@@ -28,6 +28,14 @@ def test_gradients_match_central_differences(cell, nonlinearity, layers, dropout
     names = {r.name for r in results}
     assert names == set(model.params.names()) | {"state.h"} | ({"state.c"} if cell == "lstm" else set())
     worst = max(results, key=lambda r: r.max_rel_error)
+    assert worst.max_rel_error < 1e-6, f"{worst.name}: {worst.max_rel_error:.2e}"
+
+
+@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+def test_gradients_with_a_vocabulary_larger_than_the_batch(cell, nonlinearity):
+    """V >= T*B: layer 0 takes embedded rows instead of the table lookup of cells.TokenInput."""
+    model = small_model(cell, nonlinearity, 2, vocab=40)
+    worst = max(gradcheck.check_model(model, batch=3, steps=10, seed=5), key=lambda r: r.max_rel_error)
     assert worst.max_rel_error < 1e-6, f"{worst.name}: {worst.max_rel_error:.2e}"
 
 
@@ -48,8 +56,10 @@ def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
 
 @pytest.mark.parametrize("cell,nonlinearity", CELLS)
 @pytest.mark.parametrize("layers,dropout", [(1, 0.0), (2, 0.0), (3, 0.25)])
-def test_fast_equals_slow_reference(cell, nonlinearity, layers, dropout):
-    model = small_model(cell, nonlinearity, layers, dropout, seed=3)
+# vocab 5 < T*B = 48: layer 0 reads a [V, G*H] table (cells.TokenInput); 60: the embedded rows
+@pytest.mark.parametrize("vocab", [5, 60])
+def test_fast_equals_slow_reference(cell, nonlinearity, layers, dropout, vocab):
+    model = small_model(cell, nonlinearity, layers, dropout, seed=3, vocab=vocab)
     ids, targets, state0, dstate = gradcheck.make_problem(model, batch=4, steps=12, seed=7)
     rng = np.random.default_rng(11)
     loss, final, cache = model.loss(ids, targets, state0, train=True, rng=rng)
