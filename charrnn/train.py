@@ -87,6 +87,18 @@ class Run:
 # setting up
 # ------------------------------------------------------------------------------------------
 
+RUN_FILES = ("last.safetensors", "best.safetensors")
+
+
+def refuse_existing_run(out_dir: str) -> None:
+    """ConfigError when out_dir already holds a run's checkpoints: a new run would overwrite them
+    and append to its metrics.jsonl. Called before anything in the folder is touched."""
+    if any(os.path.exists(os.path.join(out_dir, name)) for name in RUN_FILES):
+        raise ConfigError(f"the output folder {out_dir} already holds a run; continue it with "
+                          f"`charrnn train --resume {out_dir}`, or set train.out_dir to another "
+                          f"folder for a new run.")
+
+
 def prepare_out_dir(out_dir: str) -> None:
     """Create the run folder if needed and prove it is writable, before any training."""
     try:
@@ -133,7 +145,12 @@ def _check_same_architecture(cfg: Config, ckpt: Checkpoint, what: str) -> None:
 
 
 def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint | None = None) -> Run:
-    """Build the run: corpus, model, optimizer, batches and RNGs, restored from `resume` if given."""
+    """Build the run: corpus, model, optimizer, batches and RNGs, restored from `resume` if given.
+
+    A new run (no `resume`) refuses an out_dir that already holds one.
+    """
+    if resume is None:
+        refuse_existing_run(cfg.train.out_dir)
     prepare_out_dir(cfg.train.out_dir)
     source = resume or init_from
     if source is not None:

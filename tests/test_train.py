@@ -306,6 +306,31 @@ def test_init_from_needs_a_matching_vocabulary(tmp_path, corpus):
     assert state["step"] == 2      # a new run: the step count starts over
 
 
+def test_a_new_run_refuses_a_folder_that_holds_a_run(tmp_path, corpus):
+    cfg = write_config(tmp_path, corpus)
+    assert invoke("train", str(cfg), "-q", *SMALL, "--set", "train.max_steps=5").exit_code == 0
+    run = tmp_path / "run"
+    before = {name: (run / name).read_bytes() for name in os.listdir(run)}
+    for extra in ([], ["--init-from", str(run / "best.safetensors")]):
+        r = CliRunner().invoke(cli, ["train", str(cfg), "-q", *SMALL, *extra,
+                                     "--set", "train.max_steps=10"])
+        assert r.exit_code == 2, r.output
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+        assert r.stderr.startswith(f"charrnn: error: the output folder {run} already holds a run")
+        assert f"charrnn train --resume {run}" in r.stderr and "train.out_dir" in r.stderr
+        assert {name: (run / name).read_bytes() for name in os.listdir(run)} == before
+    (run / "last.safetensors").unlink()          # best alone still marks a run
+    r = CliRunner().invoke(cli, ["train", str(cfg), "-q", *SMALL])
+    assert r.exit_code == 2 and "already holds a run" in r.stderr
+    # an existing folder without checkpoints is fine, and --resume of a run still works
+    cfg2 = write_config(tmp_path, corpus, out="empty")
+    (tmp_path / "empty").mkdir()
+    assert invoke("train", str(cfg2), "-q", *SMALL, "--set", "train.max_steps=2").exit_code == 0
+    r = invoke("train", "--resume", str(tmp_path / "empty"), "-q", "--set", "train.max_steps=4")
+    assert r.exit_code == 0, r.output
+    assert load_checkpoint(str(tmp_path / "empty" / "last.safetensors")).train_state["progress"]["step"] == 4
+
+
 def test_resume_and_config_together_is_a_usage_error(tmp_path, corpus):
     r = CliRunner().invoke(cli, ["train", str(write_config(tmp_path, corpus)), "--resume", str(tmp_path)])
     assert r.exit_code == 2 and "--resume" in r.output
