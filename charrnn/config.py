@@ -179,7 +179,7 @@ RANGES: dict[str, _Range] = {
     "train.max_epochs": AT_LEAST_1,
     "train.max_minutes": POSITIVE,
     "train.eval_every": AT_LEAST_1,
-    "train.eval_chars": AT_LEAST_1,
+    "train.eval_chars": _Range(2),  # evaluation reads one character and predicts the next
     "train.checkpoint_every": AT_LEAST_1,
     "train.sample_every": NON_NEGATIVE,
     "train.sample_chars": AT_LEAST_1,
@@ -359,6 +359,12 @@ def validate_config(cfg: Config) -> Config:
         raise ConfigError(
             f"train.min_lr ({cfg.train.min_lr}) must not exceed train.lr ({cfg.train.lr})"
         )
+    if cfg.train.lr_schedule == "cosine" and cfg.train.max_steps is None:
+        raise ConfigError("train.lr_schedule cosine needs train.max_steps (the step where the rate "
+                          "reaches train.min_lr); set train.max_steps or use another schedule")
+    if not cfg.train.out_dir.strip():
+        raise ConfigError("train.out_dir must not be empty; set it to the folder for the run's "
+                          "checkpoints and logs, for example runs/mytext")
     return cfg
 
 

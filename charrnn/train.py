@@ -119,6 +119,12 @@ def prepare_out_dir(out_dir: str) -> None:
 def load_corpus(cfg: Config, vocab: Vocab | None):
     """(vocab, train ids, val ids) of data.path; the given vocab (from a checkpoint) if any."""
     text = data_mod.read_text(cfg.data.path)
+    if not text:
+        need = data_mod.min_corpus_chars(cfg.data.val_fraction, cfg.train.batch_size,
+                                         cfg.train.seq_len, cfg.data.batching)
+        name = "standard input" if cfg.data.path == "-" else cfg.data.path
+        raise data_mod.DataError(f"the corpus {name} is empty; give data.path a UTF-8 text "
+                                 f"file of at least {need} characters")
     if vocab is None:
         vocab = Vocab.from_text(text)
     else:
@@ -134,6 +140,19 @@ def load_corpus(cfg: Config, vocab: Vocab | None):
     data_mod.validate_split(train_ids, val_ids, cfg.data.val_fraction, cfg.train.batch_size,
                             cfg.train.seq_len, cfg.data.batching)
     return vocab, train_ids, val_ids
+
+
+def check_prime(cfg: Config, vocab: Vocab) -> None:
+    """ConfigError when the periodic sample's prime has characters outside the vocabulary,
+    before any training (the first sample would otherwise fail after the work was done)."""
+    if not cfg.train.sample_every:
+        return
+    missing = sorted(set(cfg.sample.prime) - set(vocab.symbols))
+    if missing:
+        shown = ", ".join(repr(c) for c in missing[:10]) + (", ..." if len(missing) > 10 else "")
+        raise ConfigError(f"sample.prime has {len(missing)} character(s) that are not in the "
+                          f"model's vocabulary ({shown}); change sample.prime or set "
+                          f"train.sample_every=0")
 
 
 def _check_same_architecture(cfg: Config, ckpt: Checkpoint, what: str) -> None:
@@ -156,6 +175,7 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     if source is not None:
         _check_same_architecture(cfg, source, "resumed" if resume else "--init-from")
     vocab, train_ids, val_ids = load_corpus(cfg, source.vocab if source else None)
+    check_prime(cfg, vocab)
     dtype = np.dtype(cfg.train.dtype)
     model = CharRNN(len(vocab), cfg.model, dtype=dtype, seed=cfg.train.seed)
     if source is not None:

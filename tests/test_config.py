@@ -220,3 +220,35 @@ def test_save_config_round_trips_and_leaves_no_temp_file(tmp_path):
     with open(path, encoding="utf-8") as f:
         assert yaml.safe_load(f)["sample"]["prime"] == "yes"  # quoted, not a boolean
     assert os.listdir(tmp_path) == ["resolved.yaml"]
+
+
+def test_cosine_schedule_needs_max_steps():
+    msg = error_of(None, ["train.lr_schedule=cosine", "train.max_steps=null", "train.max_epochs=1"])
+    assert msg.startswith("train.lr_schedule cosine needs train.max_steps")
+    assert load_config(None, ["train.lr_schedule=cosine", "train.max_steps=10"]).train.max_steps == 10
+    with pytest.raises(ConfigError, match="cosine needs train.max_steps"):   # a stored config too
+        config_from_dict({"train": {"lr_schedule": "cosine"}})
+
+
+def test_eval_chars_needs_two_characters():
+    assert error_of(None, ["train.eval_chars=1"]) == "train.eval_chars must be >= 2; got 1"
+    assert load_config(None, ["train.eval_chars=2"]).train.eval_chars == 2
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_empty_out_dir_is_rejected(value):
+    assert error_of(None, [f"train.out_dir={value}"]).startswith("train.out_dir must not be empty")
+
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(CONFIGS) if f.endswith(".yaml")))
+def test_every_shipped_config_loads_and_validates(name):
+    cfg = load_config(os.path.join(CONFIGS, name))
+    assert config_from_dict(json.loads(json.dumps(config_to_dict(cfg)))) == cfg
+    assert cfg.train.out_dir and cfg.data.path
+
+
+def test_configs_folder_is_not_empty():
+    assert len([f for f in os.listdir(CONFIGS) if f.endswith(".yaml")]) >= 5

@@ -342,3 +342,41 @@ def test_a_model_too_big_for_memory_is_one_line(tmp_path, corpus):
     assert r.exit_code == 1
     assert r.stderr.startswith("charrnn: error: out of memory (Unable to allocate")
     assert len(r.stderr.strip().splitlines()) == 1 and "model.hidden_size" in r.stderr
+
+
+def _one_line_error(r, code, needle):
+    assert r.exit_code == code, r.output
+    assert r.stderr.startswith("charrnn: error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert needle in r.stderr and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--set", "train.lr_schedule=cosine", "--set", "train.max_steps=null",
+      "--set", "train.max_epochs=1"], "train.lr_schedule cosine needs train.max_steps"),
+    (["--set", "train.eval_chars=1"], "train.eval_chars must be >= 2; got 1"),
+    (["--set", "train.out_dir="], "train.out_dir must not be empty"),
+    (["--set", "train.sample_every=5", "--set", "sample.prime=QQéZ"],
+     "sample.prime has 2 character(s) that are not in the model's vocabulary ('Q', 'Z')"),
+])
+def test_settings_that_would_fail_later_are_refused_before_training(tmp_path, corpus, args, needle):
+    cfg = write_config(tmp_path, corpus)
+    r = CliRunner().invoke(cli, ["train", str(cfg), "-q", *SMALL, "--set", "train.max_steps=5", *args])
+    _one_line_error(r, 2, needle)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert not (tmp_path / "run" / "last.safetensors").exists()
+
+
+def test_a_prime_in_the_vocabulary_samples_during_training(tmp_path, corpus):
+    cfg = write_config(tmp_path, corpus)
+    r = CliRunner().invoke(cli, ["train", str(cfg), "-q", *SMALL, "--set", "train.max_steps=5",
+                                 "--set", "train.sample_every=5", "--set", "sample.prime=the ",
+                                 "--set", "train.sample_chars=10"])
+    assert r.exit_code == 0, r.output
+    assert "--- sample at step 5 ---" in r.stderr
+
+
+def test_an_empty_corpus_says_it_is_empty(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    r = CliRunner().invoke(cli, ["train", str(write_config(tmp_path, empty)), "-q", *SMALL])
+    _one_line_error(r, 1, f"the corpus {empty} is empty")
