@@ -168,16 +168,18 @@ def diagnose_command(checkpoint, text_file, window, offset, as_json, plot_path):
     from charrnn.checkpoint import load_model
     from charrnn.data import read_text
     from charrnn.diagnose import diagnose_text, format_decay
-    from charrnn.plot import plot_decay
+    from charrnn.plot import output_path, plot_decay
 
     if text_file == "-" and sys.stdin.isatty():
         raise UserError("give a text FILE, or pipe text into '-'", 2)
+    if plot_path:
+        plot_path = output_path(plot_path)[0]      # a bad suffix fails before the work
     model, vocab, _ = load_model(checkpoint)
     result = diagnose_text(model, vocab, read_text(text_file), window, offset)
     result["checkpoint"] = checkpoint
     if plot_path:
-        plot_decay(result, plot_path, title=f"{checkpoint}: gradient through time")
-        click.echo(f"wrote {plot_path}", err=True)
+        written = plot_decay(result, plot_path, title=f"{checkpoint}: gradient through time")
+        click.echo(f"wrote {written}", err=True)
     click.echo(json.dumps(result, indent=1) if as_json else format_decay(result))
 
 

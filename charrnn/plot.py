@@ -25,8 +25,11 @@ class PlotError(Exception):
     """A picture that cannot be drawn; the message is one sentence for the user."""
 
 
-def _figure(width: float, height: float, height_ratios=(1,)):
-    """(Figure, axes) on an Agg canvas, or PlotError when matplotlib is not installed."""
+FEW_POINTS = 30  # a line with this many points or fewer also gets markers (one point shows)
+
+
+def _matplotlib():
+    """(FigureCanvasAgg, Figure), or PlotError when matplotlib is not installed."""
     try:
         import matplotlib  # noqa: F401  (first, so a missing package fails here)
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -34,6 +37,31 @@ def _figure(width: float, height: float, height_ratios=(1,)):
     except ImportError:
         raise PlotError(f"plotting needs matplotlib, which is not installed; install it with: "
                         f"{INSTALL_HINT}") from None
+    return FigureCanvasAgg, Figure
+
+
+def output_path(path: str) -> tuple[str, str]:
+    """(the path a picture is really written to, its format) for a requested path.
+
+    The format is the suffix's; a path without one gets '.png' appended (as matplotlib does, so
+    the path printed is the file written). An unsupported suffix is a PlotError, raised before
+    any work is done.
+    """
+    canvas, _ = _matplotlib()
+    stem, suffix = os.path.splitext(path)
+    fmt = suffix[1:].lower()
+    if not fmt:
+        return (stem if suffix else path) + ".png", "png"
+    supported = sorted(canvas.get_supported_filetypes())
+    if fmt not in supported:
+        raise PlotError(f"cannot draw a picture as {suffix!r} ({path}); use .png, .pdf or .svg "
+                        f"(matplotlib writes {', '.join('.' + f for f in supported)})")
+    return path, fmt
+
+
+def _figure(width: float, height: float, height_ratios=(1,)):
+    """(Figure, axes) on an Agg canvas, or PlotError when matplotlib is not installed."""
+    FigureCanvasAgg, Figure = _matplotlib()
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(height_ratios), 1, sharex=True, squeeze=False,
@@ -42,11 +70,21 @@ def _figure(width: float, height: float, height_ratios=(1,)):
 
 
 def _save(fig, path: str) -> str:
+    """Write the figure; returns the path written (see output_path)."""
+    path, fmt = output_path(path)
     try:
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, format=fmt)
     except OSError as e:
         raise PlotError(f"cannot write {path}: {e.strerror or e}") from None
+    except (ValueError, RuntimeError) as e:      # a format whose writer is missing (pgf: LaTeX)
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
+        raise PlotError(f"cannot write {path} as {fmt} ({reason}); use .png, .pdf or .svg") from None
     return path
+
+
+def _markers(n: int, size: float = 3) -> dict:
+    """Marker keywords for a line of n points: markers when there are few, so one point shows."""
+    return {"marker": "o", "ms": size} if n <= FEW_POINTS else {}
 
 
 # -- training curves ---------------------------------------------------------------------------
@@ -143,6 +181,7 @@ def _clip_spikes(ax, losses: np.ndarray) -> None:
 
 def plot_metrics(run_dir: str, out: str | None = None) -> str:
     """Draw train / validation loss against step (characters seen on top); returns the path."""
+    output_path(out or "loss.png")                  # a bad suffix fails before any work
     records = read_metrics(run_dir)
     train = _series(records, "train_loss")
     val = _series(records, "val_loss")
@@ -155,7 +194,7 @@ def plot_metrics(run_dir: str, out: str | None = None) -> str:
     fig, axes = _figure(8, 6.4 if has_lr else 4.8, (3, 1) if has_lr else (1,))
     ax = axes[0]
     if len(train[0]):
-        ax.plot(*train, color="tab:blue", lw=1.2, label="train")
+        ax.plot(*train, color="tab:blue", lw=1.2, label="train", **_markers(len(train[0]), 2.5))
     if len(val[0]):
         ax.plot(*val, color="tab:orange", lw=1.6, marker="o", ms=3, label="validation")
         best = int(np.argmin(val[1]))
@@ -169,7 +208,7 @@ def plot_metrics(run_dir: str, out: str | None = None) -> str:
     _chars_axis(ax, records)
     if has_lr:
         lr_ax = axes[1]
-        lr_ax.plot(*lr, color="tab:green", lw=1.2)
+        lr_ax.plot(*lr, color="tab:green", lw=1.2, **_markers(len(lr[0]), 2.5))
         lr_ax.set_xlabel("step")
         lr_ax.set_ylabel("learning rate")
         lr_ax.grid(alpha=0.3)
@@ -180,6 +219,7 @@ def plot_metrics(run_dir: str, out: str | None = None) -> str:
 
 def plot_decay(result: dict, path: str, title: str | None = None) -> str:
     """Log-scale ||dL/dh|| against distance, one line per layer (diagnose's result)."""
+    output_path(path)
     fig, axes = _figure(7, 4.5)
     ax = axes[0]
     for layer in result["layers"]:
@@ -188,7 +228,8 @@ def plot_decay(result: dict, path: str, title: str | None = None) -> str:
         positive = norms > 0                      # a log axis cannot show exact zeros
         decay = layer["decay_per_step"]
         label = f"layer {layer['layer']}" + ("" if decay is None else f" ({decay:.3f}/step)")
-        (line,) = ax.semilogy(distance[positive], norms[positive], lw=1.5, label=label)
+        (line,) = ax.semilogy(distance[positive], norms[positive], lw=1.5, label=label,
+                              **_markers(int(positive.sum())))
         if norms[0] > 0:                          # where this layer's steps_to_threshold is read
             ax.axhline(norms[0] * result["threshold"], color=line.get_color(), lw=0.8, ls=":")
     ax.plot([], [], color="grey", lw=0.8, ls=":", label=f"{result['threshold']:g} x norm at 0")

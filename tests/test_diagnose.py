@@ -172,6 +172,24 @@ def test_plot_without_matplotlib_says_how_to_install(checkpoint, tmp_path, monke
     assert not out.exists()
 
 
+def test_plot_with_an_unsupported_suffix_is_one_line(checkpoint, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "x.txt"
+    result = run(checkpoint, "-", "--window", "50", "--plot", str(out), input=TEXT)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("charrnn: error: cannot draw a picture as '.txt'")
+    assert result.stderr.count("\n") == 1 and "use .png, .pdf or .svg" in result.stderr
+    assert not out.exists() and result.stdout == ""
+
+
+def test_plot_without_a_suffix_names_the_png_written(checkpoint, tmp_path):
+    pytest.importorskip("matplotlib")
+    result = run(checkpoint, "-", "--window", "20", "--plot", str(tmp_path / "decay"), input=TEXT)
+    assert result.exit_code == 0, result.output
+    assert f"wrote {tmp_path / 'decay.png'}" in result.stderr
+    assert (tmp_path / "decay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_irnn_config_builds_an_identity_relu_rnn():
     from pathlib import Path
 

@@ -100,3 +100,44 @@ def test_without_matplotlib_says_how_to_install(tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert "matplotlib" in result.stderr and "pip install 'charrnn[plot]'" in result.stderr
     assert not (tmp_path / "loss.png").exists()
+
+
+@pytest.mark.parametrize("name", ["x.foo", "x.txt"])
+def test_an_unsupported_suffix_is_one_line(tmp_path, name):
+    pytest.importorskip("matplotlib")
+    write_metrics(tmp_path / "run", training_records(steps=50))
+    out = tmp_path / name
+    result = CliRunner().invoke(cli, ["plot", str(tmp_path / "run"), "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+    assert result.stderr.startswith(f"charrnn: error: cannot draw a picture as '{out.suffix}'")
+    assert "use .png, .pdf or .svg" in result.stderr
+    assert not out.exists() and result.stdout == ""
+
+
+def test_a_path_without_suffix_prints_the_png_it_writes(tmp_path):
+    pytest.importorskip("matplotlib")
+    write_metrics(tmp_path / "run", training_records(steps=50))
+    result = CliRunner().invoke(cli, ["plot", str(tmp_path / "run"), "-o", str(tmp_path / "noext")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(tmp_path / "noext.png")
+    assert (tmp_path / "noext.png").read_bytes()[:8] == PNG_MAGIC
+    result = CliRunner().invoke(cli, ["plot", str(tmp_path / "run"), "-o", str(tmp_path / "v.svg")])
+    assert result.exit_code == 0 and result.stdout.strip() == str(tmp_path / "v.svg")
+    assert b"<svg" in (tmp_path / "v.svg").read_bytes()[:500]
+
+
+def test_a_single_training_point_is_drawn_with_a_marker(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import charrnn.plot as plot_mod
+    figures = []
+    real_save = plot_mod._save
+    monkeypatch.setattr(plot_mod, "_save", lambda fig, path: figures.append(fig) or real_save(fig, path))
+    write_metrics(tmp_path, [{"step": 1, "chars": 32, "time": 0.1, "train_loss": 4.1, "lr": 0.002}])
+    result = CliRunner().invoke(cli, ["plot", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    (line,) = figures[0].axes[0].lines
+    assert list(line.get_ydata()) == [4.1] and line.get_marker() == "o"
+    write_metrics(tmp_path, training_records(steps=400))          # many points: a plain line
+    assert CliRunner().invoke(cli, ["plot", str(tmp_path)]).exit_code == 0
+    assert figures[1].axes[0].lines[0].get_marker() in ("None", None, "")
