@@ -213,7 +213,7 @@ def _warn(message: str) -> None:
               help="Characters to generate per sample, not counting the prime.  [default: 500]")
 @click.option("-t", "--temperature", type=float,
               help="> 0; below 1 is safer and more repetitive, above 1 wilder.  [default: 1.0]")
-@click.option("--greedy", is_flag=True, help="Always take the most likely character.")
+@click.option("--greedy", is_flag=True, help="Always take the most likely character (--temperature is ignored).")
 @click.option("--top-k", type=int, metavar="K", help="Sample only from the K most likely characters.")
 @click.option("--top-p", type=float, metavar="P",
               help="Sample only from the most likely characters that make up probability P.")
@@ -249,6 +249,8 @@ def sample_command(checkpoint, length, temperature, greedy, top_k, top_p, prime,
     saved = ckpt.config.sample
     length = saved.length if length is None else length
     temperature = saved.temperature if temperature is None else temperature
+    if greedy:
+        temperature = 1.0       # the argmax does not depend on it: -t is ignored, not checked
     top_k = saved.top_k if top_k is None else top_k
     top_p = saved.top_p if top_p is None else top_p
     seed = saved.seed if seed is None else seed

@@ -88,6 +88,9 @@ def test_sample_json_num_samples_stop_and_separator(ckpt):
 
 def test_sample_greedy_top_k_top_p_and_temperature_run(ckpt):
     greedy = run("sample", ckpt, "--greedy", "-n", 50, "--prime", "the").stdout
+    for t in ("0", "-1", "0.3"):                 # --greedy ignores the temperature
+        r = run("sample", ckpt, "--greedy", "-t", t, "-n", 50, "--prime", "the")
+        assert r.exit_code == 0 and r.stderr == "" and r.stdout == greedy, r.output
     assert run("sample", ckpt, "-t", "1e-7", "-n", 50, "--prime", "the", "--seed", 9).stdout == greedy
     assert run("sample", ckpt, "--top-k", 1, "-n", 50, "--prime", "the", "--seed", 4).stdout == greedy
     for opts in (["--top-k", 3], ["--top-p", 0.9], ["-t", 0.5, "--top-k", 5, "--top-p", 0.8]):
