@@ -57,12 +57,41 @@ def _silence_stdout() -> None:
         pass
 
 
+# bare `charrnn` prints the help (click >= 8.2 signals it with this UsageError): keep it
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _usage_line(error: click.UsageError) -> str:
+    """click's usage error as one line: `charrnn: error: <message> (see 'charrnn <cmd> --help')`."""
+    message = " ".join(error.format_message().split()).rstrip(".")
+    path = error.ctx.command_path if error.ctx is not None else "charrnn"
+    return f"charrnn: error: {message} (see '{path} --help')"
+
+
 class CharrnnGroup(click.Group):
-    """A click group that turns the known user errors into one line and an exit status."""
+    """A click group that turns the known user errors into one line and an exit status.
+
+    click's own usage errors (a missing argument, a bad option value, an unknown command) are
+    one line too, exit status 2, instead of click's Usage / Try / Error block.
+    """
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as error:       # the group's own options: `charrnn --bogus`
+            if isinstance(error, _NO_ARGS_IS_HELP):
+                raise
+            click.echo(_usage_line(error), err=True)
+            raise click.exceptions.Exit(2) from None
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.UsageError as error:       # a subcommand's arguments, options or body
+            if isinstance(error, _NO_ARGS_IS_HELP):
+                raise
+            click.echo(_usage_line(error), err=True)
+            ctx.exit(2)
         except BrokenPipeError:
             # `charrnn sample | head`: the reader has what it wanted; end quietly
             _silence_stdout()
