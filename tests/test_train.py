@@ -380,3 +380,79 @@ def test_an_empty_corpus_says_it_is_empty(tmp_path):
     empty.write_bytes(b"")
     r = CliRunner().invoke(cli, ["train", str(write_config(tmp_path, empty)), "-q", *SMALL])
     _one_line_error(r, 1, f"the corpus {empty} is empty")
+
+
+def test_an_empty_validation_split_is_a_data_error(tmp_path, corpus):
+    cfg = write_config(tmp_path, corpus)
+    # 1 - 1e-17 rounds to 1.0: the training split takes every character, validation none
+    r = CliRunner().invoke(cli, ["train", str(cfg), "-q", *SMALL, "--set", "data.val_fraction=1e-17"])
+    _one_line_error(r, 1, "the validation split is too small")
+    assert "leaves 0;" in r.stderr and "data.val_fraction" in r.stderr
+    assert not (tmp_path / "run" / "last.safetensors").exists()
+
+
+def test_infinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, corpus, monkeypatch):
+    cfg = write_config(tmp_path, corpus)
+    real = CharRNN.loss_and_grad
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        calls["n"] += 1
+        loss, state, d0 = real(self, *args, **kwargs)
+        return (float("inf") if calls["n"] == 2 else loss), state, d0   # step 7
+
+    assert invoke("train", str(cfg), "-q", *SMALL, "--set", "train.max_steps=5").exit_code == 0
+    last = tmp_path / "run" / "last.safetensors"
+    before = last.read_bytes()
+    monkeypatch.setattr(CharRNN, "loss_and_grad", poisoned)
+    r = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "run"), "-q",
+                                 "--set", "train.max_steps=20", "--set", "train.threads=1"])
+    _one_line_error(r, 1, "the loss became infinite at step 7")
+    assert "last good checkpoint is untouched" in r.stderr
+    assert last.read_bytes() == before
+    assert load_checkpoint(str(last)).train_state["progress"]["step"] == 5
+
+
+def test_max_minutes_stops_the_run(tmp_path, corpus):
+    cfg = write_config(tmp_path, corpus)
+    r = CliRunner().invoke(cli, ["train", str(cfg), "-q", *SMALL, "--set", "train.max_minutes=0.001",
+                                 "--set", "train.eval_every=100000"])
+    assert r.exit_code == 0, r.output
+    assert "done: reached train.max_minutes=0.001 at step" in r.stderr
+    step = load_checkpoint(str(tmp_path / "run" / "last.safetensors")).train_state["progress"]["step"]
+    assert 1 <= step < 1000 and f"at step {step};" in r.stderr
+
+
+def test_logged_validation_loss_equals_charrnn_eval_on_the_validation_text(tmp_path, corpus):
+    from charrnn.data import split_train_val
+
+    cfg = write_config(tmp_path, corpus)
+    r = invoke("train", str(cfg), "-q", *SMALL, "--set", "train.max_steps=5",
+               "--set", "data.val_fraction=0.1")
+    assert r.exit_code == 0, r.output
+    logged = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl") if "val_loss" in l]
+    assert [l["step"] for l in logged] == [5]
+    text = corpus.read_text(encoding="utf-8")
+    _, val = split_train_val(np.arange(len(text)), 0.1)      # the split is by character index
+    val_file = tmp_path / "val.txt"
+    val_file.write_text(text[val[0]:], encoding="utf-8")
+    r = invoke("eval", str(tmp_path / "run" / "last.safetensors"), str(val_file), "--json")
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    assert result["chars_scored"] == len(val) - 1
+    assert result["loss"] == pytest.approx(logged[0]["val_loss"], abs=1e-5)
+
+
+def test_resume_from_a_truncated_or_foreign_checkpoint_is_one_line(tmp_path, corpus):
+    from safetensors.numpy import save_file
+
+    cfg = write_config(tmp_path, corpus)
+    assert invoke("train", str(cfg), "-q", *SMALL, "--set", "train.max_steps=2").exit_code == 0
+    last = tmp_path / "run" / "last.safetensors"
+    data = last.read_bytes()
+    last.write_bytes(data[:len(data) // 2])
+    r = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "run"), "-q"])
+    _one_line_error(r, 1, f"{last} is not a readable checkpoint (truncated or corrupt")
+    save_file({"weight": np.zeros((2, 3), np.float32)}, str(last))
+    r = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "run"), "-q"])
+    _one_line_error(r, 1, f"{last} is a safetensors file but not a charrnn checkpoint")
