@@ -17,6 +17,7 @@ from charrnn.allocator import keep_freed_memory
 from charrnn.checkpoint import CheckpointError
 from charrnn.config import ConfigError
 from charrnn.data import DataError
+from charrnn.parallel import WorkerError
 from charrnn.train import TrainingError, TrainingInterrupted
 from charrnn.vocab import UnknownCharactersError
 
@@ -27,6 +28,7 @@ USER_ERRORS: dict[type, int] = {
     DataError: 1,
     UnknownCharactersError: 1,
     TrainingError: 1,
+    WorkerError: 1,
     TrainingInterrupted: 130,   # its own exit_code (128 + signal) wins
 }
 

@@ -1,11 +1,19 @@
-"""Data-parallel training step: the batch's streams split over worker threads.
+"""Data-parallel training step: the batch's streams split over worker processes (or threads).
 
 A training step at B x T is a few hundred NumPy calls per layer, most of them small element-wise
 operations that use one core while the BLAS calls between them use all of them. Splitting the
-B streams into W shards and running each shard's forward and backward in its own thread, with
-the BLAS limited to one thread per worker, keeps every core busy through both (NumPy releases
-the GIL inside its loops and BLAS calls). On the 2-core bench machine this made the 2-layer
-LSTM step 10-17% faster than one thread with a 2-thread BLAS.
+B streams into W shards and running each shard's forward and backward on its own core, with the
+BLAS limited to one thread per worker, keeps every core busy through both.
+
+Where the platform can fork (Linux), shard 0 runs in the calling process and shards 1..W-1 in
+worker processes forked once, at set-up. The parameters and each worker's gradient live in
+shared memory (FlatParams.share_memory), so a step sends each worker only its ids, targets and
+carried state (a few kB through a pipe) and gets back its loss and final state. Threads were the
+first design: NumPy releases the GIL inside its loops, but every one of the ~4,000 small calls
+per step takes it back, and the two threads spent a fifth of the step waiting for each other
+(2-layer LSTM H=128, B=T=50 on the 2-core bench machine: one 25-stream shard alone took 29-31 ms,
+two in threads 36-42 ms; two processes run at the speed of one alone). Elsewhere (macOS,
+Windows, where fork is unsafe or absent) the shards run in threads.
 
 Each worker runs CharRNN.loss_and_grad on a replica that shares the model's parameters and has
 its own gradient buffer. With B_k streams in shard k, the loss is the mean over all B x T
@@ -13,15 +21,18 @@ characters, so
 
     loss = sum_k (B_k / B) loss_k,    grad = sum_k (B_k / B) grad_k,
 
-the same numbers as one full-batch call up to float rounding (the sums run in another order).
+the same numbers as one full-batch call up to float rounding (the sums run in another order),
+and the same bits whichever of processes or threads run the shards.
 Dropout masks come from one generator per shard, seeded from the run's dropout generator in
-shard order, so a run is reproducible and resumes exactly whatever the threads' timing.
+shard order, so a run is reproducible and resumes exactly whatever the workers' timing.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import signal
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -48,24 +59,74 @@ def auto_workers(batch_size: int) -> int:
     return max(1, min(available_cores(), MAX_AUTO_WORKERS, batch_size // MIN_STREAMS_PER_WORKER))
 
 
-class DataParallel:
-    """loss_and_grad of `model` computed over `workers` shards of the batch, in threads."""
+class WorkerError(RuntimeError):
+    """A worker process died or could not be reached."""
 
-    def __init__(self, model, workers: int):
+
+def can_fork() -> bool:
+    """Whether shards may run in forked processes: Linux only (macOS's system libraries are not
+    fork-safe, Windows cannot fork)."""
+    import multiprocessing
+
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
+class DataParallel:
+    """loss_and_grad of `model` computed over `workers` shards of the batch, on as many cores.
+
+    processes: run shards 1..W-1 in forked processes (default: where can_fork()) rather than in
+    threads. Moves model.params into shared memory; call close() when done.
+    """
+
+    def __init__(self, model, workers: int, processes: bool | None = None):
         if workers < 2:
             raise ValueError(f"DataParallel needs at least 2 workers; got {workers}")
         self.model = model
         self.workers = workers
-        self.replicas = []
-        for k in range(workers):
+        self.processes = can_fork() if processes is None else processes
+        self.replicas = [model]                   # shard 0 runs here and writes model.grads
+        self.pool = self.pipes = None
+        if self.processes:
+            model.params.share_memory()           # before the fork: workers see every update
+        for _ in range(1, workers):
             replica = copy.copy(model)            # shares model.params (the same buffer)
-            if k:                                 # shard 0 writes into model.grads itself
-                replica.grads = model.params.zeros_like()
+            replica.grads = model.params.zeros_like(shared=self.processes)
             self.replicas.append(replica)
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="charrnn-shard")
+        if self.processes:
+            self.pipes, self.procs = [], []
+            for replica in self.replicas[1:]:
+                self._start_process(replica)
+        else:
+            self.pool = ThreadPoolExecutor(workers - 1, thread_name_prefix="charrnn-shard")
+
+    def _start_process(self, replica) -> None:
+        import multiprocessing
+
+        ours, theirs = multiprocessing.Pipe()
+        proc = multiprocessing.get_context("fork").Process(
+            target=_serve, args=(theirs, replica), name="charrnn-shard", daemon=True)
+        proc.start()
+        theirs.close()
+        self.pipes.append(ours)
+        self.procs.append(proc)
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True)
+        """Stop the workers (idempotent)."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
+        if self.pipes is not None:
+            for pipe in self.pipes:
+                try:
+                    pipe.send(None)
+                except OSError:
+                    pass                          # already gone
+            for proc, pipe in zip(self.procs, self.pipes):
+                proc.join(timeout=5)
+                if proc.is_alive():
+                    proc.terminate()
+                pipe.close()
+            self.pipes = None
 
     def loss_and_grad(self, ids, targets, state=None, train=True, rng=None, dstate=None):
         """As CharRNN.loss_and_grad (ids, targets [B, T]; state of [L, B, H] arrays): returns
@@ -73,6 +134,8 @@ class DataParallel:
         of the initial state, is None (training never uses it). dstate is not supported."""
         if dstate is not None:
             raise ValueError("DataParallel.loss_and_grad does not take dstate")
+        if self.pool is None and self.pipes is None:
+            raise ValueError("DataParallel is closed")
         B = ids.shape[0]
         shards = min(self.workers, B)
         bounds = np.linspace(0, B, shards + 1).round().astype(int)
@@ -81,14 +144,22 @@ class DataParallel:
             raise ValueError("dropout in training needs an rng")
         seeds = rng.integers(0, 2**63, size=shards) if drop else [None] * shards
 
-        def work(k):
+        def job(k):
             rows = slice(bounds[k], bounds[k + 1])
-            part = None if state is None else tuple(s[:, rows] for s in state)
-            shard_rng = np.random.default_rng(seeds[k]) if drop else None
-            return self.replicas[k].loss_and_grad(ids[rows], targets[rows], part, train, shard_rng)
+            part = None if state is None else tuple(np.ascontiguousarray(s[:, rows]) for s in state)
+            return ids[rows], targets[rows], part, train, seeds[k]
 
         with blas.limited(1):
-            results = list(self.pool.map(work, range(shards)))
+            if self.processes:
+                for k in range(1, shards):
+                    self._send(k, job(k))
+                first = _shard_step(self.model, job(0))
+                results = [first] + [self._receive(k) for k in range(1, shards)]
+            else:
+                futures = [self.pool.submit(_shard_step, self.replicas[k], job(k))
+                           for k in range(1, shards)]
+                first = _shard_step(self.model, job(0))
+                results = [first] + [f.result() for f in futures]
         weights = np.diff(bounds) / B
         loss = float(sum(w * r[0] for w, r in zip(weights, results)))
         total = self.model.grads.flat                    # shard 0's gradient, weighted in place
@@ -99,3 +170,50 @@ class DataParallel:
         new_state = tuple(np.concatenate([r[1][j] for r in results], axis=1)
                           for j in range(len(results[0][1])))
         return loss, new_state, None
+
+    def _send(self, k: int, job) -> None:
+        try:
+            self.pipes[k - 1].send(job)
+        except OSError:                  # BrokenPipeError must not pass for a closed stdout
+            self._lost()
+
+    def _receive(self, k: int):
+        """Shard k's (loss, final state) from its process; its error re-raised here."""
+        try:
+            reply = self.pipes[k - 1].recv()
+        except (EOFError, OSError):
+            self._lost()
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    def _lost(self):
+        self.close()
+        raise WorkerError("a training worker process ended unexpectedly (out of memory, or "
+                          "killed?); resume the run, or set train.threads=1")
+
+
+def _shard_step(replica, job):
+    """(loss, final state) of one shard; its gradient lands in replica.grads."""
+    ids, targets, state, train, seed = job
+    rng = np.random.default_rng(seed) if seed is not None else None
+    loss, new_state, _ = replica.loss_and_grad(ids, targets, state, train, rng)
+    return loss, new_state
+
+
+def _serve(pipe, replica) -> None:
+    """A worker process: run the shards it is sent until it is sent None or the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's to handle
+    blas.set_threads(1)
+    while True:
+        try:
+            job = pipe.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        try:
+            reply = _shard_step(replica, job)
+        except Exception as error:  # noqa: BLE001 - sent back and raised in the parent
+            reply = error
+        pipe.send(reply)

@@ -8,6 +8,8 @@ that cares about structure still sees `views["rnn.weight_hh_l0"]` with its PyTor
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 
 
@@ -19,20 +21,33 @@ class FlatParams:
     (`views[k][...] = ...`).
     """
 
-    def __init__(self, shapes: dict[str, tuple[int, ...]], dtype=np.float32):
+    def __init__(self, shapes: dict[str, tuple[int, ...]], dtype=np.float32, shared: bool = False):
         self.shapes = {name: tuple(int(d) for d in shape) for name, shape in shapes.items()}
         self.dtype = np.dtype(dtype)
-        sizes = [int(np.prod(s)) for s in self.shapes.values()]
-        self.flat = np.zeros(sum(sizes), dtype=self.dtype)
+        self.size = sum(int(np.prod(s)) for s in self.shapes.values())
+        self._bind(_shared_zeros(self.size, self.dtype) if shared else np.zeros(self.size, self.dtype))
+
+    def _bind(self, flat: np.ndarray) -> None:
+        """Make `flat` the buffer and every view a slice of it."""
+        self.flat = flat
         self.views: dict[str, np.ndarray] = {}
         offset = 0
-        for (name, shape), size in zip(self.shapes.items(), sizes):
-            self.views[name] = self.flat[offset:offset + size].reshape(shape)
+        for name, shape in self.shapes.items():
+            size = int(np.prod(shape))
+            self.views[name] = flat[offset:offset + size].reshape(shape)
             offset += size
 
-    def zeros_like(self) -> FlatParams:
+    def share_memory(self) -> None:
+        """Move the buffer, values included, into memory shared with processes forked after this
+        call (an anonymous MAP_SHARED mapping): their writes and ours are the same writes.
+        Holders of the old `flat` or views keep the old memory; holders of this object follow."""
+        flat = _shared_zeros(self.size, self.dtype)
+        flat[...] = self.flat
+        self._bind(flat)
+
+    def zeros_like(self, shared: bool = False) -> FlatParams:
         """A new zero-filled set with the same names, shapes and dtype."""
-        return FlatParams(self.shapes, self.dtype)
+        return FlatParams(self.shapes, self.dtype, shared)
 
     def names(self) -> list[str]:
         return list(self.views)
@@ -63,3 +78,9 @@ class FlatParams:
     def to_dict(self) -> dict[str, np.ndarray]:
         """Independent copies of every array, by name."""
         return {name: view.copy() for name, view in self.views.items()}
+
+
+def _shared_zeros(size: int, dtype: np.dtype) -> np.ndarray:
+    """A zero-filled 1-D array in an anonymous shared mapping (inherited by forked processes)."""
+    buffer = mmap.mmap(-1, max(1, size * dtype.itemsize))
+    return np.frombuffer(buffer, dtype=dtype, count=size)

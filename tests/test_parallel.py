@@ -21,9 +21,14 @@ def batch(B=5, T=7, seed=0):
     return rng.integers(0, 9, (B, T)), rng.integers(0, 9, (B, T))
 
 
+needs_fork = pytest.mark.skipif(not parallel.can_fork(), reason="shards run in threads here")
+BACKENDS = [pytest.param(True, id="processes", marks=needs_fork), pytest.param(False, id="threads")]
+
+
 @pytest.mark.parametrize("cell,nonlinearity", CELLS)
 @pytest.mark.parametrize("workers", [2, 3])
-def test_sharded_step_equals_the_full_batch_step(cell, nonlinearity, workers):
+@pytest.mark.parametrize("processes", BACKENDS)
+def test_sharded_step_equals_the_full_batch_step(cell, nonlinearity, workers, processes):
     model = make(cell, nonlinearity)
     x, y = batch()
     state = tuple(np.random.default_rng(1).standard_normal(s.shape) * 0.5
@@ -31,7 +36,7 @@ def test_sharded_step_equals_the_full_batch_step(cell, nonlinearity, workers):
     loss, new_state, _ = model.loss_and_grad(x, y, state)
     expected = model.grads.flat.copy()
     model.grads.flat[...] = 0
-    dp = DataParallel(model, workers)
+    dp = DataParallel(model, workers, processes)
     try:
         got, got_state, _ = dp.loss_and_grad(x, y, state)
     finally:
@@ -114,3 +119,39 @@ def test_the_trainer_uses_the_threads_it_is_given():
         assert two == pytest.approx(one, rel=1e-5)
     np.testing.assert_allclose(runs[1].model.params.flat, runs[0].model.params.flat, atol=1e-5)
     runs[1].parallel.close()
+
+
+@needs_fork
+def test_processes_and_threads_give_the_same_bits_and_see_parameter_updates():
+    """Worker processes read the parameters from shared memory: after the caller changes them
+    in place (as the optimizer does), the next step uses the new values in every shard."""
+    x, y = batch(B=6)
+    results = []
+    for processes in (True, False):
+        model = make("lstm", dropout=0.2)
+        dp = DataParallel(model, 3, processes)
+        try:
+            rng = np.random.default_rng(4)
+            dp.loss_and_grad(x, y, None, True, rng)
+            model.params.flat -= 0.5 * model.grads.flat          # an SGD step, in place
+            loss, state, _ = dp.loss_and_grad(x, y, None, False)  # no dropout: comparable
+            results.append((loss, model.grads.flat.copy(), state))
+        finally:
+            dp.close()
+        expected, _, _ = model.loss_and_grad(x, y, None, False)  # one process, new parameters
+        assert loss == pytest.approx(expected, abs=1e-12)
+    (la, ga, sa), (lb, gb, sb) = results
+    assert la == lb and np.array_equal(ga, gb)
+    assert all(np.array_equal(u, v) for u, v in zip(sa, sb))
+
+
+@needs_fork
+def test_a_dead_worker_process_is_a_clear_error():
+    model = make("gru")
+    x, y = batch(B=4)
+    dp = DataParallel(model, 2, processes=True)
+    dp.procs[0].kill()
+    dp.procs[0].join()
+    with pytest.raises(parallel.WorkerError, match="worker process ended"):
+        dp.loss_and_grad(x, y)
+    dp.close()                                   # closing twice is harmless
