@@ -5,7 +5,10 @@ global norm 5, Adam at lr 2e-3, hidden state carried between batches) on random 
 the same ContiguousBatches the trainer uses; 3 warm-up steps, then `steps` timed steps.
 Sampling: `sample` characters, one at a time, at temperature 0.8, through the real sampling loop
 `charrnn.generate.generate` (timed from the call, its set-up included, to the last character).
-Peak RSS: ru_maxrss of this process (which holds only the model, random batches and NumPy).
+Peak RSS: ru_maxrss of this process (which holds only the model, random batches and NumPy),
+plus, where the training step runs shards in worker processes (charrnn/parallel.py), what each
+worker's peak resident size (VmHWM) added above its size when it was forked: a worker starts
+sharing the pages of this process, and only what it adds is memory the run costs in addition.
 
 Threads: `threads` (2, as torch_ref.py's torch.set_num_threads) is both the BLAS thread count,
 set at run time through charrnn.blas, and the trainer's `train.threads`: the training step
@@ -197,14 +200,23 @@ def _run_bench(cell, layers, hidden, emb, vocab, batch, seq, steps, sample, thre
         result.update({k: round(v, 3) if isinstance(v, float) else v
                        for k, v in tokenize_measure(tokenize_mb).items()})
     run = make_run(cell, layers, hidden, emb, vocab, batch, seq, steps, warmup, threads=threads or 1)
+    workers = run.parallel.worker_memory_mb() if run.parallel else []
     train_cps, loss = train_throughput(run, steps, warmup)
+    if run.parallel:
+        # what the worker processes added above what they shared with this one when forked
+        added = sum(peak - start for (start, _), (_, peak) in zip(workers, run.parallel.worker_memory_mb()))
+        result["worker_processes"] = len(workers)
+        result["worker_added_rss_mb"] = round(added, 1)
+        run.parallel.close()
+    else:
+        added = 0.0
     result["train_chars_per_s"] = round(train_cps)
     result["train_loss"] = round(loss, 4)
     if sample > 0:
         result["sample_chars_per_s"] = round(sample_throughput(run.model, run.vocab, sample))
     else:
         result["sample_chars_per_s"] = None
-    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    result["peak_rss_mb"] = round(peak_rss_mb() + added, 1)
     return result
 
 

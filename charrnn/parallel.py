@@ -110,6 +110,19 @@ class DataParallel:
         self.pipes.append(ours)
         self.procs.append(proc)
 
+    def worker_memory_mb(self) -> list[tuple[float, float]]:
+        """(resident now, peak resident) in MB of each worker process, from /proc (Linux)."""
+        sizes = []
+        for proc in (self.procs if self.pipes is not None else []):
+            fields = {}
+            with open(f"/proc/{proc.pid}/status") as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    if key in ("VmRSS", "VmHWM"):
+                        fields[key] = int(value.split()[0]) / 1024      # kB -> MB
+            sizes.append((fields["VmRSS"], fields["VmHWM"]))
+        return sizes
+
     def close(self) -> None:
         """Stop the workers (idempotent)."""
         if self.pool is not None:
