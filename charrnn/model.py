@@ -133,6 +133,8 @@ class CharRNN:
     def backward(self, dlogits, cache, dstate=None, dh_traces=None):
         """dlogits [B, T, V] (and optionally d final state) -> (grads, d initial state).
 
+        Consumes the cache: its buffers are reused and freed, so run one backward per forward.
+
         dh_traces: optional list of L arrays [T, B, H] that receive dL/dh_t of each layer.
         """
         dl = np.ascontiguousarray(np.asarray(dlogits, self.dtype).transpose(1, 0, 2))
@@ -202,6 +204,7 @@ class CharRNN:
                            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
             trace = None if dh_traces is None else dh_traces[k]
             dx, d0, _ = cells.backward(self.cell, dx, dfinal, cache["layers"][k], layer_grads, trace)
+            cache["layers"][k] = None          # spent (the lstm backward reuses it): free it now
             for j in range(n_state):
                 dstate0[j][k] = d0[j]
         ops.embedding_backward(dx, cache["ids"], g["embedding.weight"])
