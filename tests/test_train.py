@@ -230,6 +230,35 @@ def test_sigint_saves_and_resume_continues(tmp_path, corpus):
     assert steps[-2:] == [stopped + 1, stopped + 2]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="worker processes: Linux only")
+def test_ctrl_c_to_the_process_group_with_worker_processes(tmp_path, corpus):
+    """A terminal's Ctrl-C reaches every process of the group: the workers of the data-parallel
+    step ignore it, the trainer finishes its step, saves and exits 130, and no process is left."""
+    cfg = write_config(tmp_path, corpus)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charrnn", "train", str(cfg), "-q", *SMALL,
+         "--set", "train.threads=2", "--set", "train.checkpoint_every=100000"],
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Resume with: charrnn train --resume" in err
+    assert load_checkpoint(str(tmp_path / "run" / "last.safetensors")).train_state["progress"]["step"] >= 3
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.killpg(proc.pid, 0)              # someone of the group is still alive
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("a worker process outlived the trainer")
+
+
 def test_sigterm_exits_143(tmp_path, corpus):
     cfg = write_config(tmp_path, corpus)
     proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(cfg), "-q", *SMALL],
