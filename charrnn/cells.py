@@ -30,16 +30,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from charrnn import ops
+
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
 
 class TokenInput:
     """Layer 0's input x = embedding[ids] [T, B, E], kept as the embedding table and the ids.
 
-    Its input projection x W_ih^T + b is then a row gather from the [V, G*H] table
-    embedding W_ih^T + b: V rows go through the GEMM instead of T*B (65 instead of 2,500 for a
-    50 x 50 batch of English text), which takes the layer-0 projection from 1.1 to 0.15 ms.
-    The model uses it when V < T*B; the backward materialises x (a cheap [T*B, E] gather).
+    Forward: the input projection x W_ih^T + b is a row gather from the [V, G*H] table
+    embedding W_ih^T + b, so V rows go through the GEMM instead of T*B (65 instead of 2,500
+    for a 50 x 50 batch of English text): 1.1 -> 0.15 ms per 25 x 50 shard at H=128.
+    Backward: with the gate gradients summed per token, S = onehot(ids)^T dgates [V, G*H],
+    dW_ih = S^T embedding and d embedding = S W_ih; one [V, T*B] x [T*B, G*H] product instead of
+    two of inner size E (dW_ih and dx), so it is used when V <= 2E (1.8 -> 1.1 ms, same shard).
+    The model passes a TokenInput when V < T*B.
     """
 
     def __init__(self, embedding: np.ndarray, ids: np.ndarray):
@@ -51,10 +56,18 @@ class TokenInput:
         """x as [T*B, E] rows."""
         return self.embedding[self.ids.reshape(-1)]
 
-
-def _rows(x) -> np.ndarray:
-    """x [T, B, D] (an array or a TokenInput) as [T*B, D] rows."""
-    return x.rows() if isinstance(x, TokenInput) else x.reshape(-1, x.shape[2])
+    def grads(self, dg: np.ndarray, w_ih: np.ndarray, dw_ih: np.ndarray) -> np.ndarray:
+        """dg [T*B, G*H] -> the gradient of the embedding [V, E]; writes dW_ih = dg^T x."""
+        V, E = self.embedding.shape
+        flat = self.ids.reshape(-1)
+        if V > 2 * E:                  # two products of inner size E are cheaper
+            np.dot(dg.T, self.rows(), out=dw_ih)
+            return ops.embedding_backward(dg @ w_ih, flat, np.empty_like(self.embedding))
+        onehot = np.zeros((V, flat.size), dg.dtype)
+        onehot[flat, np.arange(flat.size)] = 1
+        per_token = onehot @ dg
+        np.dot(per_token.T, self.embedding, out=dw_ih)
+        return per_token @ w_ih
 
 
 def _input_projection(x, w_ih, bias):
@@ -69,12 +82,13 @@ def _input_projection(x, w_ih, bias):
     return xw.reshape(T, B, -1)
 
 
-def _weight_grads(dgates_x, dgates_h, x, h_prev, grads):
-    """Weight and bias gradients summed over all steps, one GEMM per weight.
+def _grads(dgates_x, dgates_h, x, h_prev, w_ih, grads):
+    """(dx, grads): the input gradient, and the weight and bias gradients summed over all
+    steps, one GEMM per weight.
 
     dgates_x [T, B, G*H] is the gradient of the input-side pre-activations, dgates_h that of the
     hidden-side ones (the same array except in the GRU's n gate), h_prev [T, B, H] the inputs of
-    the recurrent product.
+    the recurrent product. dx is [T, B, D]; for a TokenInput x, the embedding's gradient [V, E].
     """
     T, B, GH = dgates_x.shape
     gx = dgates_x.reshape(T * B, GH)
@@ -83,14 +97,18 @@ def _weight_grads(dgates_x, dgates_h, x, h_prev, grads):
         grads = {"weight_ih": np.empty((GH, x.shape[2]), x.dtype),
                  "weight_hh": np.empty((GH, h_prev.shape[2]), x.dtype),
                  "bias_ih": np.empty(GH, x.dtype), "bias_hh": np.empty(GH, x.dtype)}
-    np.dot(gx.T, _rows(x), out=grads["weight_ih"])
+    if isinstance(x, TokenInput):
+        dx = x.grads(gx, w_ih, grads["weight_ih"])
+    else:
+        np.dot(gx.T, x.reshape(T * B, -1), out=grads["weight_ih"])
+        dx = (gx @ w_ih).reshape(x.shape)
     np.dot(gh.T, h_prev.reshape(T * B, -1), out=grads["weight_hh"])
     np.sum(gx, axis=0, out=grads["bias_ih"])
     if gh is gx:
         grads["bias_hh"][...] = grads["bias_ih"]
     else:
         np.sum(gh, axis=0, out=grads["bias_hh"])
-    return grads
+    return dx, grads
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,8 +151,7 @@ def rnn_backward(dout, dstate, cache, grads=None, dh_trace=None):
             dh_trace[t] = dh
         np.multiply(dh, dact[t], out=dpre[t])
         np.dot(dpre[t], w_hh, out=dh)
-    grads = _weight_grads(dpre, dpre, x, hs[:-1], grads)
-    dx = (dpre.reshape(T * x.shape[1], -1) @ w_ih).reshape(x.shape)
+    dx, grads = _grads(dpre, dpre, x, hs[:-1], w_ih, grads)
     return dx, (dh,), grads
 
 
@@ -212,8 +229,7 @@ def gru_backward(dout, dstate, cache, grads=None, dh_trace=None):
         dh *= z[t]
         dh += rec
     dgx[:, :, :2 * H] = dgh[:, :, :2 * H]
-    grads = _weight_grads(dgx, dgh, x, h_prev, grads)
-    dx = (dgx.reshape(T * B, -1) @ w_ih).reshape(x.shape)
+    dx, grads = _grads(dgx, dgh, x, h_prev, w_ih, grads)
     return dx, (dh,), grads
 
 
@@ -310,8 +326,7 @@ def lstm_backward(dout, dstate, cache, grads=None, dh_trace=None):
         dg3[t, :, 3] *= dh
         dc *= f[t]
         np.dot(dgates[t], w_hh, out=dh)
-    grads = _weight_grads(dgates, dgates, x, hs[:-1], grads)
-    dx = (dgates.reshape(T * B, -1) @ w_ih).reshape(x.shape)
+    dx, grads = _grads(dgates, dgates, x, hs[:-1], w_ih, grads)
     return dx, (dh, dc), grads
 
 

@@ -81,8 +81,9 @@ class TrainConfig:
     sample_chars: int = 200  # length of that sample
     out_dir: str = "runs/shakespeare"  # where checkpoints and logs go
     seed: int = 1337  # seeds init, dropout and batching, so a run is reproducible
-    # worker threads per training step, each taking a share of the batch's streams (null = one
-    # per CPU core, at most 4, at least 8 streams each); 1 = one thread and a multi-threaded BLAS
+    # workers per training step, each taking a share of the batch's streams on its own core
+    # (processes on Linux, threads elsewhere; null = one per CPU core, at most 4, at least 8
+    # streams each); 1 = all in this process with a multi-threaded BLAS
     threads: int | None = None
     log_every: int = 10  # steps between log lines / progress-bar updates
     dtype: str = "float32"  # float32 (fast) | float64 (exact, for gradient checks)

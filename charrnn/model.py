@@ -164,7 +164,7 @@ class CharRNN:
         T, B = ids_tm.shape
         if state is None:
             state = self.initial_state(B)
-        if self.vocab_size < T * B:    # layer 0's projection as a [V, G*H] table lookup
+        if self.vocab_size < T * B:    # layer 0's products over V table rows, not T*B rows
             x = cells.TokenInput(p["embedding.weight"], ids_tm)
         else:
             x = ops.embedding_forward(p["embedding.weight"], ids_tm)
@@ -184,7 +184,8 @@ class CharRNN:
         top = x.reshape(T * B, self.hidden_size)
         logits = ops.linear_forward(top, p["decoder.weight"], p["decoder.bias"])
         new_state = tuple(np.stack([f[j] for f in finals]) for j in range(len(state)))
-        cache = {"ids": ids_tm, "top": top, "layers": layer_caches, "masks": masks}
+        cache = {"ids": ids_tm, "top": top, "layers": layer_caches, "masks": masks,
+                 "token_input": self.vocab_size < T * B}
         return logits, new_state, cache
 
     def _backward_tm(self, dlogits, cache, dstate=None, dh_traces=None):
@@ -207,5 +208,8 @@ class CharRNN:
             cache["layers"][k] = None          # spent (the lstm backward reuses it): free it now
             for j in range(n_state):
                 dstate0[j][k] = d0[j]
-        ops.embedding_backward(dx, cache["ids"], g["embedding.weight"])
+        if cache["token_input"]:
+            g["embedding.weight"][...] = dx     # layer 0 read a TokenInput: dx is d embedding
+        else:
+            ops.embedding_backward(dx, cache["ids"], g["embedding.weight"])
         return g, tuple(dstate0)

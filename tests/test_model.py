@@ -32,9 +32,11 @@ def test_gradients_match_central_differences(cell, nonlinearity, layers, dropout
 
 
 @pytest.mark.parametrize("cell,nonlinearity", CELLS)
-def test_gradients_with_a_vocabulary_larger_than_the_batch(cell, nonlinearity):
-    """V >= T*B: layer 0 takes embedded rows instead of the table lookup of cells.TokenInput."""
-    model = small_model(cell, nonlinearity, 2, vocab=40)
+@pytest.mark.parametrize("vocab", [12, 40])
+def test_gradients_with_larger_vocabularies(cell, nonlinearity, vocab):
+    """T*B = 30, E = 3. V = 12: a cells.TokenInput whose backward goes through the embedded rows
+    (V > 2E); V = 40 >= T*B: layer 0 reads the embedded rows (the other tests: V = 5, one-hot)."""
+    model = small_model(cell, nonlinearity, 2, vocab=vocab)
     worst = max(gradcheck.check_model(model, batch=3, steps=10, seed=5), key=lambda r: r.max_rel_error)
     assert worst.max_rel_error < 1e-6, f"{worst.name}: {worst.max_rel_error:.2e}"
 
@@ -56,8 +58,9 @@ def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
 
 @pytest.mark.parametrize("cell,nonlinearity", CELLS)
 @pytest.mark.parametrize("layers,dropout", [(1, 0.0), (2, 0.0), (3, 0.25)])
-# vocab 5 < T*B = 48: layer 0 reads a [V, G*H] table (cells.TokenInput); 60: the embedded rows
-@pytest.mark.parametrize("vocab", [5, 60])
+# layer 0's input (E = 3, T*B = 48): vocab 5 a cells.TokenInput with the one-hot backward
+# (V <= 2E), 20 a TokenInput with the per-row backward, 60 the embedded rows themselves
+@pytest.mark.parametrize("vocab", [5, 20, 60])
 def test_fast_equals_slow_reference(cell, nonlinearity, layers, dropout, vocab):
     model = small_model(cell, nonlinearity, layers, dropout, seed=3, vocab=vocab)
     ids, targets, state0, dstate = gradcheck.make_problem(model, batch=4, steps=12, seed=7)
