@@ -8,7 +8,8 @@ Sampling: `sample` characters, one at a time, at temperature 0.8, through the re
 Peak RSS: ru_maxrss of this process (which holds only the model, random batches and NumPy),
 plus, where the training step runs shards in worker processes (charrnn/parallel.py), what each
 worker's peak resident size (VmHWM) added above its size when it was forked: a worker starts
-sharing the pages of this process, and only what it adds is memory the run costs in addition.
+sharing the pages of this process, and only what it adds is memory the run costs in addition;
+the shared-memory parameters and gradients it touches are counted once, in this process.
 
 Threads: `threads` (2, as torch_ref.py's torch.set_num_threads) is both the BLAS thread count,
 set at run time through charrnn.blas, and the trainer's `train.threads`: the training step
@@ -203,8 +204,10 @@ def _run_bench(cell, layers, hidden, emb, vocab, batch, seq, steps, sample, thre
     workers = run.parallel.worker_memory_mb() if run.parallel else []
     train_cps, loss = train_throughput(run, steps, warmup)
     if run.parallel:
-        # what the worker processes added above what they shared with this one when forked
-        added = sum(peak - start for (start, _), (_, peak) in zip(workers, run.parallel.worker_memory_mb()))
+        # what the worker processes added: the growth of their peak above their size when forked,
+        # less the parameters and gradients they share with this process (counted here already)
+        added = sum(end["peak"] - start["rss"] - (end["shared"] - start["shared"])
+                    for start, end in zip(workers, run.parallel.worker_memory_mb()))
         result["worker_processes"] = len(workers)
         result["worker_added_rss_mb"] = round(added, 1)
         run.parallel.close()

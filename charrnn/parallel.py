@@ -110,17 +110,20 @@ class DataParallel:
         self.pipes.append(ours)
         self.procs.append(proc)
 
-    def worker_memory_mb(self) -> list[tuple[float, float]]:
-        """(resident now, peak resident) in MB of each worker process, from /proc (Linux)."""
+    def worker_memory_mb(self) -> list[dict[str, float]]:
+        """Each worker process's resident size now (rss), its peak (peak) and the part of rss
+        that is memory shared with this process (shared: the parameters and gradients), in MB,
+        from /proc (Linux)."""
+        names = {"VmRSS": "rss", "VmHWM": "peak", "RssShmem": "shared"}
         sizes = []
         for proc in (self.procs if self.pipes is not None else []):
             fields = {}
             with open(f"/proc/{proc.pid}/status") as f:
                 for line in f:
                     key, _, value = line.partition(":")
-                    if key in ("VmRSS", "VmHWM"):
-                        fields[key] = int(value.split()[0]) / 1024      # kB -> MB
-            sizes.append((fields["VmRSS"], fields["VmHWM"]))
+                    if key in names:
+                        fields[names[key]] = int(value.split()[0]) / 1024      # kB -> MB
+            sizes.append(fields)
         return sizes
 
     def close(self) -> None:
