@@ -185,15 +185,33 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     dropout_rng, batch_rng = (np.random.default_rng(s) for s in seeds)
     batches = data_mod.make_batches(train_ids, cfg.train, cfg.data.batching, batch_rng)
     run = Run(cfg, vocab, model, optimizer, batches, val_ids, dropout_rng, batch_rng, Progress(),
-              out_dir=cfg.train.out_dir, parallel=make_parallel(model, cfg.train))
+              out_dir=cfg.train.out_dir,
+              parallel=make_parallel(model, cfg.train, _saved_workers(resume)))
     if resume is not None:
         _restore(run, resume)
     return run
 
 
-def make_parallel(model: CharRNN, cfg) -> DataParallel | None:
-    """The worker threads of the training step (cfg: the train section), or None for one."""
-    workers = cfg.threads if cfg.threads is not None else auto_workers(cfg.batch_size)
+def _saved_workers(ckpt: Checkpoint | None) -> int | None:
+    """The worker count a resumed run was saved with (None: new run, or an older checkpoint)."""
+    state = ckpt.train_state if ckpt is not None else None
+    workers = state.get("workers") if isinstance(state, dict) else None
+    return workers if isinstance(workers, int) and workers >= 1 else None
+
+
+def make_parallel(model: CharRNN, cfg, resumed_workers: int | None = None) -> DataParallel | None:
+    """The workers of the training step (cfg: the train section), or None for one.
+
+    With `train.threads: null`, a resumed run keeps the count it was saved with
+    (`resumed_workers`): the shards, and so the dropout masks and the float sums, are then the
+    same as if it had never stopped, even on a machine with another number of cores.
+    """
+    if cfg.threads is not None:
+        workers = cfg.threads
+    elif resumed_workers is not None:
+        workers = resumed_workers
+    else:
+        workers = auto_workers(cfg.batch_size)
     workers = min(workers, cfg.batch_size)
     return DataParallel(model, workers) if workers > 1 else None
 
@@ -229,6 +247,7 @@ def save(run: Run, name: str) -> None:
         "optim": scalars,
         "rng": {"dropout": run.dropout_rng.bit_generator.state,
                 "batch": run.batch_rng.bit_generator.state},
+        "workers": run.parallel.workers if run.parallel else 1,
     }
     try:
         save_checkpoint(run.path(name), run.model, run.vocab, run.config, tensors, train_state,

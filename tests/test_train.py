@@ -485,3 +485,25 @@ def test_resume_from_a_truncated_or_foreign_checkpoint_is_one_line(tmp_path, cor
     save_file({"weight": np.zeros((2, 3), np.float32)}, str(last))
     r = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "run"), "-q"])
     _one_line_error(r, 1, f"{last} is a safetensors file but not a charrnn checkpoint")
+
+
+def test_resume_keeps_the_saved_worker_count(tmp_path, corpus, monkeypatch):
+    """train.threads: null resolves to one worker per core; a resumed run keeps the count it
+    was saved with, so its shards (dropout masks, float sums) do not change with the machine."""
+    from charrnn import parallel
+    cfg = write_config(tmp_path, corpus)
+    monkeypatch.setattr(parallel, "available_cores", lambda: 2)
+    args = [*SMALL, "--set", "train.batch_size=16", "--set", "train.max_steps=3"]
+    assert invoke("train", str(cfg), "-q", *args).exit_code == 0
+    ckpt = load_checkpoint(str(tmp_path / "run" / "last.safetensors"))
+    expected = 2 if parallel.blas.get_threads() is not None else 1
+    assert ckpt.train_state["workers"] == expected
+    monkeypatch.setattr(parallel, "available_cores", lambda: 1)     # "another machine"
+    import charrnn.train as train_mod
+    made = []
+    real = train_mod.make_parallel
+    monkeypatch.setattr(train_mod, "make_parallel",
+                        lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    assert invoke("train", "--resume", str(tmp_path / "run"), "-q",
+                  "--set", "train.max_steps=4").exit_code == 0
+    assert (made[0].workers if made[0] else 1) == expected
