@@ -169,13 +169,17 @@ class DataParallel:
             if self.processes:
                 for k in range(1, shards):
                     self._send(k, job(k))
-                first = _shard_step(self.model, job(0))
-                results = [first] + [self._receive(k) for k in range(1, shards)]
+                results = [_shard_step_or_error(self.model, job(0))]
+                # every reply is read, even after an error, so none is left for the next step
+                results += [self._receive(k) for k in range(1, shards)]
             else:
-                futures = [self.pool.submit(_shard_step, self.replicas[k], job(k))
+                futures = [self.pool.submit(_shard_step_or_error, self.replicas[k], job(k))
                            for k in range(1, shards)]
-                first = _shard_step(self.model, job(0))
-                results = [first] + [f.result() for f in futures]
+                results = [_shard_step_or_error(self.model, job(0))]
+                results += [f.result() for f in futures]
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         weights = np.diff(bounds) / B
         loss = float(sum(w * r[0] for w, r in zip(weights, results)))
         total = self.model.grads.flat                    # shard 0's gradient, weighted in place
@@ -194,14 +198,11 @@ class DataParallel:
             self._lost()
 
     def _receive(self, k: int):
-        """Shard k's (loss, final state) from its process; its error re-raised here."""
+        """Shard k's (loss, final state) from its process, or the exception it raised."""
         try:
-            reply = self.pipes[k - 1].recv()
+            return self.pipes[k - 1].recv()
         except (EOFError, OSError):
             self._lost()
-        if isinstance(reply, BaseException):
-            raise reply
-        return reply
 
     def _lost(self):
         self.close()
@@ -217,6 +218,14 @@ def _shard_step(replica, job):
     return loss, new_state
 
 
+def _shard_step_or_error(replica, job):
+    """_shard_step's result, or the exception it raised (to be raised once all shards are in)."""
+    try:
+        return _shard_step(replica, job)
+    except Exception as error:  # noqa: BLE001 - raised by the caller after the other shards
+        return error
+
+
 def _serve(pipe, replica) -> None:
     """A worker process: run the shards it is sent until it is sent None or the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's to handle
@@ -228,8 +237,4 @@ def _serve(pipe, replica) -> None:
             return
         if job is None:
             return
-        try:
-            reply = _shard_step(replica, job)
-        except Exception as error:  # noqa: BLE001 - sent back and raised in the parent
-            reply = error
-        pipe.send(reply)
+        pipe.send(_shard_step_or_error(replica, job))    # an error is raised in the parent

@@ -170,3 +170,22 @@ def test_avx2_kernels_are_asked_for_on_zen4_only(tmp_path, vendor, family, chose
     env = {"OPENBLAS_CORETYPE": "Zen"}
     assert not blas.prefer_avx2_kernels(str(info), env, modules={}) and env["OPENBLAS_CORETYPE"] == "Zen"
     assert not blas.prefer_avx2_kernels(str(info), {}, modules={"numpy": None})
+
+
+@pytest.mark.parametrize("processes", BACKENDS)
+def test_an_error_in_a_shard_is_raised_and_leaves_no_stale_reply(processes):
+    """A shard that fails (here: ids outside the vocabulary in shard 1 only) raises its error in
+    the caller; the next step still gets its own replies, not the failed step's."""
+    model = make("lstm")
+    x, y = batch(B=4)
+    bad = x.copy()
+    bad[2:] = 99                                 # rows 2..3 are shard 1's
+    dp = DataParallel(model, 2, processes)
+    try:
+        with pytest.raises(IndexError):
+            dp.loss_and_grad(bad, y)
+        loss, _, _ = dp.loss_and_grad(x, y)
+    finally:
+        dp.close()
+    expected, _, _ = model.loss_and_grad(x, y)
+    assert loss == pytest.approx(expected, abs=1e-12)
