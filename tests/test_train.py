@@ -486,3 +486,38 @@ def test_resume_keeps_the_saved_worker_count(tmp_path, corpus, monkeypatch):
     assert invoke("train", "--resume", str(tmp_path / "run"), "-q",
                   "--set", "train.max_steps=4").exit_code == 0
     assert (made[0].workers if made[0] else 1) == expected
+
+
+def test_metrics_hold_each_step_once_across_resumes_and_new_runs(tmp_path, corpus):
+    """Lines logged after the last checkpoint by a run that was then killed (SIGKILL, power
+    loss) are dropped on resume, which logs those steps again; a new run in a folder that holds
+    only an old run's metrics (no checkpoint) starts them afresh."""
+    cfg = write_config(tmp_path, corpus)
+    assert invoke("train", str(cfg), "-q", *SMALL, "--set", "train.max_steps=5").exit_code == 0
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    with open(metrics, "a") as f:                # as if steps 6-7 ran, then a crash mid-line
+        f.write(json.dumps({"step": 6, "train_loss": 9.0}) + "\n")
+        f.write(json.dumps({"step": 7, "train_loss": 9.0}) + "\n" + '{"step": 8, "tra')
+    assert invoke("train", "--resume", str(tmp_path / "run"), "-q",
+                  "--set", "train.max_steps=8").exit_code == 0
+    steps = [json.loads(l)["step"] for l in open(metrics) if "train_loss" in l]
+    assert steps == list(range(1, 9))
+    assert 9.0 not in train_losses(tmp_path / "run").values()
+    for name in ("last.safetensors", "best.safetensors"):
+        os.remove(tmp_path / "run" / name)
+    assert invoke("train", str(cfg), "-q", *SMALL, "--set", "train.max_steps=2").exit_code == 0
+    assert [json.loads(l)["step"] for l in open(metrics) if "train_loss" in l] == [1, 2]
+
+
+def test_resume_refuses_a_changed_corpus(tmp_path, corpus):
+    cfg = write_config(tmp_path, corpus)
+    assert invoke("train", str(cfg), "-q", *SMALL, "--set", "train.max_steps=3").exit_code == 0
+    text = corpus.read_text(encoding="utf-8")
+    corpus.write_text(text[::-1], encoding="utf-8")       # same characters, other text
+    r = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "run"), "-q",
+                                 "--set", "train.max_steps=6"])
+    _one_line_error(r, 1, "is not the one this run was trained on")
+    assert "--init-from" in r.stderr
+    corpus.write_text(text, encoding="utf-8")             # the same file again: it resumes
+    assert invoke("train", "--resume", str(tmp_path / "run"), "-q",
+                  "--set", "train.max_steps=6").exit_code == 0
