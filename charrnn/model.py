@@ -158,31 +158,44 @@ class CharRNN:
         _, dstate0 = self._backward_tm(dlogits, cache, dstate)
         return loss, new_state, dstate0
 
+    def embed(self, ids_tm):
+        """Layer 0's input for ids_tm [T, B]: the embedded rows [T, B, E], or, when V < T*B, a
+        cells.TokenInput (layer 0's products then run over the V table rows)."""
+        T, B = ids_tm.shape
+        if self.vocab_size < T * B:
+            return cells.TokenInput(self.params["embedding.weight"], ids_tm)
+        return ops.embedding_forward(self.params["embedding.weight"], ids_tm)
+
+    def layer_forward(self, k, x, state0):
+        """Layer k alone (no dropout): x [T, B, D], state0 (h,) or (h, c) of [B, H]
+        -> (out [T, B, H], final state, cache)."""
+        p = self.params
+        return cells.forward(self.cell, x, state0, p[f"rnn.weight_ih_l{k}"],
+                             p[f"rnn.weight_hh_l{k}"], p[f"rnn.bias_ih_l{k}"],
+                             p[f"rnn.bias_hh_l{k}"], self.spec.nonlinearity)
+
+    def decode(self, top):
+        """Logits [N, V] of the top layer's outputs top [N, H]."""
+        return ops.linear_forward(top, self.params["decoder.weight"], self.params["decoder.bias"])
+
     def _forward_tm(self, ids_tm, state, train, rng):
         """Time-major forward.  ids_tm [T, B] -> (logits [T*B, V], state, cache)."""
-        p, spec = self.params, self.spec
         T, B = ids_tm.shape
         if state is None:
             state = self.initial_state(B)
-        if self.vocab_size < T * B:    # layer 0's products over V table rows, not T*B rows
-            x = cells.TokenInput(p["embedding.weight"], ids_tm)
-        else:
-            x = ops.embedding_forward(p["embedding.weight"], ids_tm)
+        x = self.embed(ids_tm)
         p_drop = self.dropout if train else 0.0
         if p_drop > 0 and rng is None:
             raise ValueError("dropout in training needs an rng")
         layer_caches, masks, finals = [], [], []
         for k in range(self.layers):
-            state0 = tuple(s[k] for s in state)
-            x, final, layer_cache = cells.forward(
-                self.cell, x, state0, p[f"rnn.weight_ih_l{k}"], p[f"rnn.weight_hh_l{k}"],
-                p[f"rnn.bias_ih_l{k}"], p[f"rnn.bias_hh_l{k}"], spec.nonlinearity)
+            x, final, layer_cache = self.layer_forward(k, x, tuple(s[k] for s in state))
             x, mask = ops.dropout_forward(x, p_drop, rng)
             layer_caches.append(layer_cache)
             masks.append(mask)
             finals.append(final)
         top = x.reshape(T * B, self.hidden_size)
-        logits = ops.linear_forward(top, p["decoder.weight"], p["decoder.bias"])
+        logits = self.decode(top)
         new_state = tuple(np.stack([f[j] for f in finals]) for j in range(len(state)))
         cache = {"ids": ids_tm, "top": top, "layers": layer_caches, "masks": masks,
                  "token_input": self.vocab_size < T * B}

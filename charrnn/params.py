@@ -25,7 +25,7 @@ class FlatParams:
         self.shapes = {name: tuple(int(d) for d in shape) for name, shape in shapes.items()}
         self.dtype = np.dtype(dtype)
         self.size = sum(int(np.prod(s)) for s in self.shapes.values())
-        self._bind(_shared_zeros(self.size, self.dtype) if shared else np.zeros(self.size, self.dtype))
+        self._bind(shared_zeros(self.size, self.dtype) if shared else np.zeros(self.size, self.dtype))
 
     def _bind(self, flat: np.ndarray) -> None:
         """Make `flat` the buffer and every view a slice of it."""
@@ -41,7 +41,7 @@ class FlatParams:
         """Move the buffer, values included, into memory shared with processes forked after this
         call (an anonymous MAP_SHARED mapping): their writes and ours are the same writes.
         Holders of the old `flat` or views keep the old memory; holders of this object follow."""
-        flat = _shared_zeros(self.size, self.dtype)
+        flat = shared_zeros(self.size, self.dtype)
         flat[...] = self.flat
         self._bind(flat)
 
@@ -80,7 +80,7 @@ class FlatParams:
         return {name: view.copy() for name, view in self.views.items()}
 
 
-def _shared_zeros(size: int, dtype: np.dtype) -> np.ndarray:
+def shared_zeros(size: int, dtype: np.dtype) -> np.ndarray:
     """A zero-filled 1-D array in an anonymous shared mapping (inherited by forked processes)."""
     buffer = mmap.mmap(-1, max(1, size * dtype.itemsize))
     return np.frombuffer(buffer, dtype=dtype, count=size)

@@ -1,13 +1,16 @@
 """Evaluation: the fast chunked pass against a slow per-character reference loop."""
 
 import math
+import multiprocessing
 
 import numpy as np
 import pytest
 
+from charrnn import evaluate as evaluate_mod
 from charrnn.evaluate import (EvalError, EvalResult, UnknownTextError, evaluate_ids, evaluate_text,
                               format_result)
 from charrnn.model import CharRNN, ModelSpec
+from charrnn.parallel import can_fork
 from charrnn.vocab import UnknownCharactersError, Vocab
 from tests.reference import reference_loss_and_grads
 
@@ -169,3 +172,44 @@ def test_stream_results_name_their_protocol():
     assert "4 parallel streams, 3 characters of warm-up" in format_result(r)
     exact = evaluate_text(make_model(), VOCAB, text)
     assert (exact.streams, exact.warmup) == (1, 0) and "protocol" not in format_result(exact)
+
+
+needs_fork = pytest.mark.skipif(not can_fork(), reason="the pipelined pass needs fork (Linux)")
+
+
+@needs_fork
+@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("layers", [2, 3])
+def test_the_pipelined_pass_gives_the_bits_of_the_sequential_one(cell, nonlinearity, layers,
+                                                                 monkeypatch):
+    model = make_model(cell, nonlinearity, layers, dtype=np.float32)
+    ids = np.random.default_rng(3).integers(0, len(VOCAB), 500).astype(np.uint8)
+    spawned = []
+    real_start = multiprocessing.process.BaseProcess.start
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start",
+                        lambda self: spawned.append(self.name) or real_start(self))
+    piped = evaluate_ids(model, ids, chunk_len=16)          # 32 chunks: pipelined
+    assert spawned == ["charrnn-eval-layer0"]
+    monkeypatch.setattr(evaluate_mod, "can_fork", lambda: False)
+    assert evaluate_ids(model, ids, chunk_len=16) == piped   # the sequential loop: same bits
+    assert not multiprocessing.active_children()
+
+
+@needs_fork
+def test_an_error_in_the_layer0_process_is_raised_here():
+    model = make_model()
+    ids = np.random.default_rng(4).integers(0, len(VOCAB), 300)
+    real = model.layer_forward
+    calls = {"layer0": 0}
+
+    def failing(k, x, state):
+        if k == 0:
+            calls["layer0"] += 1                  # counted in the child, which runs layer 0
+            if calls["layer0"] == 3:
+                raise ValueError("layer 0 broke")
+        return real(k, x, state)
+
+    model.layer_forward = failing
+    with pytest.raises(ValueError, match="layer 0 broke"):
+        evaluate_ids(model, ids, chunk_len=16)
+    assert not multiprocessing.active_children()
