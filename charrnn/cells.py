@@ -18,12 +18,16 @@ How the kernels are made fast (and why the loop looks as it does):
   limits 0 and -1 (the overflow warning is silenced);
 - the backward's gate-derivative factors (e.g. g * i * (1 - i)) are computed for all steps in
   bulk before its time loop, which then holds only the recurrent GEMM and a few small updates;
-- the weight gradients are one GEMM each over all T*B rows after the loop.
+- the weight gradients are one GEMM each over all T*B rows after the loop;
+- layer 0 may take a TokenInput (the embedding table and the ids) instead of the embedded
+  rows, so its input products run over the V vocabulary rows rather than the T*B positions.
 
 `forward(x, state0, w_ih, w_hh, b_ih, b_hh) -> (out, state, cache)` and
 `backward(dout, dstate, cache, grads=None, dh_trace=None) -> (dx, dstate0, grads)` where state is a tuple
 ((h,) or (h, c), each [B, H]) and grads a dict with weight_ih, weight_hh, bias_ih, bias_hh
-(written into the given arrays when `grads` is passed, allocated otherwise).
+(written into the given arrays when `grads` is passed, allocated otherwise). dx has x's shape,
+except for a TokenInput x: then it is the gradient of the embedding table [V, E]. A backward
+consumes its cache (the LSTM's reuses the activations' memory).
 """
 
 from __future__ import annotations
