@@ -27,7 +27,8 @@ when every stream's warm-up reaches x_0; it costs W + L steps of batch K instead
 of batch 1.
 
 Public API:
-  evaluate_ids(model, ids, chunk_len=DEFAULT_CHUNK, max_chars=None, streams=1, warmup=0)
+  evaluate_ids(model, ids, chunk_len=DEFAULT_CHUNK, max_chars=None, streams=1, warmup=0,
+               pipeline=True)
       -> (total_nll, n_scored)
   evaluate_text(model, vocab, text, unknown="error", chunk_len=DEFAULT_CHUNK, streams=1,
                 warmup=0) -> EvalResult
@@ -110,12 +111,13 @@ def _chunk_nll(logits: np.ndarray, targets: np.ndarray) -> float:
 
 
 def evaluate_ids(model, ids, chunk_len: int = DEFAULT_CHUNK, max_chars: int | None = None,
-                 streams: int = 1, warmup: int = 0) -> tuple[float, int]:
+                 streams: int = 1, warmup: int = 0, pipeline: bool = True) -> tuple[float, int]:
     """(total negative log-likelihood in nats, number of characters scored) of a sequence.
 
     ids: 1-D character ids; only the first `max_chars` are used when it is given. See the module
-    docstring for the protocol (and for streams > 1, the approximate parallel one). EvalError
-    when fewer than two characters remain.
+    docstring for the protocol (and for streams > 1, the approximate parallel one). pipeline:
+    allow the two-process pipeline of the exact pass (same result; False keeps one process).
+    EvalError when fewer than two characters remain.
     """
     ids = np.asarray(ids).reshape(-1)
     if max_chars is not None:
@@ -129,7 +131,7 @@ def evaluate_ids(model, ids, chunk_len: int = DEFAULT_CHUNK, max_chars: int | No
                          f"got {chunk_len}, {streams}, {warmup}")
     if streams > 1:
         return _evaluate_streams(model, ids, streams, warmup, chunk_len), n - 1
-    if model.layers >= 2 and can_fork() and n - 1 > PIPELINE_MIN_CHUNKS * chunk_len:
+    if pipeline and model.layers >= 2 and can_fork() and n - 1 > PIPELINE_MIN_CHUNKS * chunk_len:
         return _evaluate_pipelined(model, ids, chunk_len), n - 1
     state, total = None, 0.0
     for start in range(0, n - 1, chunk_len):          # ids are converted a chunk at a time

@@ -356,7 +356,9 @@ def validation_loss(run: Run) -> float:
     """Mean nats/char over the validation text: the same protocol as `charrnn eval`."""
     from charrnn.evaluate import evaluate_ids
 
-    total, n = evaluate_ids(run.model, run.val_ids, max_chars=run.config.train.eval_chars)
+    # a run kept in one process (train.threads: 1) keeps its validation there too
+    total, n = evaluate_ids(run.model, run.val_ids, max_chars=run.config.train.eval_chars,
+                            pipeline=run.parallel is not None)
     return total / n
 
 

@@ -190,8 +190,10 @@ def test_the_pipelined_pass_gives_the_bits_of_the_sequential_one(cell, nonlinear
                         lambda self: spawned.append(self.name) or real_start(self))
     piped = evaluate_ids(model, ids, chunk_len=16)          # 32 chunks: pipelined
     assert spawned == ["charrnn-eval-layer0"]
+    assert evaluate_ids(model, ids, chunk_len=16, pipeline=False) == piped   # one process
     monkeypatch.setattr(evaluate_mod, "can_fork", lambda: False)
-    assert evaluate_ids(model, ids, chunk_len=16) == piped   # the sequential loop: same bits
+    assert evaluate_ids(model, ids, chunk_len=16) == piped   # no fork here: the same loop
+    assert spawned == ["charrnn-eval-layer0"]                # neither of the two forked
     assert not multiprocessing.active_children()
 
 
