@@ -43,14 +43,12 @@ Public API:
 from __future__ import annotations
 
 import math
-import multiprocessing
-import signal
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from charrnn import blas
-from charrnn.parallel import can_fork
+from charrnn.parallel import can_fork, fork_worker, stop_worker
 from charrnn.params import shared_zeros
 from charrnn.vocab import UnknownCharactersError
 
@@ -153,12 +151,7 @@ def _evaluate_pipelined(model, ids: np.ndarray, chunk_len: int) -> float:
     n = len(ids) - 1                                   # inputs ids[:-1], targets ids[1:]
     H = model.hidden_size
     slots = shared_zeros(2 * chunk_len * H, model.dtype).reshape(2, chunk_len, 1, H)
-    ours, theirs = multiprocessing.Pipe()
-    child = multiprocessing.get_context("fork").Process(
-        target=_layer0_server, args=(theirs, model, ids, chunk_len, slots),
-        name="charrnn-eval-layer0", daemon=True)
-    child.start()
-    theirs.close()
+    ours, child = fork_worker(_layer0_server, (model, ids, chunk_len, slots), "charrnn-eval-layer0")
     try:
         with blas.limited(1):                          # the other core is the child's
             zero = model.initial_state(1)
@@ -182,16 +175,11 @@ def _evaluate_pipelined(model, ids: np.ndarray, chunk_len: int) -> float:
                 total += _chunk_nll(logits, ids[start + 1:start + T + 1].astype(np.int64))
             return total
     finally:
-        ours.close()
-        child.join(timeout=5)
-        if child.is_alive():
-            child.terminate()
+        stop_worker(ours, child)
 
 
 def _layer0_server(pipe, model, ids: np.ndarray, chunk_len: int, slots: np.ndarray) -> None:
     """The child of _evaluate_pipelined: layer 0 over every chunk, into slot c % 2."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C is the parent's to handle
-    blas.set_threads(1)
     n = len(ids) - 1
     state = tuple(s[0] for s in model.initial_state(1))
     try:

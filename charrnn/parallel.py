@@ -30,6 +30,7 @@ shard order, so a run is reproducible and resumes exactly whatever the workers' 
 from __future__ import annotations
 
 import copy
+import multiprocessing
 import os
 import signal
 import sys
@@ -64,11 +65,34 @@ class WorkerError(RuntimeError):
 
 
 def can_fork() -> bool:
-    """Whether shards may run in forked processes: Linux only (macOS's system libraries are not
+    """Whether work may run in forked processes: Linux only (macOS's system libraries are not
     fork-safe, Windows cannot fork)."""
-    import multiprocessing
-
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
+def fork_worker(target, args: tuple, name: str):
+    """(pipe, process): target(pipe, *args) running in a forked process (see can_fork) that
+    leaves Ctrl-C to this one and uses a one-thread BLAS (each process has a core)."""
+    ours, theirs = multiprocessing.Pipe()
+    proc = multiprocessing.get_context("fork").Process(
+        target=_worker_main, args=(target, theirs, *args), name=name, daemon=True)
+    proc.start()
+    theirs.close()
+    return ours, proc
+
+
+def stop_worker(pipe, proc) -> None:
+    """Close our end of a fork_worker's pipe and wait for it to end (5 s, then terminate it)."""
+    pipe.close()
+    proc.join(timeout=5)
+    if proc.is_alive():
+        proc.terminate()
+
+
+def _worker_main(target, pipe, *args) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's to handle
+    blas.set_threads(1)
+    target(pipe, *args)
 
 
 class DataParallel:
@@ -93,22 +117,12 @@ class DataParallel:
             replica.grads = model.params.zeros_like(shared=self.processes)
             self.replicas.append(replica)
         if self.processes:
-            self.pipes, self.procs = [], []
-            for replica in self.replicas[1:]:
-                self._start_process(replica)
+            started = [fork_worker(_serve, (replica,), "charrnn-shard")
+                       for replica in self.replicas[1:]]
+            self.pipes = [pipe for pipe, _ in started]
+            self.procs = [proc for _, proc in started]
         else:
             self.pool = ThreadPoolExecutor(workers - 1, thread_name_prefix="charrnn-shard")
-
-    def _start_process(self, replica) -> None:
-        import multiprocessing
-
-        ours, theirs = multiprocessing.Pipe()
-        proc = multiprocessing.get_context("fork").Process(
-            target=_serve, args=(theirs, replica), name="charrnn-shard", daemon=True)
-        proc.start()
-        theirs.close()
-        self.pipes.append(ours)
-        self.procs.append(proc)
 
     def worker_memory_mb(self) -> list[dict[str, float]]:
         """Each worker process's resident size now (rss), its peak (peak) and the part of rss
@@ -137,11 +151,8 @@ class DataParallel:
                     pipe.send(None)
                 except OSError:
                     pass                          # already gone
-            for proc, pipe in zip(self.procs, self.pipes):
-                proc.join(timeout=5)
-                if proc.is_alive():
-                    proc.terminate()
-                pipe.close()
+            for pipe, proc in zip(self.pipes, self.procs):
+                stop_worker(pipe, proc)
             self.pipes = None
 
     def loss_and_grad(self, ids, targets, state=None, train=True, rng=None, dstate=None):
@@ -228,8 +239,6 @@ def _shard_step_or_error(replica, job):
 
 def _serve(pipe, replica) -> None:
     """A worker process: run the shards it is sent until it is sent None or the pipe closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's to handle
-    blas.set_threads(1)
     while True:
         try:
             job = pipe.recv()
