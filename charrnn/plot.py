@@ -219,7 +219,6 @@ def plot_metrics(run_dir: str, out: str | None = None) -> str:
 
 def plot_decay(result: dict, path: str, title: str | None = None) -> str:
     """Log-scale ||dL/dh|| against distance, one line per layer (diagnose's result)."""
-    output_path(path)
     fig, axes = _figure(7, 4.5)
     ax = axes[0]
     for layer in result["layers"]:
