@@ -309,7 +309,11 @@ def sample_command(checkpoint, length, temperature, greedy, top_k, top_p, prime,
                    "segment sees only --warmup characters before it). 1 is the exact pass.")
 @click.option("--warmup", type=click.IntRange(0), default=250, show_default=True,
               help="With --streams > 1: characters each segment reads, unscored, before it.")
-def eval_command(checkpoint, text_file, as_json, unknown, chunk_len, streams, warmup):
+@click.option("--one-process", is_flag=True,
+              help="Keep the exact pass in this process (by default, on Linux, a model of two "
+                   "or more layers runs layer 0 in a second one; the result is the same).")
+def eval_command(checkpoint, text_file, as_json, unknown, chunk_len, streams, warmup,
+                 one_process):
     """Loss (nats/char), bits/char and perplexity of CHECKPOINT on a text (default: stdin).
 
     One sequential pass from a zero state: every character but the first is predicted from all
@@ -325,7 +329,8 @@ def eval_command(checkpoint, text_file, as_json, unknown, chunk_len, streams, wa
     model, vocab, _ = load_model(checkpoint)
     if text_file == "-" and sys.stdin.isatty():
         raise UserError("give a text FILE, or pipe the text into standard input", exit_code=2)
-    result = evaluate_text(model, vocab, read_text(text_file), unknown, chunk_len, streams, warmup)
+    result = evaluate_text(model, vocab, read_text(text_file), unknown, chunk_len, streams, warmup,
+                           pipeline=not one_process)
     if result.chars_skipped:
         _warn(f"skipped {result.chars_skipped} character(s) not in the model's vocabulary")
     click.echo(json.dumps(result.to_dict()) if as_json else format_result(result))

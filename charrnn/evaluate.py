@@ -236,9 +236,10 @@ def _evaluate_streams(model, ids: np.ndarray, streams: int, warmup: int, chunk_l
 
 def evaluate_text(model, vocab, text: str, unknown: str = "error",
                   chunk_len: int = DEFAULT_CHUNK, streams: int = 1,
-                  warmup: int = 0) -> EvalResult:
+                  warmup: int = 0, pipeline: bool = True) -> EvalResult:
     """Evaluate a text; unknown='error' raises UnknownCharactersError on characters outside the
-    vocabulary, unknown='skip' drops them and counts them in chars_skipped."""
+    vocabulary, unknown='skip' drops them and counts them in chars_skipped. pipeline: as
+    evaluate_ids's."""
     if len(text) < 2:
         what = "empty" if not text else "one character long"
         raise EvalError(f"the text is {what}; evaluation needs at least 2 characters "
@@ -247,7 +248,8 @@ def evaluate_text(model, vocab, text: str, unknown: str = "error",
     if skipped and len(ids) < 2:
         raise EvalError(f"only {len(ids)} character(s) of the text are in the model's vocabulary "
                         f"after skipping {skipped}; evaluation needs at least 2")
-    total, n = evaluate_ids(model, ids, chunk_len, streams=streams, warmup=warmup)
+    total, n = evaluate_ids(model, ids, chunk_len, streams=streams, warmup=warmup,
+                            pipeline=pipeline)
     loss = total / n
     return EvalResult(loss=loss, bits_per_char=loss / math.log(2),
                       perplexity=math.exp(loss) if loss < 700 else math.inf, chars_scored=n,

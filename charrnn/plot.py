@@ -48,11 +48,14 @@ def output_path(path: str) -> tuple[str, str]:
     any work is done.
     """
     canvas, _ = _matplotlib()
+    supported = sorted(canvas.get_supported_filetypes())
     stem, suffix = os.path.splitext(path)
+    name = os.path.basename(path)
+    if not suffix and name[1:].lower() in supported:   # ".png": splitext sees no suffix there
+        suffix = name
     fmt = suffix[1:].lower()
     if not fmt:
         return (stem if suffix else path) + ".png", "png"
-    supported = sorted(canvas.get_supported_filetypes())
     if fmt not in supported:
         raise PlotError(f"cannot draw a picture as {suffix!r} ({path}); use .png, .pdf or .svg "
                         f"(matplotlib writes {', '.join('.' + f for f in supported)})")

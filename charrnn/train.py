@@ -180,8 +180,12 @@ def _check_same_architecture(cfg: Config, ckpt: Checkpoint, what: str) -> None:
     for key in ARCHITECTURE_KEYS:
         mine, theirs = getattr(cfg.model, key), getattr(ckpt.config.model, key)
         if mine != theirs:
+            # a resumed run's config is the checkpoint's, so only a --set can differ; a config
+            # for --init-from may differ by a default the user never wrote
+            fix = ("remove that --set, or start a new run" if what == "resumed" else
+                   f"set model.{key}: {theirs!r} in the config (or --set model.{key}={theirs})")
             raise ConfigError(f"model.{key} is {mine!r} but the {what} checkpoint has {theirs!r}; "
-                              f"remove the setting or start a new run.")
+                              f"{fix}.")
 
 
 def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint | None = None) -> Run:

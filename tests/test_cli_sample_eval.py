@@ -196,6 +196,17 @@ def test_eval_streams_are_opt_in_and_say_so(ckpt):
     assert bad.exit_code == 2 and "--streams" in bad.stderr
 
 
+def test_eval_one_process_gives_the_same_result(ckpt, monkeypatch):
+    import charrnn.evaluate as evaluate_mod
+    seen = []
+    real = evaluate_mod.evaluate_ids
+    monkeypatch.setattr(evaluate_mod, "evaluate_ids",
+                        lambda *a, **k: seen.append(k["pipeline"]) or real(*a, **k))
+    both = [json.loads(run("eval", ckpt, "-", "--json", *flag, input=TEXT).stdout)
+            for flag in ((), ("--one-process",))]
+    assert seen == [True, False] and both[0] == both[1]
+
+
 def test_eval_unknown_characters(ckpt):
     text = TEXT + "QQ!"
     assert_one_line_error(run("eval", ckpt, "-", input=text), 1, "the text has 3 character(s)",

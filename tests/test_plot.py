@@ -127,6 +127,19 @@ def test_a_path_without_suffix_prints_the_png_it_writes(tmp_path):
     assert b"<svg" in (tmp_path / "v.svg").read_bytes()[:500]
 
 
+def test_a_name_that_is_only_a_suffix_is_written_as_given(tmp_path):
+    pytest.importorskip("matplotlib")
+    write_metrics(tmp_path / "run", training_records(steps=50))
+    result = CliRunner().invoke(cli, ["plot", str(tmp_path / "run"), "-o", str(tmp_path / ".png")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(tmp_path / ".png")
+    assert (tmp_path / ".png").read_bytes()[:8] == PNG_MAGIC
+    assert not (tmp_path / ".png.png").exists()
+    # a dot-name that is no picture format is still a name without a suffix
+    result = CliRunner().invoke(cli, ["plot", str(tmp_path / "run"), "-o", str(tmp_path / ".curves")])
+    assert result.exit_code == 0 and result.stdout.strip() == str(tmp_path / ".curves.png")
+
+
 def test_a_single_training_point_is_drawn_with_a_marker(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     import charrnn.plot as plot_mod

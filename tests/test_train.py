@@ -336,6 +336,23 @@ def test_init_from_needs_a_matching_vocabulary(tmp_path, corpus):
     assert state["step"] == 2      # a new run: the step count starts over
 
 
+def test_an_architecture_mismatch_says_how_to_fix_it(tmp_path, corpus):
+    cfg = write_config(tmp_path, corpus)
+    assert invoke("train", str(cfg), "-q", *SMALL, "--set", "train.max_steps=2").exit_code == 0
+    ckpt = str(tmp_path / "run" / "last.safetensors")
+    # --init-from with a config that leaves hidden_size at its default (256): say what to write
+    r = CliRunner().invoke(cli, ["train", str(write_config(tmp_path, corpus, out="run2")),
+                                 "--init-from", ckpt, "-q"])
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.output
+    assert "model.hidden_size is 256 but the --init-from checkpoint has 16" in r.stderr
+    assert "set model.hidden_size: 16 in the config (or --set model.hidden_size=16)" in r.stderr
+    # a resumed run's config is the checkpoint's, so the difference is a --set
+    r = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "run"), "-q",
+                                 "--set", "model.hidden_size=32"])
+    assert r.exit_code == 2 and "model.hidden_size is 32 but the resumed checkpoint has 16" in r.stderr
+    assert "remove that --set" in r.stderr
+
+
 def test_a_new_run_refuses_a_folder_that_holds_a_run(tmp_path, corpus):
     cfg = write_config(tmp_path, corpus)
     assert invoke("train", str(cfg), "-q", *SMALL, "--set", "train.max_steps=5").exit_code == 0
