@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import sys
 from collections.abc import Iterator
 
 _functions: dict[str, object] | None = None
@@ -46,6 +45,10 @@ def _find() -> dict[str, object]:
                 setter = getattr(lib, f"{prefix}_set_num_threads{tail}", None)
                 if getter is not None and setter is not None and not found:
                     found = {"get": getter, "set": setter}
+                    core = getattr(lib, f"{prefix}_get_corename{tail}", None)
+                    if core is not None:
+                        core.restype = ctypes.c_char_p
+                        found["corename"] = core
     _functions = found
     return found
 
@@ -65,6 +68,25 @@ def set_threads(n: int) -> int | None:
     return get_threads()
 
 
+# OpenBLAS kernel sets with a small-matrix sgemm path (no packing for M*N*K <= 100^3)
+SMALL_MATRIX_CORES = ("skylakex", "cooperlake", "sapphirerapids")
+
+
+def corename() -> str | None:
+    """The name of the kernel set OpenBLAS runs (e.g. 'Haswell', 'SkylakeX'), or None."""
+    fns = _find()
+    if "corename" not in fns:
+        return None
+    return fns["corename"]().decode("ascii", "replace")
+
+
+def has_small_matrix_kernels() -> bool:
+    """Whether products with M*N*K <= 100^3 take OpenBLAS's unpacked small-matrix path
+    (charrnn/stepproduct.py)."""
+    name = corename()
+    return name is not None and name.lower() in SMALL_MATRIX_CORES
+
+
 @contextlib.contextmanager
 def limited(n: int) -> Iterator[None]:
     """Within the block, the BLAS uses at most n threads; the count before is restored after."""
@@ -77,30 +99,3 @@ def limited(n: int) -> Iterator[None]:
         yield
     finally:
         set_threads(before)
-
-
-def prefer_avx2_kernels(cpuinfo: str = "/proc/cpuinfo", environ=os.environ, modules=sys.modules) -> bool:
-    """On AMD Zen 3/4 (CPU family 25), ask OpenBLAS for its Haswell (AVX2) kernels instead of
-    the SkylakeX (AVX-512) ones it picks for a Zen 4; True if it did.
-
-    Zen 4 runs AVX-512 as two 256-bit halves, so the wider kernels gain nothing there, and for
-    the small-row products of a training step they are slower: on the 2-core Zen 4 bench
-    machine, one thread, the recurrent product [25, 512] x [512, 2048] took 950 us with SkylakeX
-    kernels and 760 us with Haswell's, the [1250, 512] x [512, 128] gradient products 1.75 ms
-    and 1.60 ms; `charrnn bench --cell lstm` trained 3-27% faster at H=128 and -1-8% at H=512
-    (three interleaved pairs each). OpenBLAS reads OPENBLAS_CORETYPE once, when NumPy loads
-    it, so this must run before NumPy is imported (charrnn/__init__.py); it changes nothing
-    when NumPy is already loaded, when the variable is set, or on any other CPU.
-    """
-    if "OPENBLAS_CORETYPE" in environ or "numpy" in modules:
-        return False
-    try:
-        with open(cpuinfo) as f:
-            head = [next(f, "") for _ in range(40)]
-    except OSError:
-        return False
-    info = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in head)}
-    if info.get("vendor_id") == "AuthenticAMD" and info.get("cpu family") == "25":
-        environ["OPENBLAS_CORETYPE"] = "Haswell"
-        return True
-    return False

@@ -38,6 +38,7 @@ from __future__ import annotations
 import numpy as np
 
 from charrnn import ops
+from charrnn.stepproduct import StepProduct
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
@@ -129,16 +130,14 @@ def rnn_forward(x, state0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
     hs = np.empty((T + 1, B, H), x.dtype)     # hs[t + 1] = h_t; hs[0] = h0
     hs[0] = state0[0]
     pre = _input_projection(x, w_ih, b_ih + b_hh)
-    w_hh_t = w_hh.T
-    rec = np.empty((B, H), x.dtype)
+    recurrent = StepProduct(w_hh.T, B)
     relu = nonlinearity == "relu"
     for t in range(T):
-        np.dot(hs[t], w_hh_t, out=rec)
-        h = np.add(pre[t], rec, out=hs[t + 1])
+        recurrent.add_to(hs[t], pre[t])
         if relu:
-            np.maximum(h, 0, out=h)
+            np.maximum(pre[t], 0, out=hs[t + 1])
         else:
-            np.tanh(h, out=h)
+            np.tanh(pre[t], out=hs[t + 1])
     cache = (x, hs, w_ih, w_hh, relu)
     return hs[1:], (hs[T].copy(),), cache
 
@@ -152,12 +151,13 @@ def rnn_backward(dout, dstate, cache, grads=None, dh_trace=None):
     dact = (out > 0).astype(x.dtype) if relu else 1 - out * out
     dpre = np.empty_like(dact)
     dh = np.array(dstate[0], dtype=x.dtype, copy=True)
+    recurrent = StepProduct(w_hh, dh.shape[0])
     for t in range(T - 1, -1, -1):
         dh += dout[t]
         if dh_trace is not None:
             dh_trace[t] = dh
         np.multiply(dh, dact[t], out=dpre[t])
-        np.dot(dpre[t], w_hh, out=dh)
+        recurrent.into(dpre[t], dh)
     dx, grads = _grads(dpre, dpre, x, hs[:-1], w_ih, grads)
     return dx, (dh,), grads
 
@@ -182,7 +182,7 @@ def gru_forward(x, state0, w_ih, w_hh, b_ih, b_hh):
     bias = b_ih.copy()
     bias[:2 * H] += b_hh[:2 * H]
     gates = _input_projection(x, w_ih * neg[:, None], bias * neg)   # becomes [r, z, n] in place
-    w_hh_scaled_t = (w_hh * neg[:, None]).T.copy()     # [H, 3H]; r, z columns negated
+    recurrent = StepProduct((w_hh * neg[:, None]).T, B)   # [H, 3H]; r, z columns negated
     b_hn = b_hh[2 * H:]
     hs = np.empty((T + 1, B, H), x.dtype)
     hs[0] = state0[0]
@@ -191,7 +191,7 @@ def gru_forward(x, state0, w_ih, w_hh, b_ih, b_hh):
     tmp = np.empty((B, H), x.dtype)
     with np.errstate(over="ignore"):
         for t in range(T):
-            np.dot(hs[t], w_hh_scaled_t, out=rec)
+            recurrent.into(hs[t], rec)
             g = gates[t]
             rz, n = g[:, :2 * H], g[:, 2 * H:]
             rz += rec[:, :2 * H]
@@ -223,6 +223,7 @@ def gru_backward(dout, dstate, cache, grads=None, dh_trace=None):
     dgx = np.empty_like(gates)     # d(input-side pre-activations):  [dr, dz, dn]
     dgh = np.empty_like(gates)     # d(hidden-side pre-activations): [dr, dz, dn * r]
     rec = np.empty((B, H), x.dtype)
+    recurrent = StepProduct(w_hh, B)
     dh = np.array(dstate[0], dtype=x.dtype, copy=True)
     for t in range(T - 1, -1, -1):
         dh += dout[t]
@@ -232,7 +233,7 @@ def gru_backward(dout, dstate, cache, grads=None, dh_trace=None):
         np.multiply(dh, fz[t], out=dgh[t, :, H:2 * H])
         np.multiply(dn, fr[t], out=dgh[t, :, :H])
         np.multiply(dn, r[t], out=dgh[t, :, 2 * H:])
-        np.dot(dgh[t], w_hh, out=rec)
+        recurrent.into(dgh[t], rec)
         dh *= z[t]
         dh += rec
     dgx[:, :, :2 * H] = dgh[:, :, :2 * H]
@@ -263,17 +264,15 @@ def lstm_forward(x, state0, w_ih, w_hh, b_ih, b_hh):
     offset = np.where(scale == 1, 0, 0.5).astype(x.dtype)
     # gates hold a / 2 (i, f, o) and a (g); then tanh, * scale and + offset: the activations
     gates = _input_projection(x, w_ih * scale[:, None], (b_ih + b_hh) * scale)
-    w_hh_scaled_t = (w_hh * scale[:, None]).T.copy()  # [H, 4H]
+    recurrent = StepProduct((w_hh * scale[:, None]).T, B)   # [H, 4H]
     hs = np.empty((T + 1, B, H), x.dtype)
     cs = np.empty((T + 1, B, H), x.dtype)
     tanh_c = np.empty((T, B, H), x.dtype)
     hs[0], cs[0] = state0
-    rec = np.empty((B, 4 * H), x.dtype)
     ig = np.empty((B, H), x.dtype)
     for t in range(T):
         g = gates[t]
-        np.dot(hs[t], w_hh_scaled_t, out=rec)
-        g += rec
+        recurrent.add_to(hs[t], g)
         np.tanh(g, out=g)
         g *= scale
         g += offset                                    # i, f, o = sigmoid(a); g = tanh(a)
@@ -328,6 +327,7 @@ def lstm_backward(dout, dstate, cache, grads=None, dh_trace=None):
     dh = np.array(dstate[0], dtype=x.dtype, copy=True)
     dc = np.array(dstate[1], dtype=x.dtype, copy=True)
     tmp = np.empty((B, H), x.dtype)
+    recurrent = StepProduct(w_hh, B)
     for t in range(T - 1, -1, -1):
         dh += dout[t]
         if dh_trace is not None:
@@ -337,7 +337,7 @@ def lstm_backward(dout, dstate, cache, grads=None, dh_trace=None):
         dg3[t, :, :3] *= dc[:, None, :]
         dg3[t, :, 3] *= dh
         dc *= f[t]
-        np.dot(dgates[t], w_hh, out=dh)
+        recurrent.into(dgates[t], dh)
     dx, grads = _grads(dgates, dgates, x, hs[:-1], w_ih, grads)
     return dx, (dh, dc), grads
 

@@ -157,21 +157,6 @@ def test_a_dead_worker_process_is_a_clear_error():
     dp.close()                                   # closing twice is harmless
 
 
-@pytest.mark.parametrize("vendor,family,chosen", [("AuthenticAMD", 25, True),
-                                                   ("AuthenticAMD", 26, False),
-                                                   ("GenuineIntel", 6, False)])
-def test_avx2_kernels_are_asked_for_on_zen4_only(tmp_path, vendor, family, chosen):
-    info = tmp_path / "cpuinfo"
-    info.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t: 17\n")
-    env = {}
-    assert blas.prefer_avx2_kernels(str(info), env, modules={}) is chosen
-    assert env == ({"OPENBLAS_CORETYPE": "Haswell"} if chosen else {})
-    # never over a choice already made: by the user, or by a BLAS already loaded
-    env = {"OPENBLAS_CORETYPE": "Zen"}
-    assert not blas.prefer_avx2_kernels(str(info), env, modules={}) and env["OPENBLAS_CORETYPE"] == "Zen"
-    assert not blas.prefer_avx2_kernels(str(info), {}, modules={"numpy": None})
-
-
 @pytest.mark.parametrize("processes", BACKENDS)
 def test_an_error_in_a_shard_is_raised_and_leaves_no_stale_reply(processes):
     """A shard that fails (here: ids outside the vocabulary in shard 1 only) raises its error in

@@ -1,0 +1,90 @@
+"""The recurrent product of every time step, x_t M, cut into blocks that OpenBLAS multiplies
+without repacking the weights.
+
+OpenBLAS copies ("packs") both operands of a matrix product into its own layout before it
+multiplies. For a time step's recurrent product, x_t [B, K] M [K, N] with B of a few dozen
+rows, packing M costs about as much as a third of the product, and it is paid again at every
+step. Where OpenBLAS runs its AVX-512 kernel set (SkylakeX, Cooperlake, SapphireRapids: the
+one it picks on Intel AVX-512 CPUs and on AMD Zen 4), a product with M*N*K <= 100^3 instead
+takes a "small matrix" path that multiplies straight from the operands. So M's columns are cut
+into nb blocks of n columns with B*K*n under that bound, stacked once per sequence into one
+[nb, K, n] array, and each step's product is one np.matmul over the stack (NumPy calls sgemm
+once per block) into an [nb, B, n] buffer, then copied (or added) into the [B, N] result.
+
+One thread, B = 25 (a training shard), on the 2-core Zen 4 bench machine:
+
+    product (with its add / copy)          one sgemm   blocks
+    forward  [25, 512] x [512, 2048]        984 us      519 us  (32 blocks of 64 columns)
+    backward [25, 2048] x [2048, 512]       736 us      591 us  (32 blocks of 16 columns)
+    forward  [25, 128] x [128, 512]          47 us       44 us  (2 blocks of 256)
+    backward [25, 512] x [512, 128]          43 us       32 us  (2 blocks of 64)
+
+Elsewhere (other kernel sets, or another BLAS) the product is one np.dot, as before.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from charrnn import blas
+
+SMALL_PRODUCT = 100 ** 3      # OpenBLAS's bound on M*N*K for its small-matrix sgemm path
+MIN_BLOCK = 8                 # narrower blocks cost more in calls than they save
+
+
+def block_width(rows: int, k: int, n: int) -> int:
+    """The column-block width for products [rows, k] x [k, n]: n itself when the product is
+    small already or cannot be cut, else the widest divisor of n (at least MIN_BLOCK) that
+    keeps rows * k * width <= SMALL_PRODUCT."""
+    if rows * k * n <= SMALL_PRODUCT:
+        return n
+    widest = SMALL_PRODUCT // max(1, rows * k)
+    for width in range(min(widest, n), MIN_BLOCK - 1, -1):
+        if n % width == 0:
+            return width
+    return n
+
+
+class StepProduct:
+    """y = x M for one M [K, N] and many x [rows, K] (the steps of one sequence).
+
+    width: the column-block width (default: block_width where OpenBLAS has small-matrix
+    kernels, else N, which means one np.dot per product).
+    """
+
+    def __init__(self, m: np.ndarray, rows: int, width: int | None = None):
+        k, n = m.shape
+        if width is None:
+            width = block_width(rows, k, n) if blas.has_small_matrix_kernels() else n
+        if n % width:
+            raise ValueError(f"block width {width} does not divide the {n} columns")
+        self.rows, self.n, self.width = rows, n, width
+        self.blocks = n // width
+        if self.blocks == 1:
+            self.m = np.ascontiguousarray(m)       # a transposed view multiplies slower
+            self.buf = np.empty((rows, n), m.dtype)
+        else:          # [nb, K, width]: block j holds columns j*width .. (j+1)*width - 1
+            self.m = np.ascontiguousarray(m.reshape(k, self.blocks, width).transpose(1, 0, 2))
+            self.buf = np.empty((self.blocks, rows, width), m.dtype)
+
+    def _split(self, out: np.ndarray) -> np.ndarray:
+        """out [rows, N] (C-contiguous) seen as [nb, rows, width], the layout of self.buf."""
+        return out.reshape(self.rows, self.blocks, self.width).transpose(1, 0, 2)
+
+    def into(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """out = x M.  x [rows, K], out [rows, N] C-contiguous."""
+        if self.blocks == 1:
+            return np.dot(x, self.m, out=out)
+        np.matmul(x, self.m, out=self.buf)
+        np.copyto(self._split(out), self.buf)
+        return out
+
+    def add_to(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """out += x M.  x [rows, K], out [rows, N] C-contiguous."""
+        if self.blocks == 1:
+            np.dot(x, self.m, out=self.buf)
+            return np.add(out, self.buf, out=out)
+        np.matmul(x, self.m, out=self.buf)
+        view = self._split(out)
+        np.add(view, self.buf, out=view)
+        return out

@@ -1,0 +1,91 @@
+"""The per-step recurrent product in column blocks (charrnn/stepproduct.py)."""
+
+import numpy as np
+import pytest
+
+from charrnn import gradcheck, stepproduct
+from charrnn.stepproduct import SMALL_PRODUCT, StepProduct, block_width
+from tests.reference import reference_loss_and_grads
+from tests.test_model import CELLS, small_model
+
+
+@pytest.mark.parametrize("rows,k,n", [(25, 128, 512), (25, 512, 2048), (25, 2048, 512),
+                                      (16, 256, 1024), (25, 192, 768), (50, 100, 300),
+                                      (1, 512, 2048), (25, 1000, 1009), (3, 4, 16)])
+def test_block_width_is_the_widest_divisor_under_the_bound(rows, k, n):
+    width = block_width(rows, k, n)
+    assert n % width == 0
+    if rows * k * n <= SMALL_PRODUCT:
+        assert width == n                        # small already: one product
+    elif width < n:
+        assert width >= stepproduct.MIN_BLOCK and rows * k * width <= SMALL_PRODUCT
+        assert not any(n % w == 0 and rows * k * w <= SMALL_PRODUCT for w in range(width + 1, n))
+    else:                                        # no divisor fits (1009 is prime): one product
+        assert not any(n % w == 0 and rows * k * w <= SMALL_PRODUCT
+                       for w in range(stepproduct.MIN_BLOCK, n))
+
+
+@pytest.mark.parametrize("width", [3, 4, 6, 12])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_into_and_add_to_are_the_product(width, transposed):
+    rng = np.random.default_rng(0)
+    m = rng.standard_normal((12, 7)).T if transposed else rng.standard_normal((7, 12))
+    gates = rng.standard_normal((3, 5, 12))          # out is one step of a [T, B, N] array
+    x = rng.standard_normal((5, 7))
+    product = StepProduct(m, rows=5, width=width)
+    assert product.blocks == 12 // width
+    before = gates.copy()
+    product.add_to(x, gates[1])
+    np.testing.assert_allclose(gates[1], before[1] + x @ m, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(gates[[0, 2]], before[[0, 2]])   # the other steps untouched
+    out = np.full((5, 12), np.nan)
+    assert product.into(x, out) is out
+    np.testing.assert_allclose(out, x @ m, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="does not divide"):
+        StepProduct(m, rows=5, width=5)
+
+
+def test_one_block_without_small_kernels(monkeypatch):
+    monkeypatch.setattr(stepproduct.blas, "has_small_matrix_kernels", lambda: False)
+    assert StepProduct(np.zeros((512, 2048), np.float32), rows=25).blocks == 1
+    monkeypatch.setattr(stepproduct.blas, "has_small_matrix_kernels", lambda: True)
+    assert StepProduct(np.zeros((512, 2048), np.float32), rows=25).blocks == 32
+
+
+@pytest.fixture
+def blocked(monkeypatch):
+    """Every recurrent product of the tiny test models cut into blocks: the widest proper
+    divisor of the column count (so 2, 6 and 8 columns for N = 4, 12 and 16)."""
+    def widest_proper_divisor(rows, k, n):
+        return max(d for d in range(1, n) if n % d == 0)
+    monkeypatch.setattr(stepproduct.blas, "has_small_matrix_kernels", lambda: True)
+    monkeypatch.setattr(stepproduct, "block_width", widest_proper_divisor)
+    assert StepProduct(np.zeros((4, 16)), rows=4).blocks == 2
+
+
+@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("vocab", [5, 60])
+def test_blocked_products_give_the_reference_gradients(blocked, cell, nonlinearity, vocab):
+    model = small_model(cell, nonlinearity, 2, seed=3, vocab=vocab)
+    ids, targets, state0, dstate = gradcheck.make_problem(model, batch=4, steps=12, seed=7)
+    loss, final, _ = model.loss(ids, targets, state0)
+    _, _, dstate0 = model.loss_and_grad(ids, targets, state0, train=False, dstate=dstate)
+    ref_loss, _, ref_final, ref_grads, ref_dstate0 = reference_loss_and_grads(
+        model.params.to_dict(), model.spec, ids, targets, state0, masks=[None, None],
+        dstate=dstate)
+    total = loss + sum(float((d * s).sum()) for d, s in zip(dstate, final))
+    assert abs(total - ref_loss) < 1e-10
+    for mine, theirs in zip(final, ref_final):
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-10)
+    for name in model.params.names():
+        np.testing.assert_allclose(model.grads[name], ref_grads[name], rtol=0, atol=1e-10,
+                                   err_msg=name)
+    for mine, theirs in zip(dstate0, ref_dstate0):
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+def test_blocked_products_pass_the_gradient_check(blocked, cell, nonlinearity):
+    model = small_model(cell, nonlinearity, 2)
+    worst = max(gradcheck.check_model(model, batch=3, steps=10, seed=2), key=lambda r: r.max_rel_error)
+    assert worst.max_rel_error < 1e-6, f"{worst.name}: {worst.max_rel_error:.2e}"
