@@ -147,14 +147,17 @@ class CharRNN:
         loss, cache["probs"] = ops.softmax_cross_entropy_forward(logits, cache["targets"])
         return loss, new_state, cache
 
-    def loss_and_grad(self, ids, targets, state=None, train=True, rng=None, dstate=None):
+    def loss_and_grad(self, ids, targets, state=None, train=True, rng=None, dstate=None,
+                      weight=1.0):
         """Loss, gradients and carried state of one training step.
 
         Returns (loss, final state, d initial state); parameter gradients land in self.grads.
         `dstate` is the gradient arriving at the final state (None: the loss is all there is).
+        `weight` scales the gradient of the loss (not the loss returned): a data-parallel shard
+        passes its share of the batch, so the shards' gradients merge by plain addition.
         """
         loss, new_state, cache = self.loss(ids, targets, state, train, rng)
-        dlogits = ops.softmax_cross_entropy_backward(cache.pop("probs"), cache["targets"])
+        dlogits = ops.softmax_cross_entropy_backward(cache.pop("probs"), cache["targets"], weight)
         _, dstate0 = self._backward_tm(dlogits, cache, dstate)
         return loss, new_state, dstate0
 

@@ -91,9 +91,11 @@ def softmax_cross_entropy_forward(logits: np.ndarray, targets: np.ndarray):
     return float(nll.sum() / n), probs
 
 
-def softmax_cross_entropy_backward(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """dlogits = (softmax(logits) - onehot(targets)) / N.  Reuses (overwrites) probs [N, V]."""
+def softmax_cross_entropy_backward(probs: np.ndarray, targets: np.ndarray,
+                                   weight: float = 1.0) -> np.ndarray:
+    """dlogits = weight * (softmax(logits) - onehot(targets)) / N, the gradient of weight times
+    the mean loss.  Reuses (overwrites) probs [N, V]."""
     n = probs.shape[0]
     probs[np.arange(n), targets] -= 1.0
-    probs *= probs.dtype.type(1.0 / n)
+    probs *= probs.dtype.type(weight / n)
     return probs

@@ -22,6 +22,8 @@ characters, so
     loss = sum_k (B_k / B) loss_k,    grad = sum_k (B_k / B) grad_k,
 
 the same numbers as one full-batch call up to float rounding (the sums run in another order),
+where each shard's backward already scales its gradient by B_k / B (loss_and_grad's weight), so
+merging is one addition per worker over the flat buffer rather than two scalings and an add,
 and the same bits whichever of processes or threads run the shards.
 Dropout masks come from one generator per shard, seeded from the run's dropout generator in
 shard order, so a run is reproducible and resumes exactly whatever the workers' timing.
@@ -170,11 +172,12 @@ class DataParallel:
         if drop and rng is None:
             raise ValueError("dropout in training needs an rng")
         seeds = rng.integers(0, 2**63, size=shards) if drop else [None] * shards
+        weights = np.diff(bounds) / B
 
         def job(k):
             rows = slice(bounds[k], bounds[k + 1])
             part = None if state is None else tuple(np.ascontiguousarray(s[:, rows]) for s in state)
-            return ids[rows], targets[rows], part, train, seeds[k]
+            return ids[rows], targets[rows], part, train, seeds[k], float(weights[k])
 
         with blas.limited(1):
             if self.processes:
@@ -191,12 +194,9 @@ class DataParallel:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        weights = np.diff(bounds) / B
         loss = float(sum(w * r[0] for w, r in zip(weights, results)))
-        total = self.model.grads.flat                    # shard 0's gradient, weighted in place
-        total *= weights[0]
-        for w, replica in zip(weights[1:], self.replicas[1:shards]):
-            replica.grads.flat *= w                      # no temporary of the parameters' size
+        total = self.model.grads.flat     # shard 0's gradient; each shard's came out weighted
+        for replica in self.replicas[1:shards]:
             total += replica.grads.flat
         new_state = tuple(np.concatenate([r[1][j] for r in results], axis=1)
                           for j in range(len(results[0][1])))
@@ -223,9 +223,9 @@ class DataParallel:
 
 def _shard_step(replica, job):
     """(loss, final state) of one shard; its gradient lands in replica.grads."""
-    ids, targets, state, train, seed = job
+    ids, targets, state, train, seed, weight = job
     rng = np.random.default_rng(seed) if seed is not None else None
-    loss, new_state, _ = replica.loss_and_grad(ids, targets, state, train, rng)
+    loss, new_state, _ = replica.loss_and_grad(ids, targets, state, train, rng, weight=weight)
     return loss, new_state
 
 

@@ -174,3 +174,18 @@ def test_hidden_gradient_trace_is_the_state_gradient(cell, nonlinearity):
     weight = (6 - t - 1) / 6                         # tail mean is over fewer characters
     np.testing.assert_allclose(traces[1][t], d0[0][1] * weight, atol=1e-12)
     assert np.abs(traces[0][t]).sum() > 0           # the lower layer was traced too
+
+
+def test_loss_and_grad_weight_scales_the_gradient_only():
+    model = small_model("lstm", "tanh", 2, vocab=7)
+    ids, targets, state0, _ = gradcheck.make_problem(model, batch=3, steps=6, seed=4)
+    loss, final, d0 = model.loss_and_grad(ids, targets, state0, train=False)
+    full = {name: model.grads[name].copy() for name in model.params.names()}
+    loss_w, final_w, d0_w = model.loss_and_grad(ids, targets, state0, train=False, weight=0.3)
+    assert loss_w == loss                       # the loss reported is not weighted
+    for a, b in zip(final, final_w):
+        np.testing.assert_array_equal(a, b)
+    for name in model.params.names():
+        np.testing.assert_allclose(model.grads[name], 0.3 * full[name], rtol=1e-12, atol=1e-15)
+    for a, b in zip(d0, d0_w):
+        np.testing.assert_allclose(b, 0.3 * a, rtol=1e-12, atol=1e-15)
