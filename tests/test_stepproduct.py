@@ -15,8 +15,8 @@ from tests.test_model import CELLS, small_model
 def test_block_width_is_the_widest_divisor_under_the_bound(rows, k, n):
     width = block_width(rows, k, n)
     assert n % width == 0
-    if rows * k * n <= SMALL_PRODUCT:
-        assert width == n                        # small already: one product
+    if rows == 1 or rows * k * n <= SMALL_PRODUCT:
+        assert width == n                        # small already, or a matrix-vector product
     elif width < n:
         assert width >= stepproduct.MIN_BLOCK and rows * k * width <= SMALL_PRODUCT
         assert not any(n % w == 0 and rows * k * w <= SMALL_PRODUCT for w in range(width + 1, n))
