@@ -15,7 +15,8 @@ Threads: `threads` (2, as torch_ref.py's torch.set_num_threads) is both the BLAS
 set at run time through charrnn.blas, and the trainer's `train.threads`: the training step
 splits the batch over that many worker threads, as `charrnn train` does on a machine with that
 many cores. The BLAS count actually in effect is reported as `blas_threads` (null when it
-could not be set or read).
+could not be set or read), OpenBLAS's kernel set as `blas_kernels`, and whether the per-step
+recurrent products run in blocks (charrnn/stepproduct.py) as `step_blocks`.
 
 Tokenization (`tokenize_mb`): writes an N MB synthetic text file, then a fresh Python process
 reads it, builds the vocabulary and encodes it with the trainer's `charrnn.train.load_corpus`,
@@ -196,7 +197,9 @@ def _run_bench(cell, layers, hidden, emb, vocab, batch, seq, steps, sample, thre
                warmup, blas_count) -> dict:
     args = dict(cell=cell, layers=layers, hidden=hidden, emb=emb, vocab=vocab, batch=batch,
                 seq=seq, steps=steps, sample=sample, threads=threads)
-    result = {"impl": "charrnn", **args, "blas_threads": blas_count}
+    from charrnn import blas
+    result = {"impl": "charrnn", **args, "blas_threads": blas_count,
+              "blas_kernels": blas.corename(), "step_blocks": blas.has_small_matrix_kernels()}
     if tokenize_mb:
         result.update({k: round(v, 3) if isinstance(v, float) else v
                        for k, v in tokenize_measure(tokenize_mb).items()})
@@ -227,7 +230,9 @@ def format_summary(r: dict) -> str:
     """A few human-readable lines."""
     lines = [f"charrnn {r['cell']}: {r['layers']} layers, hidden {r['hidden']}, embedding {r['emb']}, "
              f"vocab {r['vocab']}, batch {r['batch']} x seq {r['seq']}, "
-             f"BLAS threads {r['blas_threads'] if r['blas_threads'] is not None else '?'}",
+             f"BLAS threads {r['blas_threads'] if r['blas_threads'] is not None else '?'}"
+             f" ({r.get('blas_kernels') or 'unknown'} kernels"
+             f"{', per-step products in blocks' if r.get('step_blocks') else ''})",
              f"  training: {r['train_chars_per_s']:,} chars/s ({r['steps']} steps after 3 warm-up)"]
     if r.get("sample_chars_per_s") is not None:
         lines.append(f"  sampling: {r['sample_chars_per_s']:,} chars/s ({r['sample']} chars, T=0.8)")

@@ -23,6 +23,8 @@ def test_bench_json_has_positive_figures(cell):
         assert isinstance(r[key], (int, float)) and r[key] > 0, (key, r[key])
     assert r["cell"] == cell and r["hidden"] == 8 and r["steps"] == 2 and r["sample"] == 20
     assert r["train_loss"] == r["train_loss"]  # finite, not NaN
+    from charrnn import blas
+    assert r["blas_kernels"] == blas.corename() and r["step_blocks"] == blas.has_small_matrix_kernels()
 
 
 def test_bench_human_summary_and_threads_flag():
