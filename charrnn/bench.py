@@ -91,7 +91,7 @@ def make_run(cell="lstm", layers=2, hidden=128, emb=64, vocab=65, batch=50, seq=
     batches = make_batches(ids, cfg.train, "contiguous")
     return Run(cfg, voc, model, optimizer, batches, ids[:0], np.random.default_rng(seed + 1),
                np.random.default_rng(seed + 2), Progress(), out_dir="",
-               parallel=make_parallel(model, cfg.train))
+               parallel=make_parallel(model, cfg.train, optimizer=optimizer))
 
 
 def train_throughput(run, steps: int, warmup: int = 3) -> tuple[float, float]:

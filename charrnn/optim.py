@@ -42,9 +42,11 @@ __all__ = [
 class Optimizer:
     """Base class: step counting, lr override, scratch buffers and state (de)serialisation.
 
-    Subclasses set `slot_names` and implement `_update(g, lr)`, which receives the gradient's
-    flat buffer (with L2 weight decay already added where the optimizer couples it) and must
-    update `self.params.flat` in place using only `self._tmp` (and `self._gwd`) as scratch.
+    Subclasses set `slot_names` and implement `_update(g, lr, part)`, which receives the
+    gradient's flat buffer restricted to the slice `part` (with L2 weight decay already added
+    where the optimizer couples it) and must update `self.params.flat[part]` in place using only
+    `self._tmp[part]` (and `self._gwd`) as scratch. Every update is element-wise, so disjoint
+    parts may be updated by different processes (charrnn/parallel.py) with the same result.
     """
 
     slot_names: tuple[str, ...] = ()
@@ -63,10 +65,13 @@ class Optimizer:
         self._tmp = np.empty_like(params.flat)
         self._gwd: np.ndarray | None = None  # g + wd * p, allocated on first use
 
-    def step(self, grads: FlatParams, lr: float | None = None) -> None:
+    def step(self, grads: FlatParams, lr: float | None = None, part: slice = slice(None),
+             count: int | None = None) -> None:
         """Apply one update in place to `params`; `lr`, if given, is used for this step only.
 
-        `grads` is read, never written.
+        `grads` is read, never written. `part` restricts the update to a slice of the flat
+        buffers and `count` sets the step number it is (default: one more than the last), for
+        a step split over processes that each update their own part.
         """
         g = grads.flat
         p = self.params.flat
@@ -74,17 +79,24 @@ class Optimizer:
             raise ValueError(
                 f"gradient buffer ({g.shape[0]} x {g.dtype}) does not match the parameters "
                 f"({p.shape[0]} x {p.dtype}); build both from the same FlatParams layout")
-        self.step_count += 1
+        self.step_count = self.step_count + 1 if count is None else count
+        g, p = g[part], p[part]
         if self.weight_decay and self.couple_weight_decay:
             if self._gwd is None:
-                self._gwd = np.empty_like(p)
-            np.multiply(p, self.weight_decay, out=self._gwd)
-            np.add(self._gwd, g, out=self._gwd)
-            g = self._gwd
-        self._update(g, float(self.lr if lr is None else lr))
+                self._gwd = np.empty_like(self.params.flat)
+            gwd = self._gwd[part]
+            np.multiply(p, self.weight_decay, out=gwd)
+            np.add(gwd, g, out=gwd)
+            g = gwd
+        self._update(g, float(self.lr if lr is None else lr), part)
 
-    def _update(self, g: np.ndarray, lr: float) -> None:
+    def _update(self, g: np.ndarray, lr: float, part: slice) -> None:
         raise NotImplementedError
+
+    def share_memory(self) -> None:
+        """Move the slots into memory shared with processes forked after this call."""
+        for slot in self.slots.values():
+            slot.share_memory()
 
     def state_dict(self) -> dict:
         """`{"step": int, "slots": {slot: {param name: array copy}}}`, sharing no memory."""
@@ -136,10 +148,10 @@ class SGD(Optimizer):
         self.slot_names = ("momentum_buffer",) if self.momentum else ()
         super().__init__(params, lr, weight_decay)
 
-    def _update(self, g, lr):
-        p, s = self.params.flat, self._tmp
+    def _update(self, g, lr, part):
+        p, s = self.params.flat[part], self._tmp[part]
         if self.momentum:
-            buf = self.slots["momentum_buffer"].flat
+            buf = self.slots["momentum_buffer"].flat[part]
             np.multiply(buf, self.momentum, out=buf)
             np.add(buf, g, out=buf)
             g = buf
@@ -163,8 +175,8 @@ class Adagrad(Optimizer):
         self.eps = float(eps)
         super().__init__(params, lr, weight_decay)
 
-    def _update(self, g, lr):
-        p, s, acc = self.params.flat, self._tmp, self.slots["sum"].flat
+    def _update(self, g, lr, part):
+        p, s, acc = self.params.flat[part], self._tmp[part], self.slots["sum"].flat[part]
         np.multiply(g, g, out=s)
         np.add(acc, s, out=acc)
         np.sqrt(acc, out=s)
@@ -191,8 +203,8 @@ class RMSprop(Optimizer):
         self.alpha, self.eps = float(alpha), float(eps)
         super().__init__(params, lr, weight_decay)
 
-    def _update(self, g, lr):
-        p, s, v = self.params.flat, self._tmp, self.slots["square_avg"].flat
+    def _update(self, g, lr, part):
+        p, s, v = self.params.flat[part], self._tmp[part], self.slots["square_avg"].flat[part]
         np.multiply(g, g, out=s)
         np.multiply(s, 1.0 - self.alpha, out=s)
         np.multiply(v, self.alpha, out=v)
@@ -228,9 +240,9 @@ class Adam(Optimizer):
         self.eps = float(eps)
         super().__init__(params, lr, weight_decay)
 
-    def _update(self, g, lr):
-        p, s = self.params.flat, self._tmp
-        m, v = self.slots["exp_avg"].flat, self.slots["exp_avg_sq"].flat
+    def _update(self, g, lr, part):
+        p, s = self.params.flat[part], self._tmp[part]
+        m, v = self.slots["exp_avg"].flat[part], self.slots["exp_avg_sq"].flat[part]
         b1, b2 = self.betas
         t = self.step_count
         bc1 = 1.0 - b1 ** t
@@ -262,10 +274,11 @@ class AdamW(Adam):
                  eps: float = 1e-8, weight_decay: float = 0.01):
         super().__init__(params, lr, betas, eps, weight_decay)
 
-    def _update(self, g, lr):
+    def _update(self, g, lr, part):
         if self.weight_decay:
-            np.multiply(self.params.flat, 1.0 - lr * self.weight_decay, out=self.params.flat)
-        super()._update(g, lr)
+            p = self.params.flat[part]
+            np.multiply(p, 1.0 - lr * self.weight_decay, out=p)
+        super()._update(g, lr, part)
 
 
 OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
@@ -328,10 +341,16 @@ def clip_grad_norm(grads: FlatParams, max_norm: float) -> float:
     """
     g = grads.flat
     norm = math.sqrt(float(np.dot(g, g)))  # BLAS dot: float32 accumulation for float32 buffers
-    coef = max_norm / (norm + 1e-6)
+    coef = clip_coefficient(norm, max_norm)
     if coef < 1.0:
         np.multiply(g, coef, out=g)
     return norm
+
+
+def clip_coefficient(norm: float, max_norm: float) -> float:
+    """What clipping to `max_norm` scales a gradient of L2 norm `norm` by, when below 1 (as
+    torch.nn.utils.clip_grad_norm_: max_norm / (norm + 1e-6))."""
+    return max_norm / (norm + 1e-6)
 
 
 def clip_grad_value(grads: FlatParams, value: float) -> None:

@@ -32,6 +32,7 @@ shard order, so a run is reproducible and resumes exactly whatever the workers' 
 from __future__ import annotations
 
 import copy
+import math
 import multiprocessing
 import os
 import signal
@@ -98,29 +99,44 @@ def _worker_main(target, pipe, *args) -> None:
 
 
 class DataParallel:
-    """loss_and_grad of `model` computed over `workers` shards of the batch, on as many cores.
+    """loss_and_grad of `model` computed over `workers` shards of the batch, on as many cores,
+    and the optimizer update after it (step_optimizer), split over the same processes.
 
     processes: run shards 1..W-1 in forked processes (default: where can_fork()) rather than in
-    threads. Moves model.params into shared memory; call close() when done.
+    threads. Moves model.params, model.grads and the slots of `optimizer` (the one the caller
+    will pass to step_optimizer) into shared memory; call close() when done.
+
+    With processes, the work after the shards is split too, by contiguous parts of the flat
+    buffers, one per process: merging the shards' gradients (and the sum of squares of the
+    merged part, for the clipping norm) in one round, then the clip scaling and the optimizer's
+    element-wise update in a second. On one process they took 13 of a 330 ms step (2-layer
+    LSTM H=512, B=T=50: Adam 10 ms), while the worker waited.
     """
 
-    def __init__(self, model, workers: int, processes: bool | None = None):
+    def __init__(self, model, workers: int, processes: bool | None = None, optimizer=None):
         if workers < 2:
             raise ValueError(f"DataParallel needs at least 2 workers; got {workers}")
         self.model = model
         self.workers = workers
         self.processes = can_fork() if processes is None else processes
+        self.optimizer = optimizer
         self.replicas = [model]                   # shard 0 runs here and writes model.grads
         self.pool = self.pipes = None
-        if self.processes:
-            model.params.share_memory()           # before the fork: workers see every update
+        self._sumsq = None                        # of the merged gradient, when split
+        if self.processes:                        # before the fork: workers see every write
+            model.params.share_memory()
+            model.grads.share_memory()
+            if optimizer is not None:
+                optimizer.share_memory()
         for _ in range(1, workers):
             replica = copy.copy(model)            # shares model.params (the same buffer)
             replica.grads = model.params.zeros_like(shared=self.processes)
             self.replicas.append(replica)
+        bounds = np.linspace(0, model.params.size, workers + 1).round().astype(int)
+        self.parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
         if self.processes:
-            started = [fork_worker(_serve, (replica,), "charrnn-shard")
-                       for replica in self.replicas[1:]]
+            started = [fork_worker(_serve, (self.replicas, k, self.parts[k], optimizer),
+                                   "charrnn-shard") for k in range(1, workers)]
             self.pipes = [pipe for pipe, _ in started]
             self.procs = [proc for _, proc in started]
         else:
@@ -182,10 +198,14 @@ class DataParallel:
         with blas.limited(1):
             if self.processes:
                 for k in range(1, shards):
-                    self._send(k, job(k))
+                    self._send(k, ("shard", job(k)))
                 results = [_shard_step_or_error(self.model, job(0))]
                 # every reply is read, even after an error, so none is left for the next step
                 results += [self._receive(k) for k in range(1, shards)]
+                if not any(isinstance(r, BaseException) for r in results):
+                    # the shards' weighted gradients summed into model.grads, a part per process
+                    self._sumsq = sum(self._everywhere(("merge", shards), _merge_or_error,
+                                                       self.replicas, shards))
             else:
                 futures = [self.pool.submit(_shard_step_or_error, self.replicas[k], job(k))
                            for k in range(1, shards)]
@@ -195,12 +215,44 @@ class DataParallel:
             if isinstance(result, BaseException):
                 raise result
         loss = float(sum(w * r[0] for w, r in zip(weights, results)))
-        total = self.model.grads.flat     # shard 0's gradient; each shard's came out weighted
-        for replica in self.replicas[1:shards]:
-            total += replica.grads.flat
+        if not self.processes:             # each shard's gradient came out weighted
+            total = self.model.grads.flat
+            for replica in self.replicas[1:shards]:
+                total += replica.grads.flat
+            self._sumsq = None
         new_state = tuple(np.concatenate([r[1][j] for r in results], axis=1)
                           for j in range(len(results[0][1])))
         return loss, new_state, None
+
+    def grad_norm(self) -> float:
+        """The L2 norm of model.grads as the last loss_and_grad left it."""
+        if self._sumsq is None:
+            g = self.model.grads.flat
+            return math.sqrt(float(np.dot(g, g)))
+        return math.sqrt(self._sumsq)
+
+    def step_optimizer(self, optimizer, lr: float, coef: float = 1.0) -> None:
+        """Scale model.grads by `coef` where it is below 1 (gradient clipping), then apply one
+        `optimizer` step at `lr`: each process its own part when the optimizer is the one given
+        at set-up and the shards run in processes, else all here."""
+        if not self.processes or optimizer is None or optimizer is not self.optimizer:
+            _clip_and_step(optimizer, self.model.grads, slice(None), lr, None, coef)
+            return
+        count = optimizer.step_count + 1
+        self._everywhere(("step", lr, count, coef), _clip_and_step_or_error, optimizer,
+                         self.model.grads, lr, count, coef)
+
+    def _everywhere(self, message, here, *args) -> list:
+        """Send `message` to every worker process, run here(*args, parts[0]) meanwhile, and
+        return the results, ours first; raises the first error once all replies are in."""
+        for k in range(1, self.workers):
+            self._send(k, message)
+        results = [here(*args, self.parts[0])]
+        results += [self._receive(k) for k in range(1, self.workers)]
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results
 
     def _send(self, k: int, job) -> None:
         try:
@@ -229,21 +281,57 @@ def _shard_step(replica, job):
     return loss, new_state
 
 
-def _shard_step_or_error(replica, job):
-    """_shard_step's result, or the exception it raised (to be raised once all shards are in)."""
-    try:
-        return _shard_step(replica, job)
-    except Exception as error:  # noqa: BLE001 - raised by the caller after the other shards
-        return error
+def _merge(replicas, shards: int, part: slice) -> float:
+    """model.grads[part] += the other shards' gradients there -> its sum of squares after."""
+    total = replicas[0].grads.flat[part]
+    for replica in replicas[1:shards]:
+        total += replica.grads.flat[part]
+    return float(np.dot(total, total))
 
 
-def _serve(pipe, replica) -> None:
-    """A worker process: run the shards it is sent until it is sent None or the pipe closes."""
+def _clip_and_step(optimizer, grads, part: slice, lr: float, count, coef: float) -> None:
+    """grads[part] *= coef if coef < 1, then optimizer's update of that part."""
+    if coef < 1.0:
+        g = grads.flat[part]
+        np.multiply(g, coef, out=g)
+    optimizer.step(grads, lr, part, count)
+
+
+def _or_error(fn):
+    """fn's result, or the exception it raised (to be raised by the caller after every reply)."""
+    def wrapped(*args):
+        try:
+            return fn(*args)
+        except Exception as error:  # noqa: BLE001 - raised by the caller after the others
+            return error
+    return wrapped
+
+
+_shard_step_or_error = _or_error(_shard_step)
+_merge_or_error = _or_error(_merge)
+
+
+def _clip_and_step_or_error(optimizer, grads, lr, count, coef, part):
+    return _or_error(_clip_and_step)(optimizer, grads, part, lr, count, coef)
+
+
+def _serve(pipe, replicas, k: int, part: slice, optimizer) -> None:
+    """Worker process k: run what it is sent (its shard of a step, its part of the merge or of
+    the update) until it is sent None or the pipe closes. An error is sent back, to be raised
+    in the parent."""
+    grads = replicas[0].grads                            # the merged gradient (shared)
     while True:
         try:
-            job = pipe.recv()
+            message = pipe.recv()
         except (EOFError, OSError):
             return
-        if job is None:
+        if message is None:
             return
-        pipe.send(_shard_step_or_error(replica, job))    # an error is raised in the parent
+        kind = message[0]
+        if kind == "shard":
+            pipe.send(_shard_step_or_error(replicas[k], message[1]))
+        elif kind == "merge":
+            pipe.send(_merge_or_error(replicas, message[1], part))
+        else:                                            # "step", lr, count, coef
+            _, lr, count, coef = message
+            pipe.send(_clip_and_step_or_error(optimizer, grads, lr, count, coef, part))

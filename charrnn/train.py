@@ -29,7 +29,8 @@ from charrnn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from charrnn.config import Config, ConfigError, config_to_dict, save_config
 from charrnn.fileio import write_atomically
 from charrnn.model import CharRNN
-from charrnn.optim import clip_grad_norm, clip_grad_value, flatten_state, lr_at, make_optimizer, unflatten_state
+from charrnn.optim import (clip_coefficient, clip_grad_norm, clip_grad_value, flatten_state, lr_at,
+                           make_optimizer, unflatten_state)
 from charrnn.parallel import DataParallel, auto_workers
 from charrnn.vocab import Vocab
 
@@ -214,7 +215,8 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     batches = data_mod.make_batches(train_ids, cfg.train, cfg.data.batching, batch_rng)
     run = Run(cfg, vocab, model, optimizer, batches, val_ids, dropout_rng, batch_rng, Progress(),
               out_dir=cfg.train.out_dir,
-              parallel=make_parallel(model, cfg.train, _saved_workers(resume)), corpus=corpus)
+              parallel=make_parallel(model, cfg.train, _saved_workers(resume), optimizer),
+              corpus=corpus)
     if resume is not None:
         _restore(run, resume)
     return run
@@ -227,8 +229,10 @@ def _saved_workers(ckpt: Checkpoint | None) -> int | None:
     return workers if isinstance(workers, int) and workers >= 1 else None
 
 
-def make_parallel(model: CharRNN, cfg, resumed_workers: int | None = None) -> DataParallel | None:
-    """The workers of the training step (cfg: the train section), or None for one.
+def make_parallel(model: CharRNN, cfg, resumed_workers: int | None = None,
+                  optimizer=None) -> DataParallel | None:
+    """The workers of the training step (cfg: the train section), or None for one; they split
+    `optimizer`'s updates too.
 
     With `train.threads: null`, a resumed run keeps the count it was saved with
     (`resumed_workers`): the shards, and so the dropout masks and the float sums, are then the
@@ -241,7 +245,7 @@ def make_parallel(model: CharRNN, cfg, resumed_workers: int | None = None) -> Da
     else:
         workers = auto_workers(cfg.batch_size)
     workers = min(workers, cfg.batch_size)
-    return DataParallel(model, workers) if workers > 1 else None
+    return DataParallel(model, workers, optimizer=optimizer) if workers > 1 else None
 
 
 def _restore(run: Run, ckpt: Checkpoint) -> None:
@@ -404,9 +408,13 @@ def train_step(run: Run) -> tuple[float, float]:
     p.lr = lr_at(cfg, p.step, p.epoch + p.position / b.batches_per_epoch)
     loss_and_grad = run.parallel.loss_and_grad if run.parallel else run.model.loss_and_grad
     loss, carry, _ = loss_and_grad(x, y, run.carry, train=True, rng=run.dropout_rng)
+    coef = 1.0                              # what the gradient is scaled by before the update
     if cfg.clip == "value":
         clip_grad_value(run.model.grads, cfg.clip_value)
         norm = float(np.linalg.norm(run.model.grads.flat))
+    elif run.parallel:                      # the workers scale their parts in step_optimizer
+        norm = run.parallel.grad_norm()
+        coef = clip_coefficient(norm, cfg.clip_value if cfg.clip == "norm" else math.inf)
     else:
         norm = clip_grad_norm(run.model.grads, cfg.clip_value if cfg.clip == "norm" else math.inf)
     if not (math.isfinite(loss) and math.isfinite(norm)):
@@ -414,7 +422,10 @@ def train_step(run: Run) -> tuple[float, float]:
             f"the loss became {'not a number' if loss != loss else 'infinite'} at step {p.step + 1} "
             f"(gradient norm {norm:.3g}); the last good checkpoint is untouched. Lower train.lr "
             f"or keep train.clip on.")
-    run.optimizer.step(run.model.grads, p.lr)
+    if run.parallel:
+        run.parallel.step_optimizer(run.optimizer, p.lr, coef)
+    else:
+        run.optimizer.step(run.model.grads, p.lr)
     run.carry = carry
     p.step += 1
     p.chars += x.size

@@ -1,5 +1,7 @@
 """The data-parallel training step: the same loss, gradient and state as one full-batch call."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -174,3 +176,60 @@ def test_an_error_in_a_shard_is_raised_and_leaves_no_stale_reply(processes):
         dp.close()
     expected, _, _ = model.loss_and_grad(x, y)
     assert loss == pytest.approx(expected, abs=1e-12)
+
+
+OPTIMIZERS = [("sgd", dict(momentum=0.9, weight_decay=0.01)), ("adagrad", {}),
+              ("rmsprop", dict(weight_decay=0.01)), ("adam", dict(weight_decay=0.01)),
+              ("adamw", {})]
+
+
+@needs_fork
+@pytest.mark.parametrize("name,kw", OPTIMIZERS)
+@pytest.mark.parametrize("max_norm", [math.inf, 0.05])
+def test_the_update_split_over_processes_equals_the_update_in_one(name, kw, max_norm):
+    """Three steps of merge, clip and update, each process doing its part of the flat buffers,
+    against the same done here on the whole: the same parameters and optimizer state, bit for
+    bit without clipping (with it, the norm's two partial sums may round differently)."""
+    from charrnn.optim import OPTIMIZERS as KINDS
+    from charrnn.optim import clip_coefficient
+    x, y = batch(B=6)
+    ends = []
+    for processes in (True, False):
+        model = make("gru")
+        optimizer = KINDS[name](model.params, 0.05, **kw)
+        dp = DataParallel(model, 3, processes, optimizer=optimizer)
+        try:
+            for _ in range(3):
+                dp.loss_and_grad(x, y, None, False)
+                norm = dp.grad_norm()
+                assert norm == pytest.approx(np.linalg.norm(model.grads.flat), rel=1e-12)
+                dp.step_optimizer(optimizer, 0.05, clip_coefficient(norm, max_norm))
+        finally:
+            dp.close()
+        ends.append((model.params.flat.copy(), optimizer.state_dict()))
+    (pa, sa), (pb, sb) = ends
+    assert sa["step"] == sb["step"] == 3
+    compare = np.testing.assert_array_equal if max_norm == math.inf else (
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15))
+    compare(pa, pb)
+    for slot in sa["slots"]:
+        for param in sa["slots"][slot]:
+            compare(sa["slots"][slot][param], sb["slots"][slot][param])
+    assert not np.array_equal(pa, make("gru").params.flat)      # it did move
+
+
+@needs_fork
+def test_an_error_in_a_worker_update_is_raised():
+    model = make("lstm")
+    from charrnn.optim import Adam
+    optimizer = Adam(model.params, 0.01)
+    dp = DataParallel(model, 2, processes=True, optimizer=optimizer)
+    try:
+        x, y = batch(B=4)
+        dp.loss_and_grad(x, y, None, False)
+        with pytest.raises(ValueError, match="could not convert"):
+            dp.step_optimizer(optimizer, "not a number")         # fails in both processes
+        dp.loss_and_grad(x, y, None, False)                      # and the next step still works
+        dp.step_optimizer(optimizer, 0.01)
+    finally:
+        dp.close()
