@@ -8,7 +8,9 @@ BLAS limited to one thread per worker, keeps every core busy through both.
 Where the platform can fork (Linux), shard 0 runs in the calling process and shards 1..W-1 in
 worker processes forked once, at set-up. The parameters and each worker's gradient live in
 shared memory (FlatParams.share_memory), so a step sends each worker only its ids, targets and
-carried state (a few kB through a pipe) and gets back its loss and final state. Threads were the
+carried state (a few kB through a pipe) and gets back its loss and final state; then every
+process sums the shards' gradients over its own part of the flat buffer, and after clipping
+updates that part with the optimizer (DataParallel.step_optimizer). Threads were the
 first design: NumPy releases the GIL inside its loops, but every one of the ~4,000 small calls
 per step takes it back, and the two threads spent a fifth of the step waiting for each other
 (2-layer LSTM H=128, B=T=50 on the 2-core bench machine: one 25-stream shard alone took 29-31 ms,
