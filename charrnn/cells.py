@@ -9,7 +9,8 @@ gate blocks stacked in PyTorch's order (gru: r, z, n; lstm: i, f, g, o).
 
 How the kernels are made fast (and why the loop looks as it does):
 - the input projection x W_ih^T + b for all T steps is one GEMM before the time loop; only the
-  recurrent product h W_hh^T runs inside it, written into a preallocated buffer;
+  recurrent product h W_hh^T runs inside it, in column blocks that OpenBLAS multiplies without
+  repacking the weights at every step (charrnn/stepproduct.py), into preallocated buffers;
 - the LSTM's four gate nonlinearities of a step are one tanh over all gates, with
   sigmoid(a) = 0.5 tanh(a / 2) + 0.5 and the sigmoid gates' rows of the weights and biases
   pre-scaled by 1/2 (exact in binary floating point), then one multiply and one add by

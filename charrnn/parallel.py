@@ -238,7 +238,7 @@ class DataParallel:
         `optimizer` step at `lr`: each process its own part when the optimizer is the one given
         at set-up and the shards run in processes, else all here."""
         if not self.processes or optimizer is None or optimizer is not self.optimizer:
-            _clip_and_step(optimizer, self.model.grads, slice(None), lr, None, coef)
+            _clip_and_step(optimizer, self.model.grads, lr, None, coef, slice(None))
             return
         count = optimizer.step_count + 1
         self._everywhere(("step", lr, count, coef), _clip_and_step_or_error, optimizer,
@@ -291,8 +291,8 @@ def _merge(replicas, shards: int, part: slice) -> float:
     return float(np.dot(total, total))
 
 
-def _clip_and_step(optimizer, grads, part: slice, lr: float, count, coef: float) -> None:
-    """grads[part] *= coef if coef < 1, then optimizer's update of that part."""
+def _clip_and_step(optimizer, grads, lr: float, count, coef: float, part: slice) -> None:
+    """grads[part] *= coef if coef < 1, then optimizer's update of that part (as step `count`)."""
     if coef < 1.0:
         g = grads.flat[part]
         np.multiply(g, coef, out=g)
@@ -311,10 +311,7 @@ def _or_error(fn):
 
 _shard_step_or_error = _or_error(_shard_step)
 _merge_or_error = _or_error(_merge)
-
-
-def _clip_and_step_or_error(optimizer, grads, lr, count, coef, part):
-    return _or_error(_clip_and_step)(optimizer, grads, part, lr, count, coef)
+_clip_and_step_or_error = _or_error(_clip_and_step)
 
 
 def _serve(pipe, replicas, k: int, part: slice, optimizer) -> None:
