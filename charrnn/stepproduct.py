@@ -29,7 +29,7 @@ import numpy as np
 from charrnn import blas
 
 SMALL_PRODUCT = 100 ** 3      # OpenBLAS's bound on M*N*K for its small-matrix sgemm path
-MIN_BLOCK = 8                 # narrower blocks cost more in calls than they save
+MIN_BLOCK = 8                 # a guess, not measured: narrower blocks mean many more calls
 
 
 def block_width(rows: int, k: int, n: int) -> int:
