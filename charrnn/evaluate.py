@@ -31,7 +31,7 @@ Public API:
                pipeline=True)
       -> (total_nll, n_scored)
   evaluate_text(model, vocab, text, unknown="error", chunk_len=DEFAULT_CHUNK, streams=1,
-                warmup=0) -> EvalResult
+                warmup=0, pipeline=True) -> EvalResult
   EvalResult(loss, bits_per_char, perplexity, chars_scored, chars_skipped, streams,
              warmup).to_dict()
   format_result(result) -> str                     the lines `charrnn eval` prints
@@ -152,25 +152,34 @@ def _evaluate_pipelined(model, ids: np.ndarray, chunk_len: int) -> float:
     H = model.hidden_size
     slots = shared_zeros(2 * chunk_len * H, model.dtype).reshape(2, chunk_len, 1, H)
     ours, child = fork_worker(_layer0_server, (model, ids, chunk_len, slots), "charrnn-eval-layer0")
+    lost = EvalError("the evaluation's layer-0 process ended unexpectedly (out of memory?)")
+
+    def wait_for_chunk():
+        """Until the child says its next chunk is in its slot; raises the error it sent."""
+        try:
+            reply = ours.recv()
+        except EOFError:
+            raise lost from None
+        if isinstance(reply, BaseException):
+            raise reply
+
     try:
         with blas.limited(1):                          # the other core is the child's
             zero = model.initial_state(1)
             states = [tuple(s[k] for s in zero) for k in range(model.layers)]
             total, chunks = 0.0, -(-n // chunk_len)
             for c, start in enumerate(range(0, n, chunk_len)):
-                try:
-                    reply = ours.recv()
-                except EOFError:
-                    raise EvalError("the evaluation's layer-0 process ended unexpectedly "
-                                    "(out of memory?)") from None
-                if isinstance(reply, BaseException):
-                    raise reply
+                wait_for_chunk()
                 T = min(chunk_len, n - start)
                 x = slots[c % 2, :T]
                 for k in range(1, model.layers):
                     x, states[k], _ = model.layer_forward(k, x, states[k])
                 if c + 2 < chunks:
-                    ours.send(c)                       # slot c % 2 is free for chunk c + 2
+                    try:
+                        ours.send(c)                   # slot c % 2 is free for chunk c + 2
+                    except OSError:                    # the child has ended: with an error
+                        wait_for_chunk()               # it sent first, which this raises
+                        raise lost from None
                 logits = model.decode(x.reshape(T, H))
                 total += _chunk_nll(logits, ids[start + 1:start + T + 1].astype(np.int64))
             return total

@@ -2,6 +2,7 @@
 
 import math
 import multiprocessing
+import time
 
 import numpy as np
 import pytest
@@ -212,6 +213,31 @@ def test_an_error_in_the_layer0_process_is_raised_here():
         return real(k, x, state)
 
     model.layer_forward = failing
+    with pytest.raises(ValueError, match="layer 0 broke"):
+        evaluate_ids(model, ids, chunk_len=16)
+    assert not multiprocessing.active_children()
+
+
+@needs_fork
+def test_an_error_from_a_layer0_process_that_has_already_ended_is_raised_here():
+    """The child fails on chunk 2 and exits while this process is still on chunk 0 (its
+    layers are slowed down here): telling the child that a slot is free then finds a closed
+    pipe, and the child's error, waiting in the pipe, is what is raised."""
+    model = make_model()
+    ids = np.random.default_rng(4).integers(0, len(VOCAB), 300)
+    real = model.layer_forward
+    calls = {"layer0": 0}
+
+    def failing_child_slow_parent(k, x, state):
+        if k == 0:
+            calls["layer0"] += 1
+            if calls["layer0"] == 3:
+                raise ValueError("layer 0 broke")
+        else:
+            time.sleep(0.3)                       # the child is done long before
+        return real(k, x, state)
+
+    model.layer_forward = failing_child_slow_parent
     with pytest.raises(ValueError, match="layer 0 broke"):
         evaluate_ids(model, ids, chunk_len=16)
     assert not multiprocessing.active_children()
