@@ -213,9 +213,7 @@ class DataParallel:
                            for k in range(1, shards)]
                 results = [_shard_step_or_error(self.model, job(0))]
                 results += [f.result() for f in futures]
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        _raise_first_error(results)
         loss = float(sum(w * r[0] for w, r in zip(weights, results)))
         if not self.processes:             # each shard's gradient came out weighted
             total = self.model.grads.flat
@@ -251,9 +249,7 @@ class DataParallel:
             self._send(k, message)
         results = [here(*args, self.parts[0])]
         results += [self._receive(k) for k in range(1, self.workers)]
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        _raise_first_error(results)
         return results
 
     def _send(self, k: int, job) -> None:
@@ -297,6 +293,14 @@ def _clip_and_step(optimizer, grads, lr: float, count, coef: float, part: slice)
         g = grads.flat[part]
         np.multiply(g, coef, out=g)
     optimizer.step(grads, lr, part, count)
+
+
+def _raise_first_error(results) -> None:
+    """Raise the first exception among a round's results (read in full before, so no reply is
+    left in a pipe for the next round)."""
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def _or_error(fn):

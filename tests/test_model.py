@@ -62,6 +62,11 @@ def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
 # (V <= 2E), 20 a TokenInput with the per-row backward, 60 the embedded rows themselves
 @pytest.mark.parametrize("vocab", [5, 20, 60])
 def test_fast_equals_slow_reference(cell, nonlinearity, layers, dropout, vocab):
+    assert_fast_equals_slow_reference(cell, nonlinearity, layers, dropout, vocab)
+
+
+def assert_fast_equals_slow_reference(cell, nonlinearity, layers, dropout, vocab):
+    """Loss, logits, final state and every gradient of the model equal tests/reference.py's."""
     model = small_model(cell, nonlinearity, layers, dropout, seed=3, vocab=vocab)
     ids, targets, state0, dstate = gradcheck.make_problem(model, batch=4, steps=12, seed=7)
     rng = np.random.default_rng(11)

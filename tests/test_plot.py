@@ -102,12 +102,18 @@ def test_without_matplotlib_says_how_to_install(tmp_path, monkeypatch):
     assert not (tmp_path / "loss.png").exists()
 
 
+def plot_run_to(tmp_path, out):
+    """`charrnn plot TMP/run -o OUT`, the run's metrics written first if they are not there."""
+    if not (tmp_path / "run" / "metrics.jsonl").exists():
+        write_metrics(tmp_path / "run", training_records(steps=50))
+    return CliRunner().invoke(cli, ["plot", str(tmp_path / "run"), "-o", str(out)])
+
+
 @pytest.mark.parametrize("name", ["x.foo", "x.txt"])
 def test_an_unsupported_suffix_is_one_line(tmp_path, name):
     pytest.importorskip("matplotlib")
-    write_metrics(tmp_path / "run", training_records(steps=50))
     out = tmp_path / name
-    result = CliRunner().invoke(cli, ["plot", str(tmp_path / "run"), "-o", str(out)])
+    result = plot_run_to(tmp_path, out)
     assert result.exit_code == 1, result.output
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
     assert result.stderr.startswith(f"charrnn: error: cannot draw a picture as '{out.suffix}'")
@@ -117,26 +123,24 @@ def test_an_unsupported_suffix_is_one_line(tmp_path, name):
 
 def test_a_path_without_suffix_prints_the_png_it_writes(tmp_path):
     pytest.importorskip("matplotlib")
-    write_metrics(tmp_path / "run", training_records(steps=50))
-    result = CliRunner().invoke(cli, ["plot", str(tmp_path / "run"), "-o", str(tmp_path / "noext")])
+    result = plot_run_to(tmp_path, tmp_path / "noext")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(tmp_path / "noext.png")
     assert (tmp_path / "noext.png").read_bytes()[:8] == PNG_MAGIC
-    result = CliRunner().invoke(cli, ["plot", str(tmp_path / "run"), "-o", str(tmp_path / "v.svg")])
+    result = plot_run_to(tmp_path, tmp_path / "v.svg")
     assert result.exit_code == 0 and result.stdout.strip() == str(tmp_path / "v.svg")
     assert b"<svg" in (tmp_path / "v.svg").read_bytes()[:500]
 
 
 def test_a_name_that_is_only_a_suffix_is_written_as_given(tmp_path):
     pytest.importorskip("matplotlib")
-    write_metrics(tmp_path / "run", training_records(steps=50))
-    result = CliRunner().invoke(cli, ["plot", str(tmp_path / "run"), "-o", str(tmp_path / ".png")])
+    result = plot_run_to(tmp_path, tmp_path / ".png")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(tmp_path / ".png")
     assert (tmp_path / ".png").read_bytes()[:8] == PNG_MAGIC
     assert not (tmp_path / ".png.png").exists()
     # a dot-name that is no picture format is still a name without a suffix
-    result = CliRunner().invoke(cli, ["plot", str(tmp_path / "run"), "-o", str(tmp_path / ".curves")])
+    result = plot_run_to(tmp_path, tmp_path / ".curves")
     assert result.exit_code == 0 and result.stdout.strip() == str(tmp_path / ".curves.png")
 
 

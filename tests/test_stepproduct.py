@@ -5,8 +5,7 @@ import pytest
 
 from charrnn import gradcheck, stepproduct
 from charrnn.stepproduct import SMALL_PRODUCT, StepProduct, block_width
-from tests.reference import reference_loss_and_grads
-from tests.test_model import CELLS, small_model
+from tests.test_model import CELLS, assert_fast_equals_slow_reference, small_model
 
 
 @pytest.mark.parametrize("rows,k,n", [(25, 128, 512), (25, 512, 2048), (25, 2048, 512),
@@ -64,24 +63,11 @@ def blocked(monkeypatch):
 
 
 @pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("layers,dropout", [(2, 0.0), (3, 0.25)])
 @pytest.mark.parametrize("vocab", [5, 60])
-def test_blocked_products_give_the_reference_gradients(blocked, cell, nonlinearity, vocab):
-    model = small_model(cell, nonlinearity, 2, seed=3, vocab=vocab)
-    ids, targets, state0, dstate = gradcheck.make_problem(model, batch=4, steps=12, seed=7)
-    loss, final, _ = model.loss(ids, targets, state0)
-    _, _, dstate0 = model.loss_and_grad(ids, targets, state0, train=False, dstate=dstate)
-    ref_loss, _, ref_final, ref_grads, ref_dstate0 = reference_loss_and_grads(
-        model.params.to_dict(), model.spec, ids, targets, state0, masks=[None, None],
-        dstate=dstate)
-    total = loss + sum(float((d * s).sum()) for d, s in zip(dstate, final))
-    assert abs(total - ref_loss) < 1e-10
-    for mine, theirs in zip(final, ref_final):
-        np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-10)
-    for name in model.params.names():
-        np.testing.assert_allclose(model.grads[name], ref_grads[name], rtol=0, atol=1e-10,
-                                   err_msg=name)
-    for mine, theirs in zip(dstate0, ref_dstate0):
-        np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-10)
+def test_blocked_products_give_the_reference_gradients(blocked, cell, nonlinearity, layers,
+                                                       dropout, vocab):
+    assert_fast_equals_slow_reference(cell, nonlinearity, layers, dropout, vocab)
 
 
 @pytest.mark.parametrize("cell,nonlinearity", CELLS)
