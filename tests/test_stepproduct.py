@@ -44,6 +44,28 @@ def test_into_and_add_to_are_the_product(width, transposed):
         StepProduct(m, rows=5, width=5)
 
 
+@pytest.mark.parametrize("width", [None, 1, 2, 3, 6])
+def test_grouped_products_write_each_group_as_its_own_block(width):
+    """groups=4: out [4, rows, N/4], group g = columns g*N/4 .. (the LSTM's gate-major gates)."""
+    rng = np.random.default_rng(1)
+    m = rng.standard_normal((7, 24))
+    x = rng.standard_normal((5, 7))
+    gates = rng.standard_normal((3, 4, 5, 6))          # out is one step of a [T, 4, B, H] array
+    product = StepProduct(m, rows=5, width=width, groups=4)
+    expected = (x @ m).reshape(5, 4, 6).transpose(1, 0, 2)
+    before = gates.copy()
+    product.add_to(x, gates[1])
+    np.testing.assert_allclose(gates[1], before[1] + expected, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(gates[[0, 2]], before[[0, 2]])
+    out = np.full((4, 5, 6), np.nan)
+    assert product.into(x, out) is out
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="does not divide"):
+        StepProduct(m, rows=5, width=4, groups=4)
+    with pytest.raises(ValueError, match="groups do not divide"):
+        StepProduct(m, rows=5, groups=5)
+
+
 def test_one_block_without_small_kernels(monkeypatch):
     monkeypatch.setattr(stepproduct.blas, "has_small_matrix_kernels", lambda: False)
     assert StepProduct(np.zeros((512, 2048), np.float32), rows=25).blocks == 1
