@@ -5,7 +5,9 @@ G gates (1 rnn, 3 gru, 4 lstm). Sequences are time-major: x [T, B, D], out [T, B
 per-step slice x[t] is one contiguous [B, D] block.
 
 Weights follow torch.nn.RNN / GRU / LSTM: w_ih [G*H, D], w_hh [G*H, H], b_ih [G*H], b_hh [G*H],
-gate blocks stacked in PyTorch's order (gru: r, z, n; lstm: i, f, g, o).
+gate blocks stacked in PyTorch's order (gru: r, z, n; lstm: i, f, g, o). Inside the LSTM the
+gate pre-activations are kept gate-major, [T, 4, B, H], so each gate of a step is one contiguous
+[B, H] block (the RNN and GRU keep [T, B, G*H]).
 
 How the kernels are made fast (and why the loop looks as it does):
 - the input projection x W_ih^T + b for all T steps is one GEMM before the time loop; only the
