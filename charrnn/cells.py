@@ -284,7 +284,8 @@ def lstm_forward(x, state0, w_ih, w_hh, b_ih, b_hh):
     The gates are kept gate-major, [T, 4, B, H]: every gate of a step is one contiguous [B, H]
     block, so each element-wise call runs NumPy's contiguous inner loop, where the
     [T, B, 4H] layout made the gate slices strided [B, H] views that go through its general
-    iterator (5% off a 25-stream shard at H=128, 3% at H=512, with the backward's share).
+    iterator (6% off a 25-stream shard at H=128, 2% at H=512, with the backward's share:
+    in-process A/B on the 2-core bench machine).
     """
     T, B, _ = x.shape
     H = w_hh.shape[1]
