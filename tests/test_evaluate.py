@@ -198,10 +198,9 @@ def test_the_pipelined_pass_gives_the_bits_of_the_sequential_one(cell, nonlinear
     assert not multiprocessing.active_children()
 
 
-@needs_fork
-def test_an_error_in_the_layer0_process_is_raised_here():
-    model = make_model()
-    ids = np.random.default_rng(4).integers(0, len(VOCAB), 300)
+def break_layer0_on_chunk_2(model, upper_delay: float = 0.0) -> None:
+    """Make model's layer 0 raise ValueError('layer 0 broke') on its third call (chunk 2, in
+    the child, which runs layer 0), and sleep `upper_delay` s in every upper layer's call."""
     real = model.layer_forward
     calls = {"layer0": 0}
 
@@ -210,9 +209,18 @@ def test_an_error_in_the_layer0_process_is_raised_here():
             calls["layer0"] += 1                  # counted in the child, which runs layer 0
             if calls["layer0"] == 3:
                 raise ValueError("layer 0 broke")
+        elif upper_delay:
+            time.sleep(upper_delay)
         return real(k, x, state)
 
     model.layer_forward = failing
+
+
+@needs_fork
+def test_an_error_in_the_layer0_process_is_raised_here():
+    model = make_model()
+    ids = np.random.default_rng(4).integers(0, len(VOCAB), 300)
+    break_layer0_on_chunk_2(model)
     with pytest.raises(ValueError, match="layer 0 broke"):
         evaluate_ids(model, ids, chunk_len=16)
     assert not multiprocessing.active_children()
@@ -225,19 +233,7 @@ def test_an_error_from_a_layer0_process_that_has_already_ended_is_raised_here():
     pipe, and the child's error, waiting in the pipe, is what is raised."""
     model = make_model()
     ids = np.random.default_rng(4).integers(0, len(VOCAB), 300)
-    real = model.layer_forward
-    calls = {"layer0": 0}
-
-    def failing_child_slow_parent(k, x, state):
-        if k == 0:
-            calls["layer0"] += 1
-            if calls["layer0"] == 3:
-                raise ValueError("layer 0 broke")
-        else:
-            time.sleep(0.3)                       # the child is done long before
-        return real(k, x, state)
-
-    model.layer_forward = failing_child_slow_parent
+    break_layer0_on_chunk_2(model, upper_delay=0.3)   # the child is done long before
     with pytest.raises(ValueError, match="layer 0 broke"):
         evaluate_ids(model, ids, chunk_len=16)
     assert not multiprocessing.active_children()
