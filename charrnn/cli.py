@@ -13,12 +13,12 @@ import sys
 import click
 
 from charrnn import __version__
-from charrnn.allocator import keep_freed_memory
-from charrnn.checkpoint import CheckpointError
+from charrnn.fast.allocator import keep_freed_memory
+from charrnn.train.checkpoint import CheckpointError
 from charrnn.config import ConfigError
-from charrnn.data import DataError
-from charrnn.parallel import WorkerError
-from charrnn.train import TrainingError, TrainingInterrupted
+from charrnn.train.data import DataError
+from charrnn.fast.parallel import WorkerError
+from charrnn.train.loop import TrainingError, TrainingInterrupted
 from charrnn.vocab import UnknownCharactersError
 
 # exception type -> exit status; the message of each is written for the user
@@ -136,7 +136,7 @@ def cli():
 def train(config_file, overrides, resume_dir, init_from, quiet):
     """Train a model on the corpus named in CONFIG.yaml (or continue one with --resume)."""
     from charrnn.config import load_config
-    from charrnn.train import run_training
+    from charrnn.train.loop import run_training
 
     if resume_dir and (config_file or init_from):
         raise click.UsageError("--resume takes its config from the run; give no CONFIG.yaml or --init-from.")
@@ -148,8 +148,8 @@ def train(config_file, overrides, resume_dir, init_from, quiet):
 
 # -- seeing inside the network: gradcheck, diagnose, plot ---------------------------------------
 
-from charrnn.gradcheck import DEFAULT_TOLERANCE  # noqa: E402
-from charrnn.plot import PlotError  # noqa: E402
+from charrnn.tools.gradcheck import DEFAULT_TOLERANCE  # noqa: E402
+from charrnn.tools.plot import PlotError  # noqa: E402
 
 USER_ERRORS[PlotError] = 1
 
@@ -169,7 +169,7 @@ def gradcheck_command(cell, layers, nonlinearity, seed, dropout, tolerance):
 
     Exits 1 when any parameter's gradient is off by more than --tolerance.
     """
-    from charrnn.diagnose import check_random_model, format_gradcheck
+    from charrnn.tools.diagnose import check_random_model, format_gradcheck
 
     table, ok = format_gradcheck(check_random_model(cell, layers, nonlinearity, dropout, seed),
                                  tolerance)
@@ -196,10 +196,10 @@ def diagnose_command(checkpoint, text_file, window, offset, as_json, plot_path):
     """
     import json
 
-    from charrnn.checkpoint import load_model
-    from charrnn.data import read_text
-    from charrnn.diagnose import diagnose_text, format_decay
-    from charrnn.plot import output_path, plot_decay
+    from charrnn.train.checkpoint import load_model
+    from charrnn.train.data import read_text
+    from charrnn.tools.diagnose import diagnose_text, format_decay
+    from charrnn.tools.plot import output_path, plot_decay
 
     if text_file == "-" and sys.stdin.isatty():
         raise UserError("give a text FILE, or pipe text into '-'", 2)
@@ -220,15 +220,15 @@ def diagnose_command(checkpoint, text_file, window, offset, as_json, plot_path):
               help="Where to write the picture (default RUN_DIR/loss.png).")
 def plot_command(run_dir, output):
     """Draw the training and validation loss of a run from RUN_DIR/metrics.jsonl."""
-    from charrnn.plot import plot_metrics
+    from charrnn.tools.plot import plot_metrics
 
     click.echo(plot_metrics(run_dir, output))
 
 
 # -- generation and evaluation: sample, eval (alias perplexity) ------------------------------
 
-from charrnn.evaluate import EvalError  # noqa: E402
-from charrnn.generate import SampleError  # noqa: E402
+from charrnn.infer.evaluate import EvalError  # noqa: E402
+from charrnn.infer.sample import SampleError  # noqa: E402
 
 USER_ERRORS[SampleError] = 2
 USER_ERRORS[EvalError] = 1
@@ -268,9 +268,9 @@ def sample_command(checkpoint, length, temperature, greedy, top_k, top_p, prime,
     Options not given (length, temperature, top-k, top-p, prime, seed) take their values from
     the `sample:` section of the config the checkpoint was trained with, else the defaults shown.
     """
-    from charrnn.checkpoint import load_model
-    from charrnn.data import read_text
-    from charrnn.generate import check_settings, unescape, write_samples
+    from charrnn.train.checkpoint import load_model
+    from charrnn.train.data import read_text
+    from charrnn.infer.sample import check_settings, unescape, write_samples
 
     if num_samples < 1:
         raise SampleError(f"--num-samples must be >= 1; got {num_samples}")
@@ -322,9 +322,9 @@ def eval_command(checkpoint, text_file, as_json, unknown, chunk_len, streams, wa
     """
     import json
 
-    from charrnn.checkpoint import load_model
-    from charrnn.data import read_text
-    from charrnn.evaluate import evaluate_text, format_result
+    from charrnn.train.checkpoint import load_model
+    from charrnn.train.data import read_text
+    from charrnn.infer.evaluate import evaluate_text, format_result
 
     model, vocab, _ = load_model(checkpoint)
     if text_file == "-" and sys.stdin.isatty():
@@ -363,7 +363,7 @@ def bench_command(cell, layers, hidden, emb, vocab, batch, seq, steps, sample, t
     """Training and sampling throughput (chars/s) and peak memory on random data."""
     import json
 
-    from charrnn.bench import format_summary, run_bench
+    from charrnn.tools.bench import format_summary, run_bench
     result = run_bench(cell=cell, layers=layers, hidden=hidden, emb=emb, vocab=vocab, batch=batch,
                        seq=seq, steps=steps, sample=sample, threads=threads, tokenize_mb=tokenize_mb)
     click.echo(json.dumps(result) if as_json else format_summary(result))

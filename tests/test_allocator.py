@@ -5,7 +5,7 @@ import platform
 
 import pytest
 
-from charrnn.allocator import keep_freed_memory
+from charrnn.fast.allocator import keep_freed_memory
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")

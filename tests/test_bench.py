@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from charrnn.bench import bench_vocab, set_blas_threads, tokenize_measure
+from charrnn.tools.bench import bench_vocab, set_blas_threads, tokenize_measure
 from charrnn.cli import cli
 
 TINY = ["--layers=2", "--hidden=8", "--emb=4", "--vocab=11", "--batch=3", "--seq=5", "--steps=2",
@@ -23,7 +23,7 @@ def test_bench_json_has_positive_figures(cell):
         assert isinstance(r[key], (int, float)) and r[key] > 0, (key, r[key])
     assert r["cell"] == cell and r["hidden"] == 8 and r["steps"] == 2 and r["sample"] == 20
     assert r["train_loss"] == r["train_loss"]  # finite, not NaN
-    from charrnn import blas
+    from charrnn.fast import blas
     assert r["blas_kernels"] == blas.corename() and r["step_blocks"] == blas.has_small_matrix_kernels()
 
 
@@ -55,7 +55,7 @@ def test_tokenize_measure_reports_time_and_memory():
 
 
 def test_bench_restores_the_blas_thread_count():
-    from charrnn.bench import get_blas_threads
+    from charrnn.tools.bench import get_blas_threads
 
     before = get_blas_threads()
     CliRunner().invoke(cli, ["bench", "--json", "--threads=1", *TINY])

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from charrnn import __version__, checkpoint
-from charrnn.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from charrnn import __version__
+
+from charrnn.train import checkpoint
+from charrnn.train.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from charrnn.config import Config, config_to_dict
-from charrnn.model import CharRNN
+from charrnn.nn.model import CharRNN
 from charrnn.vocab import Vocab
 
 VOCAB = Vocab(list("\n abcdé"))

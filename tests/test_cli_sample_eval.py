@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner
 from safetensors.numpy import load_file, save_file
 
-from charrnn.checkpoint import save_checkpoint
+from charrnn.train.checkpoint import save_checkpoint
 from charrnn.cli import cli
 from charrnn.config import Config
-from charrnn.evaluate import evaluate_ids
-from charrnn.model import CharRNN
+from charrnn.infer.evaluate import evaluate_ids
+from charrnn.nn.model import CharRNN
 from charrnn.vocab import Vocab
 
 TEXT = "the cat sat on the mat.\nthe dog ate the hat.\n" * 4
@@ -139,7 +139,7 @@ def test_sample_defaults_come_from_the_checkpoints_sample_section(ckpt, tmp_path
     """Options left out take the trained config's sample: values; options given win."""
     import dataclasses
 
-    from charrnn.checkpoint import load_checkpoint
+    from charrnn.train.checkpoint import load_checkpoint
     c = load_checkpoint(ckpt)
     cfg = dataclasses.replace(c.config, sample=dataclasses.replace(
         c.config.sample, length=30, temperature=0.5, top_k=2, prime="the ", seed=4))
@@ -166,7 +166,7 @@ def test_eval_prints_loss_bpc_perplexity_and_count(ckpt, tmp_path):
     assert [ln.split(":")[0] for ln in lines] == ["loss", "bits/char", "perplexity", "chars scored"]
     assert lines[3].split()[-1] == str(len(TEXT) - 1)
     j = json.loads(run("eval", ckpt, f, "--json").stdout)
-    from charrnn.checkpoint import load_model
+    from charrnn.train.checkpoint import load_model
     model, vocab, _ = load_model(ckpt)
     total, n = evaluate_ids(model, vocab.encode(TEXT))
     assert j["loss"] == pytest.approx(total / n, rel=1e-12) and j["chars_scored"] == n
@@ -182,7 +182,7 @@ def test_eval_prints_loss_bpc_perplexity_and_count(ckpt, tmp_path):
 
 
 def test_eval_streams_are_opt_in_and_say_so(ckpt):
-    from charrnn.checkpoint import load_model
+    from charrnn.train.checkpoint import load_model
     model, vocab, _ = load_model(ckpt)
     total, n = evaluate_ids(model, vocab.encode(TEXT), streams=4, warmup=9)
     r = run("eval", ckpt, "-", "--streams", "4", "--warmup", "9", input=TEXT)
@@ -197,7 +197,7 @@ def test_eval_streams_are_opt_in_and_say_so(ckpt):
 
 
 def test_eval_one_process_gives_the_same_result(ckpt, monkeypatch):
-    import charrnn.evaluate as evaluate_mod
+    import charrnn.infer.evaluate as evaluate_mod
     seen = []
     real = evaluate_mod.evaluate_ids
     monkeypatch.setattr(evaluate_mod, "evaluate_ids",

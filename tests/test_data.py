@@ -7,7 +7,7 @@ import types
 import numpy as np
 import pytest
 
-from charrnn.data import (
+from charrnn.train.data import (
     ContiguousBatches,
     DataError,
     RandomWindows,

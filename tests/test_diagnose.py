@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn.checkpoint import save_checkpoint
+from charrnn.train.checkpoint import save_checkpoint
 from charrnn.cli import cli
 from charrnn.config import Config
-from charrnn.diagnose import decay_per_step, gradient_decay, steps_to_threshold, table_distances
-from charrnn.model import CharRNN, ModelSpec
+from charrnn.tools.diagnose import decay_per_step, gradient_decay, steps_to_threshold, table_distances
+from charrnn.nn.model import CharRNN, ModelSpec
 from charrnn.vocab import Vocab
 
 

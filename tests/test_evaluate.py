@@ -7,11 +7,11 @@ import time
 import numpy as np
 import pytest
 
-from charrnn import evaluate as evaluate_mod
-from charrnn.evaluate import (EvalError, EvalResult, UnknownTextError, evaluate_ids, evaluate_text,
+from charrnn.infer import evaluate as evaluate_mod
+from charrnn.infer.evaluate import (EvalError, EvalResult, UnknownTextError, evaluate_ids, evaluate_text,
                               format_result)
-from charrnn.model import CharRNN, ModelSpec
-from charrnn.parallel import can_fork
+from charrnn.nn.model import CharRNN, ModelSpec
+from charrnn.fast.parallel import can_fork
 from charrnn.vocab import UnknownCharactersError, Vocab
 from tests.reference import reference_loss_and_grads
 

@@ -5,10 +5,10 @@ import io
 import numpy as np
 import pytest
 
-from charrnn import generate as gen
-from charrnn.evaluate import UnknownTextError
-from charrnn.generate import SampleError, Sampler, Stepper, generate, unescape, write_samples
-from charrnn.model import CharRNN, ModelSpec
+from charrnn.infer import sample as gen
+from charrnn.infer.evaluate import UnknownTextError
+from charrnn.infer.sample import SampleError, Sampler, Stepper, generate, unescape, write_samples
+from charrnn.nn.model import CharRNN, ModelSpec
 from charrnn.vocab import Vocab
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]

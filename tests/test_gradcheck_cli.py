@@ -5,9 +5,9 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from charrnn import cells
+from charrnn.nn import cells
 from charrnn.cli import cli
-from charrnn.diagnose import format_gradcheck
+from charrnn.tools.diagnose import format_gradcheck
 
 
 @pytest.mark.parametrize("args", [[], ["--cell", "rnn", "--nonlinearity", "relu", "--layers", "1"],
@@ -30,7 +30,7 @@ def test_gradcheck_fails_on_a_corrupted_gradient(monkeypatch):
         g["weight_hh"][0, 0] *= 1.001
         return dx, d0, g
 
-    monkeypatch.setitem(sys.modules["charrnn.cells"].__dict__, "lstm_backward", corrupted)
+    monkeypatch.setitem(sys.modules["charrnn.nn.cells"].__dict__, "lstm_backward", corrupted)
     result = CliRunner().invoke(cli, ["gradcheck", "--cell", "lstm", "--layers", "1"])
     assert result.exit_code == 1
     failing = [line.split()[0] for line in result.stdout.splitlines() if line.endswith("FAIL")]

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from charrnn.data import ContiguousBatches
-from charrnn.model import CharRNN, ModelSpec
-from charrnn.optim import Adam, clip_grad_norm
+from charrnn.train.data import ContiguousBatches
+from charrnn.nn.model import CharRNN, ModelSpec
+from charrnn.train.optim import Adam, clip_grad_norm
 from charrnn.vocab import Vocab
 
 # period 16; "o" is followed by " ", "g" or "w" depending on earlier characters, so the model

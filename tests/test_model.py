@@ -6,8 +6,12 @@ import sys
 import numpy as np
 import pytest
 
-from charrnn import cells, gradcheck, ops
-from charrnn.model import CharRNN, ModelSpec
+from charrnn.nn import cells
+
+from charrnn.tools import gradcheck
+
+from charrnn.nn import ops
+from charrnn.nn.model import CharRNN, ModelSpec
 from tests.reference import reference_loss_and_grads
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
@@ -50,7 +54,7 @@ def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
         g["weight_hh"][0, 0] *= 1.001
         return dx, d0, g
 
-    monkeypatch.setitem(sys.modules["charrnn.cells"].__dict__, "lstm_backward", corrupted)
+    monkeypatch.setitem(sys.modules["charrnn.nn.cells"].__dict__, "lstm_backward", corrupted)
     results = gradcheck.check_model(small_model("lstm", "tanh", 1), batch=2, steps=4)
     bad = {r.name for r in results if r.max_rel_error > 1e-6}
     assert bad == {"rnn.weight_hh_l0"}

@@ -5,9 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from charrnn import blas, parallel
-from charrnn.model import CharRNN, ModelSpec
-from charrnn.parallel import DataParallel, auto_workers
+from charrnn.fast import blas
+
+from charrnn.fast import parallel
+from charrnn.nn.model import CharRNN, ModelSpec
+from charrnn.fast.parallel import DataParallel, auto_workers
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
 
@@ -111,8 +113,8 @@ def test_blas_limited_restores_the_thread_count():
 
 
 def test_the_trainer_uses_the_threads_it_is_given():
-    from charrnn.bench import make_run
-    from charrnn.train import train_step
+    from charrnn.tools.bench import make_run
+    from charrnn.train.loop import train_step
     runs = [make_run(cell="lstm", hidden=8, emb=4, vocab=7, batch=6, seq=5, steps=3, warmup=0,
                      threads=n) for n in (1, 2)]
     assert runs[0].parallel is None and runs[1].parallel.workers == 2
@@ -190,8 +192,8 @@ def test_the_update_split_over_processes_equals_the_update_in_one(name, kw, max_
     """Three steps of merge, clip and update, each process doing its part of the flat buffers,
     against the same done here on the whole: the same parameters and optimizer state, bit for
     bit without clipping (with it, the norm's two partial sums may round differently)."""
-    from charrnn.optim import OPTIMIZERS as KINDS
-    from charrnn.optim import clip_coefficient
+    from charrnn.train.optim import OPTIMIZERS as KINDS
+    from charrnn.train.optim import clip_coefficient
     x, y = batch(B=6)
     ends = []
     for processes in (True, False):
@@ -221,7 +223,7 @@ def test_the_update_split_over_processes_equals_the_update_in_one(name, kw, max_
 @needs_fork
 def test_an_error_in_a_worker_update_is_raised():
     model = make("lstm")
-    from charrnn.optim import Adam
+    from charrnn.train.optim import Adam
     optimizer = Adam(model.params, 0.01)
     dp = DataParallel(model, 2, processes=True, optimizer=optimizer)
     try:

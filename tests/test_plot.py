@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from charrnn.cli import cli
-from charrnn.plot import read_metrics
+from charrnn.tools.plot import read_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -146,7 +146,7 @@ def test_a_name_that_is_only_a_suffix_is_written_as_given(tmp_path):
 
 def test_a_single_training_point_is_drawn_with_a_marker(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
-    import charrnn.plot as plot_mod
+    import charrnn.tools.plot as plot_mod
     figures = []
     real_save = plot_mod._save
     monkeypatch.setattr(plot_mod, "_save", lambda fig, path: figures.append(fig) or real_save(fig, path))

@@ -1,10 +1,12 @@
-"""The per-step recurrent product in column blocks (charrnn/stepproduct.py)."""
+"""The per-step recurrent product in column blocks (charrnn/fast/stepproduct.py)."""
 
 import numpy as np
 import pytest
 
-from charrnn import gradcheck, stepproduct
-from charrnn.stepproduct import SMALL_PRODUCT, StepProduct, block_width
+from charrnn.tools import gradcheck
+
+from charrnn.fast import stepproduct
+from charrnn.fast.stepproduct import SMALL_PRODUCT, StepProduct, block_width
 from tests.test_model import CELLS, assert_fast_equals_slow_reference, small_model
 
 

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 from safetensors.numpy import load_file
 
-from charrnn.checkpoint import load_checkpoint
+from charrnn.train.checkpoint import load_checkpoint
 from charrnn.cli import cli
-from charrnn.model import CharRNN
+from charrnn.nn.model import CharRNN
 
 SMALL = ["--set", "model.hidden_size=16", "--set", "model.embed_size=8", "--set", "model.layers=2",
          "--set", "train.batch_size=4", "--set", "train.seq_len=8", "--set", "train.eval_every=5",
@@ -70,7 +70,7 @@ def test_resume_equals_uninterrupted(tmp_path, corpus, monkeypatch, cell, dropou
     cfg = write_config(tmp_path, corpus, out="whole")
     assert invoke("train", str(cfg), "-q", *common).exit_code == 0
 
-    import charrnn.train as train_mod
+    import charrnn.train.loop as train_mod
     real_step = train_mod.train_step
 
     def step_then_interrupt(run):
@@ -97,7 +97,7 @@ def test_resume_equals_uninterrupted(tmp_path, corpus, monkeypatch, cell, dropou
 
 
 def test_reset_some_streams_is_a_deterministic_per_stream_draw():
-    from charrnn.train import reset_some_streams
+    from charrnn.train.loop import reset_some_streams
     carry = (np.ones((2, 400, 3)), np.full((2, 400, 3), 2.0))
     assert reset_some_streams(carry, 0.0, 1, 5) is carry
     assert reset_some_streams(None, 0.5, 1, 5) is None
@@ -115,8 +115,8 @@ def test_reset_some_streams_is_a_deterministic_per_stream_draw():
 
 
 def test_reset_prob_one_trains_every_batch_from_a_zero_state():
-    from charrnn.bench import make_run
-    from charrnn.train import train_step
+    from charrnn.tools.bench import make_run
+    from charrnn.train.loop import train_step
     run = make_run(cell="gru", hidden=8, emb=4, vocab=7, batch=3, seq=5, steps=8, warmup=0)
     run.config.data.reset_prob = 1.0
     for _ in range(4):
@@ -184,7 +184,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_previous_one(tmp_
                                                                             monkeypatch):
     import errno
 
-    import charrnn.checkpoint as ckpt_mod
+    import charrnn.train.checkpoint as ckpt_mod
     cfg = write_config(tmp_path, corpus)
     real = ckpt_mod.write_atomically
     saves = []
@@ -449,7 +449,7 @@ def test_max_minutes_stops_the_run(tmp_path, corpus):
 
 
 def test_logged_validation_loss_equals_charrnn_eval_on_the_validation_text(tmp_path, corpus):
-    from charrnn.data import split_train_val
+    from charrnn.train.data import split_train_val
 
     cfg = write_config(tmp_path, corpus)
     r = invoke("train", str(cfg), "-q", *SMALL, "--set", "train.max_steps=5",
@@ -486,7 +486,7 @@ def test_resume_from_a_truncated_or_foreign_checkpoint_is_one_line(tmp_path, cor
 def test_resume_keeps_the_saved_worker_count(tmp_path, corpus, monkeypatch):
     """train.threads: null resolves to one worker per core; a resumed run keeps the count it
     was saved with, so its shards (dropout masks, float sums) do not change with the machine."""
-    from charrnn import parallel
+    from charrnn.fast import parallel
     cfg = write_config(tmp_path, corpus)
     monkeypatch.setattr(parallel, "available_cores", lambda: 2)
     args = [*SMALL, "--set", "train.batch_size=16", "--set", "train.max_steps=3"]
@@ -495,7 +495,7 @@ def test_resume_keeps_the_saved_worker_count(tmp_path, corpus, monkeypatch):
     expected = 2 if parallel.blas.get_threads() is not None else 1
     assert ckpt.train_state["workers"] == expected
     monkeypatch.setattr(parallel, "available_cores", lambda: 1)     # "another machine"
-    import charrnn.train as train_mod
+    import charrnn.train.loop as train_mod
     made = []
     real = train_mod.make_parallel
     monkeypatch.setattr(train_mod, "make_parallel",

@@ -12,7 +12,7 @@ gate pre-activations are kept gate-major, [T, 4, B, H], so each gate of a step i
 How the kernels are made fast (and why the loop looks as it does):
 - the input projection x W_ih^T + b for all T steps is one GEMM before the time loop; only the
   recurrent product h W_hh^T runs inside it, in column blocks that OpenBLAS multiplies without
-  repacking the weights at every step (charrnn/stepproduct.py), into preallocated buffers;
+  repacking the weights at every step (charrnn/fast/stepproduct.py), into preallocated buffers;
 - the LSTM's four gate nonlinearities of a step are one tanh over all gates, with
   sigmoid(a) = 0.5 tanh(a / 2) + 0.5 and the sigmoid gates' rows of the weights and biases
   pre-scaled by 1/2 (exact in binary floating point), then one multiply and one add by
@@ -40,8 +40,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from charrnn import ops
-from charrnn.stepproduct import StepProduct
+from charrnn.nn import ops
+from charrnn.fast.stepproduct import StepProduct
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 

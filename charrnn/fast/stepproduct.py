@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from charrnn import blas
+from charrnn.fast import blas
 
 SMALL_PRODUCT = 100 ** 3      # OpenBLAS's bound on M*N*K for its small-matrix sgemm path
 MIN_BLOCK = 8                 # a guess, not measured: narrower blocks mean many more calls

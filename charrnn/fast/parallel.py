@@ -43,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from charrnn import blas
+from charrnn.fast import blas
 
 MAX_AUTO_WORKERS = 4     # measured only up to 2 (the bench machine's cores)
 MIN_STREAMS_PER_WORKER = 8

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charrnn.model import CharRNN
+from charrnn.nn.model import CharRNN
 
 DEFAULT_TOLERANCE = 1e-6
 

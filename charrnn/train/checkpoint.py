@@ -22,7 +22,7 @@ import numpy as np
 from charrnn import __version__
 from charrnn.fileio import write_atomically
 from charrnn.config import Config, ConfigError, config_from_dict, config_to_dict
-from charrnn.model import CharRNN, parameter_shapes
+from charrnn.nn.model import CharRNN, parameter_shapes
 from charrnn.vocab import Vocab
 
 FORMAT = "charrnn/1"

@@ -6,7 +6,7 @@ the same ContiguousBatches the trainer uses; 3 warm-up steps, then `steps` timed
 Sampling: `sample` characters, one at a time, at temperature 0.8, through the real sampling loop
 `charrnn.generate.generate` (timed from the call, its set-up included, to the last character).
 Peak RSS: ru_maxrss of this process (which holds only the model, random batches and NumPy),
-plus, where the training step runs shards in worker processes (charrnn/parallel.py), what each
+plus, where the training step runs shards in worker processes (charrnn/fast/parallel.py), what each
 worker's peak resident size (VmHWM) added above its size when it was forked: a worker starts
 sharing the pages of this process, and only what it adds is memory the run costs in addition;
 the shared-memory parameters and gradients it touches are counted once, in this process.
@@ -16,7 +16,7 @@ set at run time through charrnn.blas, and the trainer's `train.threads`: the tra
 splits the batch over that many worker threads, as `charrnn train` does on a machine with that
 many cores. The BLAS count actually in effect is reported as `blas_threads` (null when it
 could not be set or read), OpenBLAS's kernel set as `blas_kernels`, and whether the per-step
-recurrent products run in blocks (charrnn/stepproduct.py) as `step_blocks`.
+recurrent products run in blocks (charrnn/fast/stepproduct.py) as `step_blocks`.
 
 Tokenization (`tokenize_mb`): writes an N MB synthetic text file, then a fresh Python process
 reads it, builds the vocabulary and encodes it with the trainer's `charrnn.train.load_corpus`,
@@ -37,7 +37,7 @@ import time
 
 import numpy as np
 
-from charrnn import blas
+from charrnn.fast import blas
 
 TRAIN_KEYS = ("train_chars_per_s", "sample_chars_per_s", "peak_rss_mb")
 
@@ -71,10 +71,10 @@ def make_run(cell="lstm", layers=2, hidden=128, emb=64, vocab=65, batch=50, seq=
              warmup=3, seed=0, threads=1):
     """A charrnn.train.Run over random ids with exactly enough batches for warmup + steps."""
     from charrnn.config import Config
-    from charrnn.data import make_batches
-    from charrnn.model import CharRNN
-    from charrnn.optim import make_optimizer
-    from charrnn.train import Progress, Run, make_parallel
+    from charrnn.train.data import make_batches
+    from charrnn.nn.model import CharRNN
+    from charrnn.train.optim import make_optimizer
+    from charrnn.train.loop import Progress, Run, make_parallel
 
     cfg = Config()
     cfg.model.cell, cfg.model.layers, cfg.model.hidden_size = cell, layers, hidden
@@ -96,7 +96,7 @@ def make_run(cell="lstm", layers=2, hidden=128, emb=64, vocab=65, batch=50, seq=
 
 def train_throughput(run, steps: int, warmup: int = 3) -> tuple[float, float]:
     """(chars/s over `steps` timed train_step calls after `warmup` untimed ones, last loss)."""
-    from charrnn.train import train_step
+    from charrnn.train.loop import train_step
 
     loss = float("nan")
     for _ in range(warmup):
@@ -110,8 +110,8 @@ def train_throughput(run, steps: int, warmup: int = 3) -> tuple[float, float]:
 
 
 def sample_throughput(model, vocab, n: int, temperature: float = 0.8, seed: int = 0) -> float:
-    """chars/s of `n` characters drawn one by one from charrnn.generate.generate."""
-    from charrnn.generate import generate
+    """chars/s of `n` characters drawn one by one from charrnn.infer.sample.generate."""
+    from charrnn.infer.sample import generate
 
     t0 = time.perf_counter()   # the set-up inside generate() is part of the time
     it = generate(model, vocab, length=n, temperature=temperature, seed=seed)
@@ -136,7 +136,7 @@ def peak_rss_mb() -> float:
 _TOKENIZE_CHILD = """
 import json, resource, sys, time
 from charrnn.config import Config
-from charrnn.train import load_corpus
+from charrnn.train.loop import load_corpus
 with open("/proc/self/status") as f:
     base = [int(l.split()[1]) / 1024 for l in f if l.startswith("VmRSS:")][0]
 cfg = Config(); cfg.data.path = sys.argv[1]
@@ -197,7 +197,7 @@ def _run_bench(cell, layers, hidden, emb, vocab, batch, seq, steps, sample, thre
                warmup, blas_count) -> dict:
     args = dict(cell=cell, layers=layers, hidden=hidden, emb=emb, vocab=vocab, batch=batch,
                 seq=seq, steps=steps, sample=sample, threads=threads)
-    from charrnn import blas
+    from charrnn.fast import blas
     result = {"impl": "charrnn", **args, "blas_threads": blas_count,
               "blas_kernels": blas.corename(), "step_blocks": blas.has_small_matrix_kernels()}
     if tokenize_mb:

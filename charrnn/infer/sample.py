@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from charrnn.evaluate import encode_text
+from charrnn.infer.evaluate import encode_text
 from charrnn.vocab import Vocab
 
 NOISE_BLOCK = 1024  # sampling steps per block of Gumbel noise

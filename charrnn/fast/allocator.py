@@ -7,7 +7,7 @@ measured on the 2-core bench machine, 2-layer LSTM H=128, B=T=50, 37k -> 50k cha
 freed blocks stay in the heap instead (`charrnn bench`, interleaved runs). Peak RSS is unchanged,
 since the same blocks are reused step after step.
 
-One arena (M_ARENA_MAX = 1): the data-parallel step (charrnn/parallel.py) allocates from
+One arena (M_ARENA_MAX = 1): the data-parallel step (charrnn/fast/parallel.py) allocates from
 several threads, and glibc would give each its own arena, each keeping its own freed blocks;
 with one, a block freed by one worker serves the next allocation of any (H=512 bench: peak RSS
 300 -> 270 MB, speed unchanged; the few large allocations per step hardly contend for its lock).

@@ -47,9 +47,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from charrnn import blas
-from charrnn.parallel import can_fork, fork_worker, stop_worker
-from charrnn.params import shared_zeros
+from charrnn.fast import blas
+from charrnn.fast.parallel import can_fork, fork_worker, stop_worker
+from charrnn.nn.params import shared_zeros
 from charrnn.vocab import UnknownCharactersError
 
 DEFAULT_CHUNK = 1024  # characters per forward call: long enough to amortise, small in memory

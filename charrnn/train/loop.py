@@ -24,14 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from charrnn import data as data_mod
-from charrnn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from charrnn.train import data as data_mod
+from charrnn.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from charrnn.config import Config, ConfigError, config_to_dict, save_config
 from charrnn.fileio import write_atomically
-from charrnn.model import CharRNN
-from charrnn.optim import (clip_coefficient, clip_grad_norm, clip_grad_value, flatten_state, lr_at,
+from charrnn.nn.model import CharRNN
+from charrnn.train.optim import (clip_coefficient, clip_grad_norm, clip_grad_value, flatten_state, lr_at,
                            make_optimizer, unflatten_state)
-from charrnn.parallel import DataParallel, auto_workers
+from charrnn.fast.parallel import DataParallel, auto_workers
 from charrnn.vocab import Vocab
 
 ARCHITECTURE_KEYS = ("cell", "nonlinearity", "layers", "hidden_size", "embed_size")
@@ -362,7 +362,7 @@ class SignalCatcher:
 
 def validation_loss(run: Run) -> float:
     """Mean nats/char over the validation text: the same protocol as `charrnn eval`."""
-    from charrnn.evaluate import evaluate_ids
+    from charrnn.infer.evaluate import evaluate_ids
 
     # a run kept in one process (train.threads: 1) keeps its validation there too
     total, n = evaluate_ids(run.model, run.val_ids, max_chars=run.config.train.eval_chars,
@@ -506,7 +506,7 @@ def evaluate_and_keep_best(run: Run, metrics: Metrics, started: float, log, quie
 
 
 def sample_text(run: Run) -> str:
-    from charrnn.generate import generate
+    from charrnn.infer.sample import generate
 
     opts = run.config.sample                   # the settings `charrnn sample` will default to
     chars = generate(run.model, run.vocab, length=run.config.train.sample_chars,

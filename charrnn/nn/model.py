@@ -22,8 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charrnn import cells, ops
-from charrnn.params import FlatParams
+from charrnn.nn import cells
+
+from charrnn.nn import ops
+from charrnn.nn.params import FlatParams
 
 
 @dataclass

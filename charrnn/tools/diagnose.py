@@ -28,9 +28,9 @@ import math
 
 import numpy as np
 
-from charrnn import gradcheck
-from charrnn.data import DataError
-from charrnn.model import CharRNN, ModelSpec
+from charrnn.tools import gradcheck
+from charrnn.train.data import DataError
+from charrnn.nn.model import CharRNN, ModelSpec
 from charrnn.vocab import UnknownCharactersError
 
 THRESHOLD = 1e-3

@@ -31,7 +31,7 @@ import math
 
 import numpy as np
 
-from .params import FlatParams
+from charrnn.nn.params import FlatParams
 
 __all__ = [
     "Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "OPTIMIZERS", "make_optimizer",
@@ -46,7 +46,7 @@ class Optimizer:
     gradient's flat buffer restricted to the slice `part` (with L2 weight decay already added
     where the optimizer couples it) and must update `self.params.flat[part]` in place using only
     `self._tmp[part]` (and `self._gwd`) as scratch. Every update is element-wise, so disjoint
-    parts may be updated by different processes (charrnn/parallel.py) with the same result.
+    parts may be updated by different processes (charrnn/fast/parallel.py) with the same result.
     """
 
     slot_names: tuple[str, ...] = ()
