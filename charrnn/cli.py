@@ -14,11 +14,12 @@ import click
 
 from charrnn import __version__
 from charrnn.fast.allocator import keep_freed_memory
+from charrnn.nn.cells import CELLS
 from charrnn.train.checkpoint import CheckpointError
 from charrnn.config import ConfigError
 from charrnn.train.data import DataError
 from charrnn.fast.parallel import WorkerError
-from charrnn.train.loop import TrainingError, TrainingInterrupted
+from charrnn.train.errors import TrainingError, TrainingInterrupted
 from charrnn.vocab import UnknownCharactersError
 
 # exception type -> exit status; the message of each is written for the user
@@ -155,7 +156,7 @@ USER_ERRORS[PlotError] = 1
 
 
 @cli.command("gradcheck")
-@click.option("--cell", type=click.Choice(["rnn", "gru", "lstm"]), default="lstm", show_default=True)
+@click.option("--cell", type=click.Choice(list(CELLS)), default="lstm", show_default=True)
 @click.option("--layers", type=click.IntRange(1, 4), default=2, show_default=True)
 @click.option("--nonlinearity", type=click.Choice(["tanh", "relu"]), default="tanh",
               show_default=True, help="For --cell rnn.")
@@ -339,10 +340,10 @@ def eval_command(checkpoint, text_file, as_json, unknown, chunk_len, streams, wa
 cli.add_command(eval_command, "perplexity")
 
 
-# -- throughput benchmark (the same measurement as ../shared/bench/torch_ref.py) -------------
+# -- throughput benchmark (the same measurement as the PyTorch reference script) ---------------
 
 @cli.command("bench")
-@click.option("--cell", type=click.Choice(["rnn", "gru", "lstm"]), default="lstm", show_default=True)
+@click.option("--cell", type=click.Choice(list(CELLS)), default="lstm", show_default=True)
 @click.option("--layers", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--hidden", type=click.IntRange(1), default=128, show_default=True)
 @click.option("--emb", type=click.IntRange(1), default=64, show_default=True)

@@ -10,6 +10,7 @@ as JSON) and through `save_config` / `load_config` (YAML).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -22,6 +23,7 @@ from typing import Any
 import yaml
 
 from charrnn.fileio import write_atomically
+from charrnn.nn.cells import CELLS
 
 
 class ConfigError(ValueError):
@@ -41,7 +43,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    cell: str = "lstm"  # rnn | gru | lstm: lstm/gru learn long context; rnn is cheapest per step
+    cell: str = "lstm"  # a cell of charrnn/nn/cells: rnn | gru | lstm; gated ones learn longer context
     nonlinearity: str = "tanh"  # rnn only: tanh | relu (relu + identity init = IRNN)
     layers: int = 2  # stacked recurrent layers: more depth, more time per step
     hidden_size: int = 256  # units per layer: capacity grows ~ hidden_size^2 in params and time
@@ -115,7 +117,7 @@ SECTIONS = ("data", "model", "train", "sample")
 # Allowed values of the string fields that are choices.
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.batching": ("contiguous", "random"),
-    "model.cell": ("rnn", "gru", "lstm"),
+    "model.cell": tuple(CELLS),
     "model.nonlinearity": ("tanh", "relu"),
     "model.init": ("default", "orthogonal", "identity"),
     "train.optimizer": ("sgd", "adagrad", "rmsprop", "adam", "adamw"),
@@ -395,6 +397,12 @@ def load_config(path: str | None, overrides: Iterable[str] = ()) -> Config:
     cfg = Config()
     if path is not None:
         _apply_mapping(cfg, _read_yaml(path), f"config file '{path}'")
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: Config, overrides: Iterable[str]) -> Config:
+    """A validated copy of cfg with `section.key=value` overrides (the CLI's --set) on top."""
+    cfg = copy.deepcopy(cfg)
     for text in overrides:
         section, key, value = parse_override(text)
         _set(cfg, section, key, value)

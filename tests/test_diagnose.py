@@ -12,7 +12,8 @@ from charrnn.train.checkpoint import save_checkpoint
 from charrnn.cli import cli
 from charrnn.config import Config
 from charrnn.tools.diagnose import decay_per_step, gradient_decay, steps_to_threshold, table_distances
-from charrnn.nn.model import CharRNN, ModelSpec
+from charrnn.config import ModelConfig
+from charrnn.nn.model import CharRNN
 from charrnn.vocab import Vocab
 
 
@@ -21,7 +22,7 @@ def linear_relu_rnn(a, V=5, E=3, H=4, seed=0):
 
     Then dL/dh_{t-1} = W_hh^T dL/dh_t = a dL/dh_t: the norm shrinks by exactly a per step.
     """
-    spec = ModelSpec(cell="rnn", nonlinearity="relu", layers=1, hidden_size=H, embed_size=E,
+    spec = ModelConfig(cell="rnn", nonlinearity="relu", layers=1, hidden_size=H, embed_size=E,
                      init="identity", identity_scale=a)
     model = CharRNN(V, spec, dtype=np.float64, seed=seed)
     rng = np.random.default_rng(seed)
@@ -82,7 +83,7 @@ def test_summary_statistics():
 
 
 def test_float32_models_are_diagnosed_in_float64():
-    spec = ModelSpec(cell="lstm", layers=2, hidden_size=8, embed_size=4)
+    spec = ModelConfig(cell="lstm", layers=2, hidden_size=8, embed_size=4)
     m32 = CharRNN(5, spec, dtype=np.float32, seed=3)
     m64 = CharRNN(5, spec, dtype=np.float64, seed=3)
     m64.params.copy_from(m32.params.views)

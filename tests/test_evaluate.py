@@ -10,7 +10,8 @@ import pytest
 from charrnn.infer import evaluate as evaluate_mod
 from charrnn.infer.evaluate import (EvalError, EvalResult, UnknownTextError, evaluate_ids, evaluate_text,
                               format_result)
-from charrnn.nn.model import CharRNN, ModelSpec
+from charrnn.config import ModelConfig
+from charrnn.nn.model import CharRNN
 from charrnn.fast.parallel import can_fork
 from charrnn.vocab import UnknownCharactersError, Vocab
 from tests.reference import reference_loss_and_grads
@@ -20,7 +21,7 @@ VOCAB = Vocab(list("\nabcdefgh ."))
 
 
 def make_model(cell="lstm", nonlinearity="tanh", layers=2, dtype=np.float64, seed=0):
-    spec = ModelSpec(cell=cell, nonlinearity=nonlinearity, layers=layers, hidden_size=5,
+    spec = ModelConfig(cell=cell, nonlinearity=nonlinearity, layers=layers, hidden_size=5,
                      embed_size=3)
     model = CharRNN(len(VOCAB), spec, dtype=dtype, seed=seed)
     model.params.flat[...] *= 2.0

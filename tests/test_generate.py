@@ -8,7 +8,8 @@ import pytest
 from charrnn.infer import sample as gen
 from charrnn.infer.evaluate import UnknownTextError
 from charrnn.infer.sample import SampleError, Sampler, Stepper, generate, unescape, write_samples
-from charrnn.nn.model import CharRNN, ModelSpec
+from charrnn.config import ModelConfig
+from charrnn.nn.model import CharRNN
 from charrnn.vocab import Vocab
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
@@ -17,7 +18,7 @@ VOCAB = Vocab(list("\nabcdefghij .,"))
 
 def make_model(cell="lstm", nonlinearity="tanh", layers=2, hidden=6, dtype=np.float64, seed=0,
                vocab=VOCAB, scale=1.0):
-    spec = ModelSpec(cell=cell, nonlinearity=nonlinearity, layers=layers, hidden_size=hidden,
+    spec = ModelConfig(cell=cell, nonlinearity=nonlinearity, layers=layers, hidden_size=hidden,
                      embed_size=4)
     model = CharRNN(len(vocab), spec, dtype=dtype, seed=seed)
     model.params.flat[...] *= scale      # > 1: peakier distributions, more varied behaviour

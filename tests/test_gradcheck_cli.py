@@ -23,14 +23,14 @@ def test_gradcheck_passes_on_the_real_backward(args):
 
 
 def test_gradcheck_fails_on_a_corrupted_gradient(monkeypatch):
-    real = cells.lstm_backward
+    real = cells.lstm.backward
 
     def corrupted(dout, dstate, cache, grads=None, dh_trace=None):
         dx, d0, g = real(dout, dstate, cache, grads, dh_trace)
         g["weight_hh"][0, 0] *= 1.001
         return dx, d0, g
 
-    monkeypatch.setitem(sys.modules["charrnn.nn.cells"].__dict__, "lstm_backward", corrupted)
+    monkeypatch.setattr(cells.lstm, "backward", corrupted)
     result = CliRunner().invoke(cli, ["gradcheck", "--cell", "lstm", "--layers", "1"])
     assert result.exit_code == 1
     failing = [line.split()[0] for line in result.stdout.splitlines() if line.endswith("FAIL")]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from charrnn.train.data import ContiguousBatches
-from charrnn.nn.model import CharRNN, ModelSpec
+from charrnn.config import ModelConfig
+from charrnn.nn.model import CharRNN
 from charrnn.train.optim import Adam, clip_grad_norm
 from charrnn.vocab import Vocab
 
@@ -20,7 +21,7 @@ TEXT = "hello world, go now. " * 200
 def test_training_drives_loss_down(cell, nonlinearity):
     vocab = Vocab.from_text(TEXT)
     ids = vocab.encode(TEXT)
-    spec = ModelSpec(cell=cell, nonlinearity=nonlinearity, layers=1, hidden_size=32, embed_size=8)
+    spec = ModelConfig(cell=cell, nonlinearity=nonlinearity, layers=1, hidden_size=32, embed_size=8)
     model = CharRNN(len(vocab), spec, seed=0)
     optimizer = Adam(model.params, lr=0.01)
     batches = ContiguousBatches(ids, batch_size=8, seq_len=16)

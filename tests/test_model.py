@@ -11,14 +11,15 @@ from charrnn.nn import cells
 from charrnn.tools import gradcheck
 
 from charrnn.nn import ops
-from charrnn.nn.model import CharRNN, ModelSpec
+from charrnn.config import ModelConfig
+from charrnn.nn.model import CharRNN
 from tests.reference import reference_loss_and_grads
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
 
 
 def small_model(cell, nonlinearity, layers, dropout=0.0, dtype=np.float64, seed=0, vocab=5, **kw):
-    spec = ModelSpec(cell=cell, nonlinearity=nonlinearity, layers=layers, hidden_size=4,
+    spec = ModelConfig(cell=cell, nonlinearity=nonlinearity, layers=layers, hidden_size=4,
                      embed_size=3, dropout=dropout, **kw)
     return CharRNN(vocab_size=vocab, spec=spec, dtype=dtype, seed=seed)
 
@@ -47,14 +48,14 @@ def test_gradients_with_larger_vocabularies(cell, nonlinearity, vocab):
 
 def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
     """The checker is only worth something if a corrupted backward fails it."""
-    real = cells.lstm_backward
+    real = cells.lstm.backward
 
     def corrupted(dout, dstate, cache, grads=None, dh_trace=None):
         dx, d0, g = real(dout, dstate, cache, grads, dh_trace)
         g["weight_hh"][0, 0] *= 1.001
         return dx, d0, g
 
-    monkeypatch.setitem(sys.modules["charrnn.nn.cells"].__dict__, "lstm_backward", corrupted)
+    monkeypatch.setattr(cells.lstm, "backward", corrupted)
     results = gradcheck.check_model(small_model("lstm", "tanh", 1), batch=2, steps=4)
     bad = {r.name for r in results if r.max_rel_error > 1e-6}
     assert bad == {"rnn.weight_hh_l0"}
@@ -148,7 +149,7 @@ def test_initialisation_options():
 
 
 def test_parameter_names_and_shapes_are_pytorchs():
-    spec = ModelSpec(cell="gru", layers=2, hidden_size=7, embed_size=3)
+    spec = ModelConfig(cell="gru", layers=2, hidden_size=7, embed_size=3)
     model = CharRNN(vocab_size=11, spec=spec)
     shapes = {name: v.shape for name, v in model.params.items()}
     assert shapes == {
@@ -185,12 +186,13 @@ def test_hidden_gradient_trace_is_the_state_gradient(cell, nonlinearity):
     assert np.abs(traces[0][t]).sum() > 0           # the lower layer was traced too
 
 
-def test_loss_and_grad_weight_scales_the_gradient_only():
+def test_loss_backward_scale_scales_the_gradient_only():
     model = small_model("lstm", "tanh", 2, vocab=7)
     ids, targets, state0, _ = gradcheck.make_problem(model, batch=3, steps=6, seed=4)
     loss, final, d0 = model.loss_and_grad(ids, targets, state0, train=False)
     full = {name: model.grads[name].copy() for name in model.params.names()}
-    loss_w, final_w, d0_w = model.loss_and_grad(ids, targets, state0, train=False, weight=0.3)
+    loss_w, final_w, cache = model.loss(ids, targets, state0, train=False)
+    d0_w = model.loss_backward(cache, scale=0.3)
     assert loss_w == loss                       # the loss reported is not weighted
     for a, b in zip(final, final_w):
         np.testing.assert_array_equal(a, b)

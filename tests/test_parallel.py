@@ -8,14 +8,16 @@ import pytest
 from charrnn.fast import blas
 
 from charrnn.fast import parallel
-from charrnn.nn.model import CharRNN, ModelSpec
+from charrnn.config import ModelConfig
+from charrnn.nn.model import CharRNN
 from charrnn.fast.parallel import DataParallel, auto_workers
+from charrnn.train.optim import SGD
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
 
 
 def make(cell, nonlinearity="tanh", dropout=0.0):
-    spec = ModelSpec(cell=cell, nonlinearity=nonlinearity, layers=2, hidden_size=6, embed_size=4,
+    spec = ModelConfig(cell=cell, nonlinearity=nonlinearity, layers=2, hidden_size=6, embed_size=4,
                      dropout=dropout)
     return CharRNN(9, spec, dtype=np.float64, seed=3)
 
@@ -40,7 +42,7 @@ def test_sharded_step_equals_the_full_batch_step(cell, nonlinearity, workers, pr
     loss, new_state, _ = model.loss_and_grad(x, y, state)
     expected = model.grads.flat.copy()
     model.grads.flat[...] = 0
-    dp = DataParallel(model, workers, processes)
+    dp = DataParallel(model, SGD(model.params, 0.1), workers, processes)
     try:
         got, got_state, _ = dp.loss_and_grad(x, y, state)
     finally:
@@ -57,7 +59,7 @@ def test_dropout_shards_draw_from_seeds_taken_in_order():
     the weighted mean of the shards computed one by one with those seeds is the result."""
     model = make("lstm", dropout=0.3)
     x, y = batch(B=6)
-    dp = DataParallel(model, 2)
+    dp = DataParallel(model, SGD(model.params, 0.1), 2)
     try:
         loss, _, _ = dp.loss_and_grad(x, y, None, True, np.random.default_rng(5))
         grad = model.grads.flat.copy()
@@ -82,7 +84,7 @@ def test_more_workers_than_streams_uses_one_shard_per_stream():
     x, y = batch(B=2)
     loss, _, _ = model.loss_and_grad(x, y)
     expected = model.grads.flat.copy()
-    dp = DataParallel(model, 4)
+    dp = DataParallel(model, SGD(model.params, 0.1), 4)
     try:
         assert dp.loss_and_grad(x, y)[0] == pytest.approx(loss, abs=1e-12)
     finally:
@@ -117,12 +119,12 @@ def test_the_trainer_uses_the_threads_it_is_given():
     from charrnn.train.loop import train_step
     runs = [make_run(cell="lstm", hidden=8, emb=4, vocab=7, batch=6, seq=5, steps=3, warmup=0,
                      threads=n) for n in (1, 2)]
-    assert runs[0].parallel is None and runs[1].parallel.workers == 2
+    assert runs[0].engine.workers == 1 and runs[1].engine.workers == 2
     for _ in range(3):
         one, two = (train_step(run)[0] for run in runs)
         assert two == pytest.approx(one, rel=1e-5)
     np.testing.assert_allclose(runs[1].model.params.flat, runs[0].model.params.flat, atol=1e-5)
-    runs[1].parallel.close()
+    runs[1].engine.close()
 
 
 @needs_fork
@@ -133,7 +135,7 @@ def test_processes_and_threads_give_the_same_bits_and_see_parameter_updates():
     results = []
     for processes in (True, False):
         model = make("lstm", dropout=0.2)
-        dp = DataParallel(model, 3, processes)
+        dp = DataParallel(model, SGD(model.params, 0.1), 3, processes)
         try:
             rng = np.random.default_rng(4)
             dp.loss_and_grad(x, y, None, True, rng)
@@ -153,7 +155,7 @@ def test_processes_and_threads_give_the_same_bits_and_see_parameter_updates():
 def test_a_dead_worker_process_is_a_clear_error():
     model = make("gru")
     x, y = batch(B=4)
-    dp = DataParallel(model, 2, processes=True)
+    dp = DataParallel(model, SGD(model.params, 0.1), 2, processes=True)
     dp.procs[0].kill()
     dp.procs[0].join()
     with pytest.raises(parallel.WorkerError, match="worker process ended"):
@@ -169,7 +171,7 @@ def test_an_error_in_a_shard_is_raised_and_leaves_no_stale_reply(processes):
     x, y = batch(B=4)
     bad = x.copy()
     bad[2:] = 99                                 # rows 2..3 are shard 1's
-    dp = DataParallel(model, 2, processes)
+    dp = DataParallel(model, SGD(model.params, 0.1), 2, processes)
     try:
         with pytest.raises(IndexError):
             dp.loss_and_grad(bad, y)
@@ -199,13 +201,13 @@ def test_the_update_split_over_processes_equals_the_update_in_one(name, kw, max_
     for processes in (True, False):
         model = make("gru")
         optimizer = KINDS[name](model.params, 0.05, **kw)
-        dp = DataParallel(model, 3, processes, optimizer=optimizer)
+        dp = DataParallel(model, optimizer, 3, processes)
         try:
             for _ in range(3):
                 dp.loss_and_grad(x, y, None, False)
                 norm = dp.grad_norm()
                 assert norm == pytest.approx(np.linalg.norm(model.grads.flat), rel=1e-12)
-                dp.step_optimizer(optimizer, 0.05, clip_coefficient(norm, max_norm))
+                dp.update(0.05, clip_coefficient(norm, max_norm))
         finally:
             dp.close()
         ends.append((model.params.flat.copy(), optimizer.state_dict()))
@@ -225,13 +227,13 @@ def test_an_error_in_a_worker_update_is_raised():
     model = make("lstm")
     from charrnn.train.optim import Adam
     optimizer = Adam(model.params, 0.01)
-    dp = DataParallel(model, 2, processes=True, optimizer=optimizer)
+    dp = DataParallel(model, optimizer, 2, processes=True)
     try:
         x, y = batch(B=4)
         dp.loss_and_grad(x, y, None, False)
         with pytest.raises(ValueError, match="could not convert"):
-            dp.step_optimizer(optimizer, "not a number")         # fails in both processes
+            dp.update("not a number")         # fails in both processes
         dp.loss_and_grad(x, y, None, False)                      # and the next step still works
-        dp.step_optimizer(optimizer, 0.01)
+        dp.update(0.01)
     finally:
         dp.close()

@@ -7,24 +7,22 @@ BLAS limited to one thread per worker, keeps every core busy through both.
 
 Where the platform can fork (Linux), shard 0 runs in the calling process and shards 1..W-1 in
 worker processes forked once, at set-up. The parameters and each worker's gradient live in
-shared memory (FlatParams.share_memory), so a step sends each worker only its ids, targets and
+shared memory (charrnn/fast/shared.py), so a step sends each worker only its ids, targets and
 carried state (a few kB through a pipe) and gets back its loss and final state; then every
 process sums the shards' gradients over its own part of the flat buffer, and after clipping
-updates that part with the optimizer (DataParallel.step_optimizer). Threads were the
-first design: NumPy releases the GIL inside its loops, but every one of the ~4,000 small calls
-per step takes it back, and the two threads spent a fifth of the step waiting for each other
-(2-layer LSTM H=128, B=T=50 on the 2-core bench machine: one 25-stream shard alone took 29-31 ms,
-two in threads 36-42 ms; two processes run at the speed of one alone). Elsewhere (macOS,
-Windows, where fork is unsafe or absent) the shards run in threads.
+updates that part with the optimizer (DataParallel.update, through optimizer_part: a view of
+the optimizer over one part of its buffers). Threads were the first design, and lost a fifth of
+the step to the GIL (docs/performance.md). Elsewhere (macOS, Windows, where fork is unsafe or
+absent) the shards run in threads.
 
-Each worker runs CharRNN.loss_and_grad on a replica that shares the model's parameters and has
-its own gradient buffer. With B_k streams in shard k, the loss is the mean over all B x T
+Each worker runs CharRNN.loss and loss_backward on a replica that shares the model's parameters
+and has its own gradient buffer. With B_k streams in shard k, the loss is the mean over all B x T
 characters, so
 
     loss = sum_k (B_k / B) loss_k,    grad = sum_k (B_k / B) grad_k,
 
 the same numbers as one full-batch call up to float rounding (the sums run in another order),
-where each shard's backward already scales its gradient by B_k / B (loss_and_grad's weight), so
+where each shard's backward already scales its gradient by B_k / B (loss_backward's scale), so
 merging is one addition per worker over the flat buffer rather than two scalings and an add,
 and the same bits whichever of processes or threads run the shards.
 Dropout masks come from one generator per shard, seeded from the run's dropout generator in
@@ -44,6 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from charrnn.fast import blas
+from charrnn.fast.shared import share
 
 MAX_AUTO_WORKERS = 4     # measured only up to 2 (the bench machine's cores)
 MIN_STREAMS_PER_WORKER = 8
@@ -101,12 +100,14 @@ def _worker_main(target, pipe, *args) -> None:
 
 
 class DataParallel:
-    """loss_and_grad of `model` computed over `workers` shards of the batch, on as many cores,
-    and the optimizer update after it (step_optimizer), split over the same processes.
+    """A training step's work on `workers` cores: loss_and_grad of `model` over as many shards
+    of the batch, the gradient's norm, and the (clipped) update of `optimizer` after it.
 
+    The same three calls as the one-process step (charrnn/train/engine.py): loss_and_grad,
+    grad_norm, update(lr, coef).
     processes: run shards 1..W-1 in forked processes (default: where can_fork()) rather than in
-    threads. Moves model.params, model.grads and the slots of `optimizer` (the one the caller
-    will pass to step_optimizer) into shared memory; call close() when done.
+    threads. Moves model.params, model.grads and the optimizer's slots into shared memory; call
+    close() when done.
 
     With processes, the work after the shards is split too, by contiguous parts of the flat
     buffers, one per process: merging the shards' gradients (and the sum of squares of the
@@ -115,7 +116,7 @@ class DataParallel:
     LSTM H=512, B=T=50: Adam 10 ms), while the worker waited.
     """
 
-    def __init__(self, model, workers: int, processes: bool | None = None, optimizer=None):
+    def __init__(self, model, optimizer, workers: int, processes: bool | None = None):
         if workers < 2:
             raise ValueError(f"DataParallel needs at least 2 workers; got {workers}")
         self.model = model
@@ -126,16 +127,17 @@ class DataParallel:
         self.pool = self.pipes = None
         self._sumsq = None                        # of the merged gradient, when split
         if self.processes:                        # before the fork: workers see every write
-            model.params.share_memory()
-            model.grads.share_memory()
-            if optimizer is not None:
-                optimizer.share_memory()
+            for flat in (model.params, model.grads, *optimizer.slots.values()):
+                share(flat)
         for _ in range(1, workers):
             replica = copy.copy(model)            # shares model.params (the same buffer)
-            replica.grads = model.params.zeros_like(shared=self.processes)
+            replica.grads = model.params.zeros_like()
+            if self.processes:
+                share(replica.grads)
             self.replicas.append(replica)
         bounds = np.linspace(0, model.params.size, workers + 1).round().astype(int)
         self.parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+        self._own_part = optimizer_part(optimizer, self.parts[0])
         if self.processes:
             started = [fork_worker(_serve, (self.replicas, k, self.parts[k], optimizer),
                                    "charrnn-shard") for k in range(1, workers)]
@@ -231,16 +233,19 @@ class DataParallel:
             return math.sqrt(float(np.dot(g, g)))
         return math.sqrt(self._sumsq)
 
-    def step_optimizer(self, optimizer, lr: float, coef: float = 1.0) -> None:
+    def update(self, lr: float, coef: float = 1.0) -> None:
         """Scale model.grads by `coef` where it is below 1 (gradient clipping), then apply one
-        `optimizer` step at `lr`: each process its own part when the optimizer is the one given
-        at set-up and the shards run in processes, else all here."""
-        if not self.processes or optimizer is None or optimizer is not self.optimizer:
-            _clip_and_step(optimizer, self.model.grads, lr, None, coef, slice(None))
+        optimizer step at `lr`: each process its own part where the shards run in processes,
+        else all here."""
+        optimizer = self.optimizer
+        if not self.processes:
+            _clip_and_step(optimizer, self.model.grads, lr, optimizer.step_count + 1, coef,
+                           slice(None))
             return
         count = optimizer.step_count + 1
-        self._everywhere(("step", lr, count, coef), _clip_and_step_or_error, optimizer,
+        self._everywhere(("step", lr, count, coef), _clip_and_step_or_error, self._own_part,
                          self.model.grads, lr, count, coef)
+        optimizer.step_count = count
 
     def _everywhere(self, message, here, *args) -> list:
         """Send `message` to every worker process, run here(*args, parts[0]) meanwhile, and
@@ -272,10 +277,12 @@ class DataParallel:
 
 
 def _shard_step(replica, job):
-    """(loss, final state) of one shard; its gradient lands in replica.grads."""
+    """(loss, final state) of one shard; its gradient, scaled by the shard's share of the
+    batch, lands in replica.grads."""
     ids, targets, state, train, seed, weight = job
     rng = np.random.default_rng(seed) if seed is not None else None
-    loss, new_state, _ = replica.loss_and_grad(ids, targets, state, train, rng, weight=weight)
+    loss, new_state, cache = replica.loss(ids, targets, state, train, rng)
+    replica.loss_backward(cache, scale=weight)
     return loss, new_state
 
 
@@ -287,12 +294,32 @@ def _merge(replicas, shards: int, part: slice) -> float:
     return float(np.dot(total, total))
 
 
-def _clip_and_step(optimizer, grads, lr: float, count, coef: float, part: slice) -> None:
-    """grads[part] *= coef if coef < 1, then optimizer's update of that part (as step `count`)."""
+class _Flat:
+    """A bare flat buffer: what Optimizer.step and _update read of a FlatParams."""
+
+    def __init__(self, flat: np.ndarray):
+        self.flat = flat
+
+
+def optimizer_part(optimizer, part: slice):
+    """A shallow copy of `optimizer` that sees only `part` of its parameters, slots and scratch:
+    its step updates exactly that part (the update is element-wise), in the same memory."""
+    view = copy.copy(optimizer)
+    view.params = _Flat(optimizer.params.flat[part])
+    view.slots = {name: _Flat(slot.flat[part]) for name, slot in optimizer.slots.items()}
+    view._tmp = optimizer._tmp[part]
+    view._gwd = None                      # its own scratch, of the part's size, on first use
+    return view
+
+
+def _clip_and_step(optimizer, grads, lr: float, count: int, coef: float, part: slice) -> None:
+    """grads[part] *= coef if coef < 1, then `optimizer` (the whole one for part slice(None),
+    else an optimizer_part of that part) takes its update as step `count`."""
+    g = grads.flat[part]
     if coef < 1.0:
-        g = grads.flat[part]
         np.multiply(g, coef, out=g)
-    optimizer.step(grads, lr, part, count)
+    optimizer.step_count = count - 1
+    optimizer.step(_Flat(g), lr)
 
 
 def _raise_first_error(results) -> None:
@@ -323,6 +350,7 @@ def _serve(pipe, replicas, k: int, part: slice, optimizer) -> None:
     the update) until it is sent None or the pipe closes. An error is sent back, to be raised
     in the parent."""
     grads = replicas[0].grads                            # the merged gradient (shared)
+    own_part = optimizer_part(optimizer, part)
     while True:
         try:
             message = pipe.recv()
@@ -337,4 +365,4 @@ def _serve(pipe, replicas, k: int, part: slice, optimizer) -> None:
             pipe.send(_merge_or_error(replicas, message[1], part))
         else:                                            # "step", lr, count, coef
             _, lr, count, coef = message
-            pipe.send(_clip_and_step_or_error(optimizer, grads, lr, count, coef, part))
+            pipe.send(_clip_and_step_or_error(own_part, grads, lr, count, coef, part))

@@ -49,7 +49,7 @@ import numpy as np
 
 from charrnn.fast import blas
 from charrnn.fast.parallel import can_fork, fork_worker, stop_worker
-from charrnn.nn.params import shared_zeros
+from charrnn.fast.shared import shared_zeros
 from charrnn.vocab import UnknownCharactersError
 
 DEFAULT_CHUNK = 1024  # characters per forward call: long enough to amortise, small in memory

@@ -10,42 +10,30 @@ Dropout (inverted, training only) sits between layers and before the decoder, as
 torch.nn.LSTM(dropout=p) followed by torch.nn.Dropout(p). Parameter names and shapes are
 PyTorch's (see DESIGN.md), so `torch.nn.Module.load_state_dict` accepts them unchanged.
 
-The state is a tuple of [L, B, H] arrays: (h,) for rnn and gru, (h, c) for lstm, as PyTorch's
-h_n / (h_n, c_n). Public arrays are batch-major ([B, T] ids, [B, T, V] logits); inside, everything
-is time-major so each time step is one contiguous block.
+The state is a tuple of [L, B, H] arrays, one per name in the cell's STATE: (h,) for rnn and
+gru, (h, c) for lstm, as PyTorch's h_n / (h_n, c_n). The architecture comes from a
+config.ModelConfig (`spec`); the cell's math from the registry in charrnn/nn/cells.
+Public arrays are batch-major ([B, T] ids, [B, T, V] logits); inside, everything is time-major
+so each time step is one contiguous block.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
-from charrnn.nn import cells
-
-from charrnn.nn import ops
+from charrnn.nn import cells, ops
 from charrnn.nn.params import FlatParams
 
 
-@dataclass
-class ModelSpec:
-    """The architecture settings the model needs (a subset of config.ModelConfig)."""
-
-    cell: str = "lstm"
-    nonlinearity: str = "tanh"
-    layers: int = 2
-    hidden_size: int = 256
-    embed_size: int = 64
-    dropout: float = 0.0
-    init: str = "default"
-    identity_scale: float = 1.0
-    forget_bias: float = 1.0
-
-
 def parameter_shapes(vocab_size: int, spec) -> dict[str, tuple[int, ...]]:
-    """PyTorch's names and shapes, in the order the flat buffer stores them."""
-    G, H = cells.GATES[spec.cell], spec.hidden_size
+    """PyTorch's names and shapes, in the order the flat buffer stores them.
+
+    spec: a config.ModelConfig (cell, layers, hidden_size, embed_size). ValueError for an
+    unknown cell.
+    """
+    G, H = len(cells.get(spec.cell).GATES), spec.hidden_size
     shapes = {"embedding.weight": (vocab_size, spec.embed_size)}
     for k in range(spec.layers):
         d_in = spec.embed_size if k == 0 else H
@@ -66,8 +54,7 @@ class CharRNN:
     """
 
     def __init__(self, vocab_size: int, spec, dtype=np.float32, seed: int = 0):
-        if spec.cell not in cells.GATES:
-            raise ValueError(f"unknown cell {spec.cell!r}; expected one of rnn, gru, lstm")
+        self.cell_module = cells.get(spec.cell)
         self.vocab_size = int(vocab_size)
         self.spec = spec
         self.cell = spec.cell
@@ -88,7 +75,8 @@ class CharRNN:
         init=orthogonal: each H x H gate block of weight_hh orthogonal (QR of a Gaussian).
         init=identity: each gate block of weight_hh = identity_scale * I and all rnn biases 0
         (the IRNN of Le, Jaitly & Hinton, 2015, when used with a relu RNN).
-        LSTM: forget_bias is added to bias_ih's forget block, so the cell starts remembering.
+        A cell with a forget gate ("f" in its GATES, the LSTM): forget_bias is added to bias_ih's
+        forget block, so the cell starts remembering (Gers et al., 2000).
         """
         p, H, spec = self.params, self.hidden_size, self.spec
         bound = 1.0 / math.sqrt(H)
@@ -97,7 +85,8 @@ class CharRNN:
                 view[...] = rng.standard_normal(view.shape)
             else:
                 view[...] = rng.uniform(-bound, bound, view.shape)
-        G = cells.GATES[self.cell]
+        gates = self.cell_module.GATES
+        G = len(gates)
         for k in range(self.layers):
             w_hh = p[f"rnn.weight_hh_l{k}"]
             for gate in range(G):
@@ -110,16 +99,16 @@ class CharRNN:
             if spec.init == "identity":
                 p[f"rnn.bias_ih_l{k}"][...] = 0
                 p[f"rnn.bias_hh_l{k}"][...] = 0
-            if self.cell == "lstm":
-                p[f"rnn.bias_ih_l{k}"][H:2 * H] += spec.forget_bias
+            if "f" in gates:
+                f = gates.index("f")
+                p[f"rnn.bias_ih_l{k}"][f * H:(f + 1) * H] += spec.forget_bias
 
     # -- state --------------------------------------------------------------------------------
 
     def initial_state(self, batch_size: int) -> tuple[np.ndarray, ...]:
-        """Zeros: (h,) or (h, c), each [L, B, H]."""
-        n = 2 if self.cell == "lstm" else 1
+        """Zeros: one [L, B, H] array per name in the cell's STATE."""
         return tuple(np.zeros((self.layers, batch_size, self.hidden_size), self.dtype)
-                     for _ in range(n))
+                     for _ in self.cell_module.STATE)
 
     # -- forward / backward -------------------------------------------------------------------
 
@@ -149,19 +138,20 @@ class CharRNN:
         loss, cache["probs"] = ops.softmax_cross_entropy_forward(logits, cache["targets"])
         return loss, new_state, cache
 
-    def loss_and_grad(self, ids, targets, state=None, train=True, rng=None, dstate=None,
-                      weight=1.0):
+    def loss_backward(self, cache, dstate=None, scale=1.0):
+        """The backward of `loss`: gradients of scale x the loss (plus <dstate, final state>)
+        land in self.grads; returns the gradient of the initial state. Consumes the cache."""
+        dlogits = ops.softmax_cross_entropy_backward(cache.pop("probs"), cache["targets"], scale)
+        return self._backward_tm(dlogits, cache, dstate)[1]
+
+    def loss_and_grad(self, ids, targets, state=None, train=True, rng=None, dstate=None):
         """Loss, gradients and carried state of one training step.
 
         Returns (loss, final state, d initial state); parameter gradients land in self.grads.
         `dstate` is the gradient arriving at the final state (None: the loss is all there is).
-        `weight` scales the gradient of the loss (not the loss returned): a data-parallel shard
-        passes its share of the batch, so the shards' gradients merge by plain addition.
         """
         loss, new_state, cache = self.loss(ids, targets, state, train, rng)
-        dlogits = ops.softmax_cross_entropy_backward(cache.pop("probs"), cache["targets"], weight)
-        _, dstate0 = self._backward_tm(dlogits, cache, dstate)
-        return loss, new_state, dstate0
+        return loss, new_state, self.loss_backward(cache, dstate)
 
     def embed(self, ids_tm):
         """Layer 0's input for ids_tm [T, B]: the embedded rows [T, B, E], or, when V < T*B, a
@@ -175,9 +165,10 @@ class CharRNN:
         """Layer k alone (no dropout): x [T, B, D], state0 (h,) or (h, c) of [B, H]
         -> (out [T, B, H], final state, cache)."""
         p = self.params
-        return cells.forward(self.cell, x, state0, p[f"rnn.weight_ih_l{k}"],
-                             p[f"rnn.weight_hh_l{k}"], p[f"rnn.bias_ih_l{k}"],
-                             p[f"rnn.bias_hh_l{k}"], self.spec.nonlinearity)
+        return self.cell_module.forward(x, state0, p[f"rnn.weight_ih_l{k}"],
+                                        p[f"rnn.weight_hh_l{k}"], p[f"rnn.bias_ih_l{k}"],
+                                        p[f"rnn.bias_hh_l{k}"],
+                                        nonlinearity=self.spec.nonlinearity)
 
     def decode(self, top):
         """Logits [N, V] of the top layer's outputs top [N, H]."""
@@ -213,7 +204,7 @@ class CharRNN:
         dtop, _, _ = ops.linear_backward(dlogits, cache["top"], p["decoder.weight"],
                                          g["decoder.weight"], g["decoder.bias"])
         dx = dtop.reshape(T, B, self.hidden_size)
-        n_state = 2 if self.cell == "lstm" else 1
+        n_state = len(self.cell_module.STATE)
         dstate0 = [np.zeros((self.layers, B, self.hidden_size), self.dtype) for _ in range(n_state)]
         for k in range(self.layers - 1, -1, -1):
             dx = ops.dropout_backward(dx, cache["masks"][k])
@@ -222,7 +213,7 @@ class CharRNN:
             layer_grads = {name: g[f"rnn.{name}_l{k}"]
                            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
             trace = None if dh_traces is None else dh_traces[k]
-            dx, d0, _ = cells.backward(self.cell, dx, dfinal, cache["layers"][k], layer_grads, trace)
+            dx, d0, _ = self.cell_module.backward(dx, dfinal, cache["layers"][k], layer_grads, trace)
             cache["layers"][k] = None          # spent (the lstm backward reuses it): free it now
             for j in range(n_state):
                 dstate0[j][k] = d0[j]

@@ -8,8 +8,6 @@ that cares about structure still sees `views["rnn.weight_hh_l0"]` with its PyTor
 
 from __future__ import annotations
 
-import mmap
-
 import numpy as np
 
 
@@ -21,14 +19,18 @@ class FlatParams:
     (`views[k][...] = ...`).
     """
 
-    def __init__(self, shapes: dict[str, tuple[int, ...]], dtype=np.float32, shared: bool = False):
+    def __init__(self, shapes: dict[str, tuple[int, ...]], dtype=np.float32):
         self.shapes = {name: tuple(int(d) for d in shape) for name, shape in shapes.items()}
         self.dtype = np.dtype(dtype)
         self.size = sum(int(np.prod(s)) for s in self.shapes.values())
-        self._bind(shared_zeros(self.size, self.dtype) if shared else np.zeros(self.size, self.dtype))
+        self.rebind(np.zeros(self.size, self.dtype))
 
-    def _bind(self, flat: np.ndarray) -> None:
-        """Make `flat` the buffer and every view a slice of it."""
+    def rebind(self, flat: np.ndarray) -> None:
+        """Make `flat` (1-D, `size` elements of `dtype`) the buffer and every view a slice of it.
+        Holders of the old `flat` or views keep the old memory; holders of this object follow."""
+        if flat.shape != (self.size,) or flat.dtype != self.dtype:
+            raise ValueError(f"a buffer of {self.size} x {self.dtype} is needed; got "
+                             f"{flat.shape} x {flat.dtype}")
         self.flat = flat
         self.views: dict[str, np.ndarray] = {}
         offset = 0
@@ -37,17 +39,9 @@ class FlatParams:
             self.views[name] = flat[offset:offset + size].reshape(shape)
             offset += size
 
-    def share_memory(self) -> None:
-        """Move the buffer, values included, into memory shared with processes forked after this
-        call (an anonymous MAP_SHARED mapping): their writes and ours are the same writes.
-        Holders of the old `flat` or views keep the old memory; holders of this object follow."""
-        flat = shared_zeros(self.size, self.dtype)
-        flat[...] = self.flat
-        self._bind(flat)
-
-    def zeros_like(self, shared: bool = False) -> FlatParams:
+    def zeros_like(self) -> FlatParams:
         """A new zero-filled set with the same names, shapes and dtype."""
-        return FlatParams(self.shapes, self.dtype, shared)
+        return FlatParams(self.shapes, self.dtype)
 
     def names(self) -> list[str]:
         return list(self.views)
@@ -79,8 +73,3 @@ class FlatParams:
         """Independent copies of every array, by name."""
         return {name: view.copy() for name, view in self.views.items()}
 
-
-def shared_zeros(size: int, dtype: np.dtype) -> np.ndarray:
-    """A zero-filled 1-D array in an anonymous shared mapping (inherited by forked processes)."""
-    buffer = mmap.mmap(-1, max(1, size * dtype.itemsize))
-    return np.frombuffer(buffer, dtype=dtype, count=size)

@@ -74,7 +74,9 @@ def make_run(cell="lstm", layers=2, hidden=128, emb=64, vocab=65, batch=50, seq=
     from charrnn.train.data import make_batches
     from charrnn.nn.model import CharRNN
     from charrnn.train.optim import make_optimizer
-    from charrnn.train.loop import Progress, Run, make_parallel
+    from charrnn.train.checkpoint import Progress
+    from charrnn.train.engine import make_engine
+    from charrnn.train.run import Run
 
     cfg = Config()
     cfg.model.cell, cfg.model.layers, cfg.model.hidden_size = cell, layers, hidden
@@ -91,7 +93,7 @@ def make_run(cell="lstm", layers=2, hidden=128, emb=64, vocab=65, batch=50, seq=
     batches = make_batches(ids, cfg.train, "contiguous")
     return Run(cfg, voc, model, optimizer, batches, ids[:0], np.random.default_rng(seed + 1),
                np.random.default_rng(seed + 2), Progress(), out_dir="",
-               parallel=make_parallel(model, cfg.train, optimizer=optimizer))
+               engine=make_engine(model, optimizer, cfg.train))
 
 
 def train_throughput(run, steps: int, warmup: int = 3) -> tuple[float, float]:
@@ -136,7 +138,7 @@ def peak_rss_mb() -> float:
 _TOKENIZE_CHILD = """
 import json, resource, sys, time
 from charrnn.config import Config
-from charrnn.train.loop import load_corpus
+from charrnn.train.run import load_corpus
 with open("/proc/self/status") as f:
     base = [int(l.split()[1]) / 1024 for l in f if l.startswith("VmRSS:")][0]
 cfg = Config(); cfg.data.path = sys.argv[1]
@@ -204,16 +206,16 @@ def _run_bench(cell, layers, hidden, emb, vocab, batch, seq, steps, sample, thre
         result.update({k: round(v, 3) if isinstance(v, float) else v
                        for k, v in tokenize_measure(tokenize_mb).items()})
     run = make_run(cell, layers, hidden, emb, vocab, batch, seq, steps, warmup, threads=threads or 1)
-    workers = run.parallel.worker_memory_mb() if run.parallel else []
+    workers = run.engine.worker_memory_mb()
     train_cps, loss = train_throughput(run, steps, warmup)
-    if run.parallel:
+    if run.engine.workers > 1:
         # what the worker processes added: the growth of their peak above their size when forked,
         # less the parameters and gradients they share with this process (counted here already)
         added = sum(end["peak"] - start["rss"] - (end["shared"] - start["shared"])
-                    for start, end in zip(workers, run.parallel.worker_memory_mb()))
+                    for start, end in zip(workers, run.engine.worker_memory_mb()))
         result["worker_processes"] = len(workers)
         result["worker_added_rss_mb"] = round(added, 1)
-        run.parallel.close()
+        run.engine.close()
     else:
         added = 0.0
     result["train_chars_per_s"] = round(train_cps)

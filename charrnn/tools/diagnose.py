@@ -30,7 +30,8 @@ import numpy as np
 
 from charrnn.tools import gradcheck
 from charrnn.train.data import DataError
-from charrnn.nn.model import CharRNN, ModelSpec
+from charrnn.config import ModelConfig
+from charrnn.nn.model import CharRNN
 from charrnn.vocab import UnknownCharactersError
 
 THRESHOLD = 1e-3
@@ -175,7 +176,7 @@ def check_random_model(cell: str = "lstm", layers: int = 2, nonlinearity: str = 
                        embed_size: int = 3, hidden_size: int = 4, batch: int = 3,
                        steps: int = 10) -> list[dict]:
     """check_model on a small random float64 CharRNN -> [{"name", "entries", "max_rel_error"}]."""
-    spec = ModelSpec(cell=cell, nonlinearity=nonlinearity, layers=layers,
+    spec = ModelConfig(cell=cell, nonlinearity=nonlinearity, layers=layers,
                      hidden_size=hidden_size, embed_size=embed_size, dropout=dropout)
     model = CharRNN(vocab_size, spec, dtype=np.float64, seed=seed)
     results = gradcheck.check_model(model, batch=batch, steps=steps, seed=seed)

@@ -98,11 +98,9 @@ def objective(model, ids, targets, state0, dstate, dropout_seed):
 
 
 def _relu_pattern(model, cache):
-    """Which relu units are on (as bytes), or None for a smooth model."""
-    if model.cell != "rnn" or model.spec.nonlinearity != "relu":
-        return None
-    # a relu RNN layer's cache holds hs [T + 1, B, H]; the unit is on where h > 0
-    return b"".join(np.packbits(layer[1][1:] > 0).tobytes() for layer in cache["layers"])
+    """Where each layer's non-smooth units sit (the cell's kinks), or None for a smooth model."""
+    kinks = [model.cell_module.kinks(layer) for layer in cache["layers"]]
+    return None if all(k is None for k in kinks) else b"".join(k or b"" for k in kinks)
 
 
 def analytic_gradients(model, ids, targets, state0, dstate, dropout_seed):
@@ -128,7 +126,8 @@ def check_model(model: CharRNN, batch: int = 3, steps: int = 10, seed: int = 0,
     for name, view in model.params.items():
         numeric = numeric_gradient(f, view, eps)
         results.append(GradCheckResult(name, relative_error(grads[name], numeric), view.size))
-    for label, s, ds in zip(("state.h", "state.c"), state0, dstate0):
+    for label, s, ds in zip(model.cell_module.STATE, state0, dstate0):
+        label = f"state.{label}"
         numeric = numeric_gradient(f, s, eps)
         results.append(GradCheckResult(label, relative_error(ds, numeric), s.size))
     return results

@@ -3,7 +3,8 @@
 tensors:  model parameters under PyTorch's names (embedding.weight, rnn.weight_ih_l0, ...);
           optimizer slots as optim.<slot>.<parameter name> (optim.exp_avg.rnn.weight_hh_l0);
           the carried hidden state of truncated BPTT as carry.h / carry.c ([L, B, H]).
-metadata: format = "charrnn/1"; charrnn = JSON {version, config, vocab, train_state, created}.
+metadata: format = "charrnn/1"; charrnn = JSON {version, config, vocab, train_state, created},
+          train_state as TrainState below describes it.
 
 Loading parses only the safetensors header and raw arrays (never pickle, never code), checks the
 format tag, then every name, shape and dtype against the model the stored config describes, and
@@ -14,8 +15,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -33,6 +35,53 @@ CARRY_PREFIX = "carry."
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be read or used; the message is one sentence for the user."""
+
+
+@dataclass
+class Progress:
+    """Where training stands."""
+
+    step: int = 0                 # updates done
+    epoch: int = 0                # completed passes over the training text
+    position: int = 0             # index of the next batch within the epoch
+    chars: int = 0                # training characters seen
+    best_val_loss: float = math.inf
+    last_val_loss: float | None = None
+    lr: float = 0.0               # the rate of the last update
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed run needs beyond the weights, optimizer slots and carried state:
+    the checkpoint's `train_state`, written by to_dict and read by from_dict only."""
+
+    progress: Progress
+    optim: dict                   # the optimizer's scalars: {"step": updates applied}
+    rng: dict                     # bit-generator states: {"dropout": ..., "batch": ...}
+    workers: int | None = None    # worker processes of the step (None: an older checkpoint)
+    corpus: dict | None = None    # {"chars", "crc32"} of the training ids (None: older)
+
+    def to_dict(self) -> dict:
+        progress = asdict(self.progress)
+        if not math.isfinite(progress["best_val_loss"]):
+            progress["best_val_loss"] = 1e308          # JSON has no infinity
+        return {"progress": progress, "optim": self.optim, "rng": self.rng,
+                "workers": self.workers, "corpus": self.corpus}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainState:
+        """ValueError (naming what is missing or wrong) for an incomplete train_state."""
+        try:
+            progress = Progress(**d["progress"])
+            optim, rng = d["optim"], d["rng"]
+            rng["dropout"], rng["batch"]
+        except (KeyError, TypeError) as e:
+            raise ValueError(str(e)) from None
+        workers = d.get("workers")
+        corpus = d.get("corpus")
+        return cls(progress, optim, rng,
+                   workers if isinstance(workers, int) and workers >= 1 else None,
+                   corpus if isinstance(corpus, dict) else None)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Optimizers, gradient clipping and learning-rate schedules over flat parameter buffers.
+"""Optimizers and gradient clipping over flat parameter buffers.
 
 Every optimizer updates `params.flat` in place from `grads.flat` (two `FlatParams` of one layout)
 with a fixed sequence of in-place NumPy ufuncs over the whole buffer: no Python loop over
@@ -11,18 +11,9 @@ Update rules are torch.optim's (defaults: no amsgrad / nesterov / dampening / ce
 g is the gradient, p the parameter, t the step count starting at 1, wd the weight decay.
 
 Floating point: the fused forms are algebraically identical to torch's but may round in a
-different order (Adam folds 1/sqrt(bc2) into eps and the step size). A one-off check against
-torch 2.14 (20 steps, all optimizers, weight decay on and off) agreed to 3e-16 relative in float64
-and 1.2e-7 in float32. A resumed run *is* bit-identical to an uninterrupted one.
-
-Benchmark, one step over 1M float32 parameters (`timeit`, 2-core AMD EPYC VM, NumPy 2.4):
-Adam 1.7-2.2 ms (about 0.4 ms of it the float32 sqrt) vs 3.0-4.6 ms for the naive expression
-form (`m = b1*m + (1-b1)*g; ...; p = p - lr*mh/(np.sqrt(vh)+eps)`); AdamW 2.1, RMSprop 1.5,
-Adagrad 1.3, SGD 0.3 (0.5 with momentum). torch 2.14 CPU Adam on the same machine, 1 / 2 threads:
-single-tensor (the CPU default) 2.6 / 1.3 ms, foreach 2.3 / 1.0 ms, fused=True 0.6 / 0.3 ms.
-NumPy ufuncs are single-threaded; a thread pool over chunks could close the gap but is not worth
-it: a B=32, T=64 step of a 1M-parameter LSTM is ~12 GFLOP of matmuls (estimate, not measured).
-`clip_grad_norm` costs 0.08 ms (one BLAS dot).
+different order (Adam folds 1/sqrt(bc2) into eps and the step size); whole runs agree with
+torch.optim to about 1e-13 in float64 (docs/performance.md). A resumed run is bit-identical to an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -35,18 +26,18 @@ from charrnn.nn.params import FlatParams
 
 __all__ = [
     "Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "OPTIMIZERS", "make_optimizer",
-    "flatten_state", "unflatten_state", "clip_grad_norm", "clip_grad_value", "lr_at",
+    "flatten_state", "unflatten_state", "clip_grad_norm", "clip_grad_value", "clip_coefficient",
 ]
 
 
 class Optimizer:
-    """Base class: step counting, lr override, scratch buffers and state (de)serialisation.
+    """Base class: step counting, lr override, weight decay, scratch buffers and state
+    (de)serialisation.
 
-    Subclasses set `slot_names` and implement `_update(g, lr, part)`, which receives the
-    gradient's flat buffer restricted to the slice `part` (with L2 weight decay already added
-    where the optimizer couples it) and must update `self.params.flat[part]` in place using only
-    `self._tmp[part]` (and `self._gwd`) as scratch. Every update is element-wise, so disjoint
-    parts may be updated by different processes (charrnn/fast/parallel.py) with the same result.
+    Subclasses set `slot_names` and implement `_update(g, lr)`, which receives the gradient's
+    flat buffer (with L2 weight decay already added where the optimizer couples it) and must
+    update `self.params.flat` in place using only `self._tmp` as scratch. Every update is
+    element-wise (charrnn/fast/parallel.py relies on it to split one over processes).
     """
 
     slot_names: tuple[str, ...] = ()
@@ -65,13 +56,11 @@ class Optimizer:
         self._tmp = np.empty_like(params.flat)
         self._gwd: np.ndarray | None = None  # g + wd * p, allocated on first use
 
-    def step(self, grads: FlatParams, lr: float | None = None, part: slice = slice(None),
-             count: int | None = None) -> None:
+    def step(self, grads: FlatParams, lr: float | None = None) -> None:
         """Apply one update in place to `params`; `lr`, if given, is used for this step only.
 
-        `grads` is read, never written. `part` restricts the update to a slice of the flat
-        buffers and `count` sets the step number it is (default: one more than the last), for
-        a step split over processes that each update their own part.
+        `grads` (anything with a `flat` buffer of the parameters' layout) is read, never
+        written. ValueError when its buffer does not match the parameters'.
         """
         g = grads.flat
         p = self.params.flat
@@ -79,24 +68,17 @@ class Optimizer:
             raise ValueError(
                 f"gradient buffer ({g.shape[0]} x {g.dtype}) does not match the parameters "
                 f"({p.shape[0]} x {p.dtype}); build both from the same FlatParams layout")
-        self.step_count = self.step_count + 1 if count is None else count
-        g, p = g[part], p[part]
+        self.step_count += 1
         if self.weight_decay and self.couple_weight_decay:
             if self._gwd is None:
-                self._gwd = np.empty_like(self.params.flat)
-            gwd = self._gwd[part]
-            np.multiply(p, self.weight_decay, out=gwd)
-            np.add(gwd, g, out=gwd)
-            g = gwd
-        self._update(g, float(self.lr if lr is None else lr), part)
+                self._gwd = np.empty_like(p)
+            np.multiply(p, self.weight_decay, out=self._gwd)
+            np.add(self._gwd, g, out=self._gwd)
+            g = self._gwd
+        self._update(g, float(self.lr if lr is None else lr))
 
-    def _update(self, g: np.ndarray, lr: float, part: slice) -> None:
+    def _update(self, g: np.ndarray, lr: float) -> None:
         raise NotImplementedError
-
-    def share_memory(self) -> None:
-        """Move the slots into memory shared with processes forked after this call."""
-        for slot in self.slots.values():
-            slot.share_memory()
 
     def state_dict(self) -> dict:
         """`{"step": int, "slots": {slot: {param name: array copy}}}`, sharing no memory."""
@@ -148,10 +130,10 @@ class SGD(Optimizer):
         self.slot_names = ("momentum_buffer",) if self.momentum else ()
         super().__init__(params, lr, weight_decay)
 
-    def _update(self, g, lr, part):
-        p, s = self.params.flat[part], self._tmp[part]
+    def _update(self, g, lr):
+        p, s = self.params.flat, self._tmp
         if self.momentum:
-            buf = self.slots["momentum_buffer"].flat[part]
+            buf = self.slots["momentum_buffer"].flat
             np.multiply(buf, self.momentum, out=buf)
             np.add(buf, g, out=buf)
             g = buf
@@ -175,8 +157,8 @@ class Adagrad(Optimizer):
         self.eps = float(eps)
         super().__init__(params, lr, weight_decay)
 
-    def _update(self, g, lr, part):
-        p, s, acc = self.params.flat[part], self._tmp[part], self.slots["sum"].flat[part]
+    def _update(self, g, lr):
+        p, s, acc = self.params.flat, self._tmp, self.slots["sum"].flat
         np.multiply(g, g, out=s)
         np.add(acc, s, out=acc)
         np.sqrt(acc, out=s)
@@ -203,8 +185,8 @@ class RMSprop(Optimizer):
         self.alpha, self.eps = float(alpha), float(eps)
         super().__init__(params, lr, weight_decay)
 
-    def _update(self, g, lr, part):
-        p, s, v = self.params.flat[part], self._tmp[part], self.slots["square_avg"].flat[part]
+    def _update(self, g, lr):
+        p, s, v = self.params.flat, self._tmp, self.slots["square_avg"].flat
         np.multiply(g, g, out=s)
         np.multiply(s, 1.0 - self.alpha, out=s)
         np.multiply(v, self.alpha, out=v)
@@ -240,9 +222,9 @@ class Adam(Optimizer):
         self.eps = float(eps)
         super().__init__(params, lr, weight_decay)
 
-    def _update(self, g, lr, part):
-        p, s = self.params.flat[part], self._tmp[part]
-        m, v = self.slots["exp_avg"].flat[part], self.slots["exp_avg_sq"].flat[part]
+    def _update(self, g, lr):
+        p, s = self.params.flat, self._tmp
+        m, v = self.slots["exp_avg"].flat, self.slots["exp_avg_sq"].flat
         b1, b2 = self.betas
         t = self.step_count
         bc1 = 1.0 - b1 ** t
@@ -274,11 +256,11 @@ class AdamW(Adam):
                  eps: float = 1e-8, weight_decay: float = 0.01):
         super().__init__(params, lr, betas, eps, weight_decay)
 
-    def _update(self, g, lr, part):
+    def _update(self, g, lr):
         if self.weight_decay:
-            p = self.params.flat[part]
+            p = self.params.flat
             np.multiply(p, 1.0 - lr * self.weight_decay, out=p)
-        super()._update(g, lr, part)
+        super()._update(g, lr)
 
 
 OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
@@ -356,40 +338,6 @@ def clip_coefficient(norm: float, max_norm: float) -> float:
 def clip_grad_value(grads: FlatParams, value: float) -> None:
     """Clamp every gradient element to [-value, value] in place."""
     np.clip(grads.flat, -value, value, out=grads.flat)
-
-
-def lr_at(train_cfg, step: int, epoch: float) -> float:
-    """The learning rate for the update after `step` completed updates, at `epoch` (float).
-
-    Stateless, so a resumed run gets exactly the same rates. With lr0 = train_cfg.lr:
-      constant:  lr0
-      step:      lr0 * decay_rate ** floor(epoch / decay_every)            (char-rnn)
-      cosine:    min_lr + (lr0 - min_lr) * (1 + cos(pi * r)) / 2, with
-                 r = clamp((step - warmup_steps) / (max_steps - warmup_steps), 0, 1)  (nanoGPT)
-    and, for any schedule, a linear warmup while step < warmup_steps: the rate above times
-    (step + 1) / (warmup_steps + 1) (nanoGPT's form: lr0 / (W+1) first, reaching lr0 at step W).
-    """
-    lr0 = float(train_cfg.lr)
-    kind = getattr(train_cfg, "lr_schedule", "constant")
-    warmup = int(getattr(train_cfg, "warmup_steps", 0) or 0)
-    if kind == "constant":
-        lr = lr0
-    elif kind == "step":
-        if not train_cfg.decay_every or train_cfg.decay_every <= 0:
-            raise ValueError("lr_schedule step needs train.decay_every > 0 (epochs between decays)")
-        lr = lr0 * train_cfg.decay_rate ** math.floor(epoch / train_cfg.decay_every)
-    elif kind == "cosine":
-        if train_cfg.max_steps is None:
-            raise ValueError("lr_schedule cosine needs train.max_steps (the step where the "
-                             "rate reaches min_lr); set it or use another schedule")
-        min_lr = float(getattr(train_cfg, "min_lr", 0.0) or 0.0)
-        r = min(max((step - warmup) / max(train_cfg.max_steps - warmup, 1), 0.0), 1.0)
-        lr = min_lr + (lr0 - min_lr) * 0.5 * (1.0 + math.cos(math.pi * r))
-    else:
-        raise ValueError(f"unknown lr_schedule {kind!r}; choose one of constant, step, cosine")
-    if step < warmup:
-        lr *= (step + 1) / (warmup + 1)
-    return lr
 
 
 def _check_range(name, value, lo, hi=None, hi_open=False):

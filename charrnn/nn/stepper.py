@@ -1,0 +1,147 @@
+"""One time step of a CharRNN for one sequence (batch 1): the inference path of sampling.
+
+Shape key: V vocabulary, E embedding, H hidden, L layers, G gates.
+
+Generation cannot use the model's sequence forward (every input is the previous output), so
+`Stepper` gives the same logits as `CharRNN.forward` (tested to 1e-10 in float64) with as few
+NumPy calls per character as it can:
+
+- the hidden states live in one preallocated vector  z = [h_0, 1, h_1, 1, ..., h_{L-1}, 1]; layer
+  k >= 1 reads the contiguous slice [h_{k-1}, 1, h_k, 1] and multiplies it by one stacked matrix
+  [W_ih^T; b_ih; W_hh^T; b_hh], so its input product, recurrent product and both biases are a
+  single np.dot(..., out=); the decoder reads [h_{L-1}, 1] against [W_dec^T; b_dec] x 1/T;
+- layer 0's input product is a row lookup in a precomputed table  emb W_ih0^T + b_ih0  [V, G*H];
+- each cell decides its columns (reordered, pre-scaled: the cell module's `step_columns`), its
+  buffer (`step_layout`: the gate columns, and extra state such as the LSTM's c kept right
+  after them) and the element-wise work after the products (`step_body`);
+- every intermediate is written into a buffer allocated once, through views bound once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Stepper:
+    """One time step of a CharRNN for one sequence, with the same logits as CharRNN.forward.
+
+    step(id) advances the state by one input character and returns the logits for the next one
+    (a [V] buffer overwritten by the next call; multiplied by `inv_temperature`). advance(id) does
+    the same without the decoder. The state is one array per name in the cell's STATE;
+    reset(state) takes the model's tuple of [L, 1, H] or [L, H] arrays, get_state() returns
+    copies of [L, 1, H]. `z` and `buf` hold all of it (save and restore them to rewind).
+    """
+
+    def __init__(self, model, inv_temperature: float = 1.0):
+        p = {name: np.asarray(v, np.float64) for name, v in model.params.items()}
+        self.cell = model.cell_module
+        self.L, self.H = model.layers, model.hidden_size
+        self.V, self.dtype = model.vocab_size, model.dtype
+        self.nonlinearity = model.spec.nonlinearity
+        L, H, dt = self.L, self.H, self.dtype
+        W = H + 1                                       # one slot of z: h_k then a constant 1
+        self.z = np.zeros(L * W, dt)
+        self.z[H::W] = 1.0
+        self.h = [self.z[k * W:k * W + H] for k in range(L)]
+        self.inputs = [self.z[0:W]] + [self.z[(k - 1) * W:(k + 1) * W] for k in range(1, L)]
+        width, self.product_cols, self.table_cols, extra = self.cell.step_layout(H)
+        self.buf = np.zeros((L, width), dt)             # per layer: gates, then extra state
+        self.extra = [self.buf[:, cols] for cols in extra.values()]     # each [L, H]
+        self.weights = [self._stacked(p, k).astype(dt) for k in range(L)]
+        self.table = self._layer0_table(p).astype(dt)
+        dec = np.vstack([p["decoder.weight"].T, p["decoder.bias"][None]])
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.dec = (dec * inv_temperature).astype(dt)
+        self.dec_in = self.z[(L - 1) * W:L * W]
+        self.logits = np.zeros(self.V, dt)
+        self.tmp = np.zeros(2 * H, dt)
+        self._layers = [self._layer(k) for k in range(L)]
+
+    # -- weights ---------------------------------------------------------------------------------
+
+    def _stacked(self, p, k: int) -> np.ndarray:
+        """Layer k's matrix for its input slice of z: [W_hh^T; b_hh] (k = 0, whose input side is
+        the table) or [W_ih^T; b_ih; W_hh^T; b_hh] (k >= 1), in the cell's step columns."""
+        hh = np.vstack([p[f"rnn.weight_hh_l{k}"].T, p[f"rnn.bias_hh_l{k}"][None]])
+        hh = self.cell.step_columns(hh, "h")
+        if k == 0:
+            return np.ascontiguousarray(hh)
+        ih = np.vstack([p[f"rnn.weight_ih_l{k}"].T, p[f"rnn.bias_ih_l{k}"][None]])
+        return np.ascontiguousarray(np.vstack([self.cell.step_columns(ih, "x"), hh]))
+
+    def _layer0_table(self, p) -> np.ndarray:
+        """emb W_ih0^T + b_ih0 for every character, in the cell's table columns: [V, <= G*H]."""
+        table = p["embedding.weight"] @ p["rnn.weight_ih_l0"].T + p["rnn.bias_ih_l0"]
+        table = self.cell.step_columns(table, "x")
+        return np.ascontiguousarray(table[:, self.table_cols])
+
+    # -- the step: one closure per layer over preallocated buffers and pre-bound views ----------
+
+    def _layer(self, k):
+        """Layer k's step: the product with z (plus the table row for k = 0), then the cell's
+        body."""
+        v, w, dot, add, table = self.inputs[k], self.weights[k], np.dot, np.add, self.table
+        gates, row_target = self.buf[k][self.product_cols], self.buf[k][self.table_cols]
+        body = self.cell.step_body(self.buf[k], self.h[k], self.tmp, self.nonlinearity)
+        if k == 0:
+            def run0(token):
+                dot(v, w, out=gates)
+                add(row_target, table[token], out=row_target)
+                body()
+            return run0
+
+        def run():
+            dot(v, w, out=gates)
+            body()
+        return run
+
+    def advance(self, token: int) -> None:
+        """Feed one character id: update the state of every layer."""
+        self._layers[0](token)
+        for run in self._layers[1:]:
+            run()
+
+    def step(self, token: int) -> np.ndarray:
+        """Feed one character id; the logits (x inv_temperature) for the next one, [V]."""
+        self.advance(token)
+        np.dot(self.dec_in, self.dec, out=self.logits)
+        return self.logits
+
+    def make_step(self):
+        """A closure equivalent to `step` with everything it needs bound: id -> logits."""
+        dot, run0, upper = np.dot, self._layers[0], tuple(self._layers[1:])
+        dec_in, dec, logits = self.dec_in, self.dec, self.logits
+        if len(upper) == 1:
+            (run1,) = upper
+
+            def step2(token):
+                run0(token)
+                run1()
+                dot(dec_in, dec, out=logits)
+                return logits
+            return step2
+
+        def step(token):
+            run0(token)
+            for run in upper:
+                run()
+            dot(dec_in, dec, out=logits)
+            return logits
+        return step
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def reset(self, state=None) -> None:
+        """Zero state, or the given tuple (one per name in the cell's STATE) of [L, 1, H] or
+        [L, H] arrays."""
+        for k in range(self.L):
+            self.h[k][...] = 0.0 if state is None else np.asarray(state[0]).reshape(self.L, -1)[k]
+        self.buf[...] = 0.0
+        for j, extra in enumerate(self.extra, start=1):
+            extra[...] = 0.0 if state is None else np.asarray(state[j]).reshape(self.L, -1)
+        self.logits[...] = 0.0
+
+    def get_state(self) -> tuple[np.ndarray, ...]:
+        """Copies of the state in the model's layout: one [L, 1, H] array per name in STATE."""
+        h = np.stack(self.h)[:, None, :].copy()
+        return (h,) + tuple(extra[:, None, :].copy() for extra in self.extra)
