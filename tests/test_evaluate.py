@@ -14,7 +14,7 @@ from charrnn.config import ModelConfig
 from charrnn.nn.model import CharRNN
 from charrnn.fast.parallel import can_fork
 from charrnn.vocab import UnknownCharactersError, Vocab
-from tests.reference import reference_loss_and_grads
+from charrnn.nn.reference import reference_loss_and_grads
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
 VOCAB = Vocab(list("\nabcdefgh ."))

@@ -13,7 +13,7 @@ from charrnn.tools import gradcheck
 from charrnn.nn import ops
 from charrnn.config import ModelConfig
 from charrnn.nn.model import CharRNN
-from tests.reference import reference_loss_and_grads
+from charrnn.nn.reference import reference_loss_and_grads
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
 

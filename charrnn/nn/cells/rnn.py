@@ -16,7 +16,8 @@ import numpy as np
 from charrnn.fast.stepproduct import StepProduct
 from charrnn.nn.cells.projection import input_projection, weight_grads
 
-GATES = ("h",)        # one block of rows in weight_ih / weight_hh
+GATES = ("h",)                 # one block of rows in weight_ih / weight_hh
+NONLINEARITIES = ("tanh", "relu")  # model.nonlinearity: the activation of h
 STATE = ("h",)
 
 
