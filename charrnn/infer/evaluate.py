@@ -14,7 +14,7 @@ one matrix product, and the numbers are the training forward's); the log-softmax
 are done in float64. A model of two or more layers on a text of more than a few chunks runs
 the same operations as a two-stage pipeline over both cores where the platform can fork
 (Linux): layer 0 of the next chunk in a child process while this one runs the layers above
-(`_evaluate_pipelined`; the same bits, about half the time for two layers).
+(charrnn/fast/pipeline.py; the same bits, about half the time for two layers).
 
 Parallel streams (`streams` K > 1, opt-in, approximate): one stream is batch 1, so its speed is
 bounded by one matrix-vector product per layer and step, about the training throughput. With K
@@ -47,9 +47,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from charrnn.fast import blas
-from charrnn.fast.parallel import can_fork, fork_worker, stop_worker
-from charrnn.fast.shared import shared_zeros
+from charrnn.fast.parallel import can_fork
+from charrnn.fast.pipeline import pipelined_nll
 from charrnn.vocab import UnknownCharactersError
 
 DEFAULT_CHUNK = 1024  # characters per forward call: long enough to amortise, small in memory
@@ -130,83 +129,13 @@ def evaluate_ids(model, ids, chunk_len: int = DEFAULT_CHUNK, max_chars: int | No
     if streams > 1:
         return _evaluate_streams(model, ids, streams, warmup, chunk_len), n - 1
     if pipeline and model.layers >= 2 and can_fork() and n - 1 > PIPELINE_MIN_CHUNKS * chunk_len:
-        return _evaluate_pipelined(model, ids, chunk_len), n - 1
+        return pipelined_nll(model, ids, chunk_len, _chunk_nll), n - 1
     state, total = None, 0.0
     for start in range(0, n - 1, chunk_len):          # ids are converted a chunk at a time
         x = ids[start:start + chunk_len + 1].astype(np.int64)
         logits, state, _ = model.forward(x[None, :-1], state)
         total += _chunk_nll(logits[0], x[1:])
     return total, n - 1
-
-
-def _evaluate_pipelined(model, ids: np.ndarray, chunk_len: int) -> float:
-    """The exact pass with layer 0 in a forked process, one chunk ahead of the layers above.
-
-    The child runs layer 0 over chunk c + 1 while this process runs layers 1 .. L-1, the
-    decoder and the loss over chunk c; the chunks' layer-0 outputs pass through two slots of
-    shared memory, and each side tells the other through a pipe when a slot is full or free
-    again. The operations are those of the sequential loop, in the same order, so the result
-    is the same to the last bit (a test checks); two layers take about half the time.
-    """
-    n = len(ids) - 1                                   # inputs ids[:-1], targets ids[1:]
-    H = model.hidden_size
-    slots = shared_zeros(2 * chunk_len * H, model.dtype).reshape(2, chunk_len, 1, H)
-    ours, child = fork_worker(_layer0_server, (model, ids, chunk_len, slots), "charrnn-eval-layer0")
-    lost = EvalError("the evaluation's layer-0 process ended unexpectedly (out of memory?)")
-
-    def wait_for_chunk():
-        """Until the child says its next chunk is in its slot; raises the error it sent."""
-        try:
-            reply = ours.recv()
-        except EOFError:
-            raise lost from None
-        if isinstance(reply, BaseException):
-            raise reply
-
-    try:
-        with blas.limited(1):                          # the other core is the child's
-            zero = model.initial_state(1)
-            states = [tuple(s[k] for s in zero) for k in range(model.layers)]
-            total, chunks = 0.0, -(-n // chunk_len)
-            for c, start in enumerate(range(0, n, chunk_len)):
-                wait_for_chunk()
-                T = min(chunk_len, n - start)
-                x = slots[c % 2, :T]
-                for k in range(1, model.layers):
-                    x, states[k], _ = model.layer_forward(k, x, states[k])
-                if c + 2 < chunks:
-                    try:
-                        ours.send(c)                   # slot c % 2 is free for chunk c + 2
-                    except OSError:                    # the child has ended: with an error
-                        wait_for_chunk()               # it sent first, which this raises
-                        raise lost from None
-                logits = model.decode(x.reshape(T, H))
-                total += _chunk_nll(logits, ids[start + 1:start + T + 1].astype(np.int64))
-            return total
-    finally:
-        stop_worker(ours, child)
-
-
-def _layer0_server(pipe, model, ids: np.ndarray, chunk_len: int, slots: np.ndarray) -> None:
-    """The child of _evaluate_pipelined: layer 0 over every chunk, into slot c % 2."""
-    n = len(ids) - 1
-    state = tuple(s[0] for s in model.initial_state(1))
-    try:
-        for c, start in enumerate(range(0, n, chunk_len)):
-            if c >= 2:
-                pipe.recv()                            # chunk c - 2 has left slot c % 2
-            T = min(chunk_len, n - start)
-            x = model.embed(ids[start:start + T].astype(np.int64)[:, None])
-            out, state, _ = model.layer_forward(0, x, state)
-            slots[c % 2, :T] = out
-            pipe.send(c)
-    except (EOFError, OSError):
-        return                                         # the parent stopped reading: done
-    except Exception as error:  # noqa: BLE001 - raised in the parent
-        try:
-            pipe.send(error)
-        except OSError:
-            pass
 
 
 def _evaluate_streams(model, ids: np.ndarray, streams: int, warmup: int, chunk_len: int) -> float:
