@@ -2,15 +2,14 @@
 
 A training step allocates a few [T, B, G*H] arrays (gates, their gradients, ...) of megabytes
 each. glibc serves blocks that large with mmap and returns them to the kernel when freed, so
-the next step's arrays arrive as fresh zero pages and every first write takes a page fault:
-measured on the 2-core bench machine, 2-layer LSTM H=128, B=T=50, 37k -> 50k chars/s once
-freed blocks stay in the heap instead (`charrnn bench`, interleaved runs). Peak RSS is unchanged,
-since the same blocks are reused step after step.
+the next step's arrays arrive as fresh zero pages and every first write takes a page fault.
+Keeping freed blocks in the heap ends that (a large gain in chars/s: docs/performance.md); peak
+RSS is unchanged, since the same blocks are reused step after step.
 
 One arena (M_ARENA_MAX = 1): the data-parallel step (charrnn/fast/parallel.py) allocates from
 several threads, and glibc would give each its own arena, each keeping its own freed blocks;
-with one, a block freed by one worker serves the next allocation of any (H=512 bench: peak RSS
-300 -> 270 MB, speed unchanged; the few large allocations per step hardly contend for its lock).
+with one, a block freed by one worker serves the next allocation of any (a lower peak RSS at the
+same speed; the few large allocations per step hardly contend for its lock).
 
 Only glibc (Linux) has mallopt; elsewhere this does nothing.
 """

@@ -12,14 +12,7 @@ into nb blocks of n columns with B*K*n under that bound, stacked once per sequen
 once per block), written straight into the result's blocks, or for out += x M into an
 [nb, B, n] buffer that is then added.
 
-One thread, B = 25 (a training shard), on the 2-core Zen 4 bench machine:
-
-    product (with its add / copy)          one sgemm   blocks
-    forward  [25, 512] x [512, 2048]        984 us      519 us  (32 blocks of 64 columns)
-    backward [25, 2048] x [2048, 512]       736 us      591 us  (32 blocks of 16 columns)
-    forward  [25, 128] x [128, 512]          47 us       44 us  (2 blocks of 256)
-    backward [25, 512] x [512, 128]          43 us       32 us  (2 blocks of 64)
-
+Measured gains: docs/performance.md.
 Elsewhere (other kernel sets, or another BLAS) the product is one np.dot, as before.
 """
 
@@ -36,8 +29,8 @@ MIN_BLOCK = 8                 # a guess, not measured: narrower blocks mean many
 def block_width(rows: int, k: int, n: int) -> int:
     """The column-block width for products [rows, k] x [k, n]: n itself when the product is
     small already, cannot be cut, or has one row (OpenBLAS hands that to its matrix-vector
-    kernel, faster still: 54 us for [1, 512] x [512, 2048] against 71 us in two blocks, where
-    two rows take 470 us in one product and 82 us in four blocks), else the widest divisor of n
+    kernel, faster still; from two rows on, blocks win: docs/performance.md), else the widest
+    divisor of n
     (at least MIN_BLOCK) that keeps rows * k * width <= SMALL_PRODUCT."""
     if rows < 2 or rows * k * n <= SMALL_PRODUCT:
         return n
@@ -92,7 +85,7 @@ class StepProduct:
         if self.blocks == 1:
             return np.dot(x, self.m, out=out)
         # each block's [rows, width] slice of out has a unit column stride, so NumPy hands it
-        # to sgemm as it is (ldc = N): no buffer and copy (-1.5 us at H=128, -10 us at H=512)
+        # to sgemm as it is (ldc = N): no buffer and copy
         np.matmul(x, self.m, out=self._split(out))
         return out
 

@@ -19,8 +19,8 @@ def embedding_forward(weight: np.ndarray, ids: np.ndarray) -> np.ndarray:
 def embedding_backward(dx: np.ndarray, ids: np.ndarray, dweight: np.ndarray) -> np.ndarray:
     """Scatter-add: dweight[v] = sum of dx over the positions where ids == v.  Writes dweight [V, E].
 
-    As a stable sort of the ids and one np.add.reduceat over the rows in that order: about 2x
-    faster than np.add.at at B*T = 2500 rows, E = 64 (0.8 vs 1.7 ms), with no [N, V] one-hot.
+    As a stable sort of the ids and one np.add.reduceat over the rows in that order: faster
+    than np.add.at, with no [N, V] one-hot.
     """
     dweight[...] = 0
     flat = ids.reshape(-1)

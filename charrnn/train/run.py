@@ -109,7 +109,7 @@ def load_corpus(cfg: Config, vocab: Vocab | None):
 
 def corpus_fingerprint(train_ids: np.ndarray, val_ids: np.ndarray) -> dict:
     """{"chars": N, "crc32": checksum of the ids}: enough to tell a resumed run's corpus changed
-    (0.1 s for 100 MB)."""
+    (one pass of zlib's crc32 over them)."""
     crc = zlib.crc32(np.ascontiguousarray(val_ids).data, zlib.crc32(np.ascontiguousarray(train_ids).data))
     return {"chars": int(len(train_ids) + len(val_ids)), "crc32": int(crc)}
 
