@@ -8,7 +8,7 @@ Shape key: B batch, T time, V vocabulary, E embedding, H hidden, L layers, G gat
 
 Dropout (inverted, training only) sits between layers and before the decoder, as
 torch.nn.LSTM(dropout=p) followed by torch.nn.Dropout(p). Parameter names and shapes are
-PyTorch's (see DESIGN.md), so `torch.nn.Module.load_state_dict` accepts them unchanged.
+PyTorch's (docs/design.md), so `torch.nn.Module.load_state_dict` accepts them unchanged.
 
 The state is a tuple of [L, B, H] arrays, one per name in the cell's STATE: (h,) for rnn and
 gru, (h, c) for lstm, as PyTorch's h_n / (h_n, c_n). The architecture comes from a

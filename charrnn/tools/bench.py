@@ -1,10 +1,10 @@
-"""`charrnn bench`: training and sampling throughput, measured as ../shared/bench/torch_ref.py does.
+"""`charrnn bench`: training and sampling throughput, measured as the PyTorch reference script does.
 
-Training: the real step of `charrnn train` (`charrnn.train.train_step`: forward, backward, clip by
+Training: the real step of `charrnn train` (`charrnn.train.loop.train_step`: forward, backward, clip by
 global norm 5, Adam at lr 2e-3, hidden state carried between batches) on random ids batched by
 the same ContiguousBatches the trainer uses; 3 warm-up steps, then `steps` timed steps.
 Sampling: `sample` characters, one at a time, at temperature 0.8, through the real sampling loop
-`charrnn.generate.generate` (timed from the call, its set-up included, to the last character).
+`charrnn.infer.sample.generate` (timed from the call, its set-up included, to the last character).
 Peak RSS: ru_maxrss of this process (which holds only the model, random batches and NumPy),
 plus, where the training step runs shards in worker processes (charrnn/fast/parallel.py), what each
 worker's peak resident size (VmHWM) added above its size when it was forked: a worker starts
