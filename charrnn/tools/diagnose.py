@@ -31,6 +31,7 @@ import numpy as np
 from charrnn.tools import gradcheck
 from charrnn.train.data import DataError
 from charrnn.config import ModelConfig
+from charrnn.nn import cells
 from charrnn.nn.model import CharRNN
 from charrnn.vocab import UnknownCharactersError
 
@@ -142,8 +143,8 @@ def table_distances(window: int) -> list[int]:
 
 def describe_model(result: dict) -> str:
     cell = result["cell"]
-    if cell == "rnn":
-        cell = f"{result['nonlinearity']} rnn"
+    if len(getattr(cells.CELLS.get(cell), "NONLINEARITIES", ())) > 1:     # rnn: tanh or relu
+        cell = f"{result['nonlinearity']} {cell}"
     return f"{cell}, {result['num_layers']} layer(s) x {result['hidden_size']}"
 
 
