@@ -43,7 +43,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    cell: str = "lstm"  # a cell of charrnn/nn/cells: rnn | gru | lstm; gated ones learn longer context
+    cell: str = "lstm"  # rnn | gru | lstm (charrnn/nn/cells): the gated ones learn longer context
     nonlinearity: str = "tanh"  # rnn only: tanh | relu (relu + identity init = IRNN)
     layers: int = 2  # stacked recurrent layers: more depth, more time per step
     hidden_size: int = 256  # units per layer: capacity grows ~ hidden_size^2 in params and time
