@@ -5,18 +5,16 @@ Two batchers share one small protocol, so the trainer needs no `if batching == .
   batches.batches_per_epoch    int, >= 1
   batches.stateful             True: carry hidden state from batch k to k+1 (reset at position 0)
   batches.get(k) -> (x, y)     int64 arrays [B, T]; y[:, t] is the character after x[:, t]
-  batches.iter_from(position)  yields (k, x, y) for k = position .. batches_per_epoch - 1
 
 Exact resume: the trainer stores `(epoch, position)` where position is the index of the NEXT batch
 to run (after finishing batch k it stores k + 1, or (epoch + 1, 0) after the last one), and on
-resume calls `iter_from(position)`. For RandomWindows it must also store and restore its numpy
+resume continues with `get(position)`. For RandomWindows it also stores and restores its numpy
 Generator's `bit_generator.state`, because windows are drawn from it in call order.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -160,12 +158,6 @@ class ContiguousBatches:
         cols = slice(k * self.seq_len, (k + 1) * self.seq_len)
         return self._x[:, cols].astype(np.int64), self._y[:, cols].astype(np.int64)
 
-    def iter_from(self, position: int = 0) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """(k, x, y) for the rest of an epoch, starting at batch `position`."""
-        _check_position(position, self.batches_per_epoch)
-        for k in range(position, self.batches_per_epoch):
-            yield (k, *self.get(k))
-
 
 class RandomWindows:
     """B windows of T+1 characters at uniformly random starts; no state carried between batches.
@@ -195,17 +187,6 @@ class RandomWindows:
         starts = self.rng.integers(0, len(self.ids) - self.seq_len, size=self.batch_size)
         windows = self.ids[starts[:, None] + self._offsets].astype(np.int64)
         return np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(windows[:, 1:])
-
-    def iter_from(self, position: int = 0) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """(k, x, y) for the rest of an epoch, starting at batch `position`."""
-        _check_position(position, self.batches_per_epoch)
-        for k in range(position, self.batches_per_epoch):
-            yield (k, *self.get(k))
-
-
-def _check_position(position: int, batches_per_epoch: int) -> None:
-    if not 0 <= position <= batches_per_epoch:
-        raise ValueError(f"position {position} is outside 0..{batches_per_epoch}")
 
 
 def make_batches(ids: np.ndarray, train_cfg, batching: str,
