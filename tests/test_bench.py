@@ -7,12 +7,13 @@ from click.testing import CliRunner
 
 from charrnn.tools.bench import bench_vocab, set_blas_threads, tokenize_measure
 from charrnn.cli import cli
+from tests.conftest import CELL_NAMES
 
 TINY = ["--layers=2", "--hidden=8", "--emb=4", "--vocab=11", "--batch=3", "--seq=5", "--steps=2",
         "--sample=20"]
 
 
-@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("cell", CELL_NAMES)
 def test_bench_json_has_positive_figures(cell):
     result = CliRunner().invoke(cli, ["bench", "--json", f"--cell={cell}", *TINY])
     assert result.exit_code == 0, result.output

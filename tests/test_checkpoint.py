@@ -12,37 +12,28 @@ from charrnn import __version__
 
 from charrnn.train import checkpoint
 from charrnn.train.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
-from charrnn.config import Config, config_to_dict
-from charrnn.nn.model import CharRNN
-from charrnn.vocab import Vocab
-
-VOCAB = Vocab(list("\n abcdé"))
-
-
-def make(cell="gru", layers=2, dtype="float32"):
-    cfg = Config()
-    cfg.model.cell, cfg.model.layers, cfg.model.hidden_size, cfg.model.embed_size = cell, layers, 6, 4
-    cfg.train.dtype = dtype
-    model = CharRNN(len(VOCAB), cfg.model, dtype=np.dtype(dtype), seed=3)
-    return model, cfg
+from charrnn.config import config_to_dict
+from charrnn.nn import cells
+from tests.conftest import CELL_NAMES, FORMAT_CHECKPOINT, tiny_run
+from tests.conftest import FORMAT_VOCAB as VOCAB
 
 
-@pytest.fixture
-def saved(tmp_path):
-    model, cfg = make()
-    path = str(tmp_path / "m.safetensors")
-    save_checkpoint(path, model, VOCAB, cfg, train_state={"step": 7, "best_val_loss": 1.5})
-    return path, model, cfg
+def make(cell="gru", dtype="float32"):
+    """(model, config) of conftest's saved_checkpoint, of another cell or dtype if asked."""
+    return tiny_run(VOCAB, **{**FORMAT_CHECKPOINT, "cell": cell, "dtype": dtype})
 
 
 # -- round trip -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cell,dtype", [("lstm", "float32"), ("gru", "float64"), ("rnn", "float32")])
+# every registered cell, in float32 and float64 by turns (rnn, lstm: float32; gru: float64)
+@pytest.mark.parametrize("cell,dtype", [(cell, ("float32", "float64")[k % 2])
+                                        for k, cell in enumerate(CELL_NAMES)])
 def test_round_trip_restores_parameters_config_and_vocab(tmp_path, cell, dtype):
     model, cfg = make(cell, dtype=dtype)
     path = str(tmp_path / "m.safetensors")
     optim = {"optim.exp_avg.decoder.bias": np.arange(len(VOCAB), dtype=np.float32)}
-    carry = tuple(np.full((2, 3, 6), v, np.float32) for v in ((1.0, 2.0) if cell == "lstm" else (1.0,)))
+    carry = tuple(np.full((2, 3, 6), k + 1.0, np.float32)        # h = 1, c = 2, ...
+                  for k, _ in enumerate(cells.get(cell).STATE))
     save_checkpoint(path, model, VOCAB, cfg, optim_tensors=optim, train_state={"step": 3},
                     carry=carry)
     ckpt = load_checkpoint(path)
@@ -60,8 +51,8 @@ def test_round_trip_restores_parameters_config_and_vocab(tmp_path, cell, dtype):
     np.testing.assert_array_equal(rebuilt.forward(ids)[0], model.forward(ids)[0])
 
 
-def test_metadata_and_plain_safetensors_loading(saved):
-    path, model, cfg = saved
+def test_metadata_and_plain_safetensors_loading(saved_checkpoint):
+    path, model, cfg = saved_checkpoint
     tensors = load_file(path)
     assert set(model.params.names()) <= set(tensors)
     with open(path, "rb") as f:
@@ -89,8 +80,8 @@ def test_save_leaves_only_the_checkpoint_with_the_usual_permissions(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
-def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch, saved):
-    path, model, cfg = saved
+def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary(monkeypatch, saved_checkpoint):
+    path, model, cfg = saved_checkpoint
     before = open(path, "rb").read()
 
     def broken_replace(src, dst):
@@ -121,8 +112,8 @@ def test_missing_folder_and_stdin(tmp_path):
 
 
 @pytest.mark.parametrize("keep", [0, 5, 100, -10])
-def test_truncated(saved, keep):
-    path = saved[0]
+def test_truncated(saved_checkpoint, keep):
+    path = saved_checkpoint[0]
     data = open(path, "rb").read()
     with open(path, "wb") as f:
         f.write(data[:keep] if keep >= 0 else data[:len(data) + keep])
@@ -160,15 +151,15 @@ def rewrite(path, tensors=None, meta=None, fmt="charrnn/1"):
     return old_tensors
 
 
-def test_future_format_version(saved):
-    path = saved[0]
+def test_future_format_version(saved_checkpoint):
+    path = saved_checkpoint[0]
     rewrite(path, fmt="charrnn/2")
     message = error_of(path)
     assert "charrnn/2" in message and "upgrade charrnn" in message
 
 
-def test_wrong_shape_missing_dtype_and_extra_tensors(saved):
-    path = saved[0]
+def test_wrong_shape_missing_dtype_and_extra_tensors(saved_checkpoint):
+    path = saved_checkpoint[0]
     tensors = load_file(path)
     bad = dict(tensors, **{"rnn.weight_hh_l0": np.zeros((3, 6), np.float32)})
     rewrite(path, bad)
@@ -181,8 +172,8 @@ def test_wrong_shape_missing_dtype_and_extra_tensors(saved):
     assert "unexpected tensors (surprise)" in error_of(path)
 
 
-def test_unreadable_metadata(saved):
-    path = saved[0]
+def test_unreadable_metadata(saved_checkpoint):
+    path = saved_checkpoint[0]
     rewrite(path, meta="{not json")
     assert "unreadable charrnn metadata" in error_of(path)
     rewrite(path, meta=json.dumps({"config": {"model": {"cell": "transformer"}}, "vocab": ["a"]}))

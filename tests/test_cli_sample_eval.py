@@ -14,25 +14,18 @@ from safetensors.numpy import load_file, save_file
 
 from charrnn.train.checkpoint import save_checkpoint
 from charrnn.cli import cli
-from charrnn.config import Config
+from charrnn.fast.parallel import can_fork
 from charrnn.infer.evaluate import evaluate_ids
-from charrnn.nn.model import CharRNN
-from charrnn.vocab import Vocab
-
-TEXT = "the cat sat on the mat.\nthe dog ate the hat.\n" * 4
-VOCAB = Vocab.from_text(TEXT)
+from tests.conftest import TINY_TEXT as TEXT
+from tests.conftest import TINY_VOCAB as VOCAB
+from tests.conftest import child_pids, process_start, wait_until
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    """A small random LSTM checkpoint (weights scaled up so its distributions are peaky)."""
-    cfg = Config()
-    cfg.model.cell, cfg.model.hidden_size, cfg.model.embed_size = "lstm", 12, 5
-    model = CharRNN(len(VOCAB), cfg.model, dtype=np.float32, seed=1)
-    model.params.flat[...] *= 2.5
-    path = str(tmp_path_factory.mktemp("ckpt") / "m.safetensors")
-    save_checkpoint(path, model, VOCAB, cfg)
-    return path
+@pytest.fixture
+def ckpt(lstm_checkpoint):
+    """conftest's small random LSTM checkpoint (weights scaled up so its distributions are
+    peaky), under a short name."""
+    return lstm_checkpoint
 
 
 def run(*args, input=None):
@@ -288,22 +281,70 @@ def test_shell_pipeline_with_head(ckpt):
     assert r.returncode == 0 and len(r.stdout) == 10 and r.stderr == b""
 
 
-@pytest.mark.parametrize("command", ["sample", "eval"])
+def bytes_read(pid):
+    """What process pid has read so far, in bytes, any file or pipe (Linux /proc)."""
+    with open(f"/proc/{pid}/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+class PipelinedEvaluationRunning:
+    """A condition for wait_until: the `charrnn eval` in process pid runs its pipelined pass.
+
+    Seen from outside: it has forked its layer-0 process, then read from that process's pipe
+    (a later read than the first seen with the child there; once forked it reads nothing else).
+    A signal before that could land in the fork itself. .children: (pid, start time) of the
+    children seen, so that a test can end any that outlive the process."""
+
+    def __init__(self, pid):
+        self.pid, self.reads, self.children = pid, [], set()
+
+    def __call__(self):
+        children = {(child, process_start(child)) for child in child_pids(self.pid)}
+        self.children |= {c for c in children if c[1] is not None}
+        if not children:
+            return False
+        self.reads.append(bytes_read(self.pid))
+        return self.reads[-1] > self.reads[0]
+
+    def kill_leftovers(self):
+        for pid, start in self.children:
+            if process_start(pid) == start:                  # still that process, not a reuse
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+@pytest.mark.parametrize("command", [
+    "sample",
+    # slow: the interrupted evaluation waits 5 s for its layer-0 process to end (see the report)
+    pytest.param("eval", marks=pytest.mark.slow)])
 def test_ctrl_c_is_status_130_and_one_line(ckpt, tmp_path, command):
-    """SIGINT mid-run (after the first output or a second of work): no traceback, no 'Aborted!'."""
+    """SIGINT mid-run (after the first output, or once the evaluation is under way): no
+    traceback, no 'Aborted!'."""
     big = tmp_path / "big.txt"
     big.write_text(TEXT * 20_000, encoding="utf-8")             # minutes of exact evaluation
-    args = (["sample", ckpt, "-n", 100_000_000] if command == "sample" else ["eval", ckpt, big])
+    # the evaluation is seen under way from its layer-0 process (Linux); where it cannot fork,
+    # the text goes through stdin, which the command itself reads
+    pipelined = can_fork() and os.path.exists(f"/proc/{os.getpid()}/io")
+    args = (["sample", ckpt, "-n", 100_000_000] if command == "sample" else
+            ["eval", ckpt, big if pipelined else "-"])
     proc = subprocess.Popen(charrnn_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.PIPE if "-" in args else None,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    running = PipelinedEvaluationRunning(proc.pid)
     try:
         if command == "sample":
             assert len(proc.stdout.read(100)) == 100               # it is generating
-        else:
-            time.sleep(3)                                           # it is evaluating
+        elif pipelined:                                             # it is evaluating
+            wait_until(running, timeout=30, what="the pipelined evaluation to run")
+        else:                                                       # it has read the text
+            proc.stdin.write(big.read_bytes())
+            proc.stdin.flush()
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
+        running.kill_leftovers()                # a layer-0 process that outlived its parent
     assert proc.returncode == 130
     assert err.decode().strip() == "charrnn: interrupted"

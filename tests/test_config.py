@@ -14,6 +14,7 @@ from charrnn.config import (
     load_config,
     save_config,
 )
+from tests.conftest import CELL_NAMES
 
 
 def write(tmp_path, text, name="c.yaml"):
@@ -128,7 +129,7 @@ def test_string_field_rejects_number_in_file(tmp_path):
 
 def test_bad_choice():
     assert error_of(None, ["model.cell=lsmt"]) == \
-        "model.cell must be one of rnn, gru, lstm; got 'lsmt'"
+        f"model.cell must be one of {', '.join(CELL_NAMES)}; got 'lsmt'"    # rnn, gru, lstm
     assert "train.optimizer must be one of sgd, adagrad, rmsprop, adam, adamw" in \
         error_of(None, ["train.optimizer=lbfgs"])
     assert error_of(None, ["train.clip=off"]) == \

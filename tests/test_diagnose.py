@@ -8,13 +8,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn.train.checkpoint import save_checkpoint
 from charrnn.cli import cli
-from charrnn.config import Config
 from charrnn.tools.diagnose import decay_per_step, gradient_decay, steps_to_threshold, table_distances
-from charrnn.config import ModelConfig
 from charrnn.nn.model import CharRNN
-from charrnn.vocab import Vocab
+from tests.conftest import TINY_TEXT as TEXT
+from tests.conftest import tiny_model
 
 
 def linear_relu_rnn(a, V=5, E=3, H=4, seed=0):
@@ -22,9 +20,8 @@ def linear_relu_rnn(a, V=5, E=3, H=4, seed=0):
 
     Then dL/dh_{t-1} = W_hh^T dL/dh_t = a dL/dh_t: the norm shrinks by exactly a per step.
     """
-    spec = ModelConfig(cell="rnn", nonlinearity="relu", layers=1, hidden_size=H, embed_size=E,
-                     init="identity", identity_scale=a)
-    model = CharRNN(V, spec, dtype=np.float64, seed=seed)
+    model = tiny_model("rnn", "relu", 1, hidden=H, embed=E, vocab=V, seed=seed, init="identity",
+                       identity_scale=a)
     rng = np.random.default_rng(seed)
     p = model.params
     p["embedding.weight"][...] = rng.uniform(0.1, 1.0, (V, E))
@@ -83,9 +80,8 @@ def test_summary_statistics():
 
 
 def test_float32_models_are_diagnosed_in_float64():
-    spec = ModelConfig(cell="lstm", layers=2, hidden_size=8, embed_size=4)
-    m32 = CharRNN(5, spec, dtype=np.float32, seed=3)
-    m64 = CharRNN(5, spec, dtype=np.float64, seed=3)
+    m32 = tiny_model("lstm", layers=2, hidden=8, embed=4, vocab=5, dtype=np.float32, seed=3)
+    m64 = tiny_model("lstm", layers=2, hidden=8, embed=4, vocab=5, dtype=np.float64, seed=3)
     m64.params.copy_from(m32.params.views)
     ids = np.random.default_rng(0).integers(0, 5, 30)
     r32, r64 = gradient_decay(m32, ids, 1), gradient_decay(m64, ids, 1)
@@ -95,27 +91,12 @@ def test_float32_models_are_diagnosed_in_float64():
 
 # -- the command ----------------------------------------------------------------------------------
 
-TEXT = "the cat sat on the mat; the dog ate the hat.\n" * 6
-
-
-@pytest.fixture
-def checkpoint(tmp_path):
-    vocab = Vocab.from_text(TEXT)
-    cfg = Config()
-    cfg.model.cell, cfg.model.layers, cfg.model.hidden_size, cfg.model.embed_size = "gru", 2, 8, 4
-    model = CharRNN(len(vocab), cfg.model, dtype=np.float32, seed=1)
-    path = tmp_path / "model.safetensors"
-    save_checkpoint(str(path), model, vocab, cfg)
-    (tmp_path / "text.txt").write_text(TEXT, encoding="utf-8")
-    return str(path)
-
-
 def run(*args, **kw):
     return CliRunner().invoke(cli, ["diagnose", *args], **kw)
 
 
-def test_table_output(checkpoint, tmp_path):
-    result = run(checkpoint, str(tmp_path / "text.txt"), "--window", "60")
+def test_table_output(gru_checkpoint, text_file):
+    result = run(gru_checkpoint, str(text_file), "--window", "60")
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "gru, 2 layer(s) x 8" in out and "window: 60 characters from offset 0" in out
@@ -127,8 +108,8 @@ def test_table_output(checkpoint, tmp_path):
             and line.split()[1].isdigit()] == [["layer", "0"], ["layer", "1"]]
 
 
-def test_json_output_has_every_norm_and_reads_stdin(checkpoint):
-    result = run(checkpoint, "-", "--window", "30", "--offset", "7", "--json", input=TEXT)
+def test_json_output_has_every_norm_and_reads_stdin(gru_checkpoint):
+    result = run(gru_checkpoint, "-", "--window", "30", "--offset", "7", "--json", input=TEXT)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["window"] == 30 and data["offset"] == 7 and data["predicted"] == TEXT[37]
@@ -143,8 +124,8 @@ def test_json_output_has_every_norm_and_reads_stdin(checkpoint):
     (["--offset", "250", "--window", "20"], TEXT, "needs 271"),
     ([], "the cat sat on a zoo " * 10, "not in the model's vocabulary ('z')"),
 ])
-def test_bad_text_is_one_clear_error(checkpoint, args, stdin, message):
-    result = run(checkpoint, "-", *args, input=stdin)
+def test_bad_text_is_one_clear_error(gru_checkpoint, args, stdin, message):
+    result = run(gru_checkpoint, "-", *args, input=stdin)
     assert result.exit_code == 1
     assert result.stderr.startswith("charrnn: error: ") and message in result.stderr
     assert "Traceback" not in result.output
@@ -156,36 +137,37 @@ def test_missing_checkpoint_and_bad_window(tmp_path):
     assert run(str(tmp_path / "x"), "-", "--window", "1").exit_code == 2
 
 
-def test_plot_writes_a_png(checkpoint, tmp_path):
+def test_plot_writes_a_png(gru_checkpoint, tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "decay.png"
-    result = run(checkpoint, "-", "--window", "50", "--plot", str(out), input=TEXT)
+    result = run(gru_checkpoint, "-", "--window", "50", "--plot", str(out), input=TEXT)
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
 
 
-def test_plot_without_matplotlib_says_how_to_install(checkpoint, tmp_path, monkeypatch):
+def test_plot_without_matplotlib_says_how_to_install(gru_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)      # `import matplotlib` now fails
     out = tmp_path / "decay.png"
-    result = run(checkpoint, "-", "--window", "50", "--plot", str(out), input=TEXT)
+    result = run(gru_checkpoint, "-", "--window", "50", "--plot", str(out), input=TEXT)
     assert result.exit_code == 1
     assert "pip install 'charrnn[plot]'" in result.stderr
     assert not out.exists()
 
 
-def test_plot_with_an_unsupported_suffix_is_one_line(checkpoint, tmp_path):
+def test_plot_with_an_unsupported_suffix_is_one_line(gru_checkpoint, tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "x.txt"
-    result = run(checkpoint, "-", "--window", "50", "--plot", str(out), input=TEXT)
+    result = run(gru_checkpoint, "-", "--window", "50", "--plot", str(out), input=TEXT)
     assert result.exit_code == 1, result.output
     assert result.stderr.startswith("charrnn: error: cannot draw a picture as '.txt'")
     assert result.stderr.count("\n") == 1 and "use .png, .pdf or .svg" in result.stderr
     assert not out.exists() and result.stdout == ""
 
 
-def test_plot_without_a_suffix_names_the_png_written(checkpoint, tmp_path):
+def test_plot_without_a_suffix_names_the_png_written(gru_checkpoint, tmp_path):
     pytest.importorskip("matplotlib")
-    result = run(checkpoint, "-", "--window", "20", "--plot", str(tmp_path / "decay"), input=TEXT)
+    result = run(gru_checkpoint, "-", "--window", "20", "--plot", str(tmp_path / "decay"),
+                 input=TEXT)
     assert result.exit_code == 0, result.output
     assert f"wrote {tmp_path / 'decay.png'}" in result.stderr
     assert (tmp_path / "decay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -2,7 +2,6 @@
 
 import math
 import multiprocessing
-import time
 
 import numpy as np
 import pytest
@@ -10,22 +9,18 @@ import pytest
 from charrnn.infer import evaluate as evaluate_mod
 from charrnn.infer.evaluate import (EvalError, EvalResult, UnknownTextError, evaluate_ids, evaluate_text,
                               format_result)
-from charrnn.config import ModelConfig
-from charrnn.nn.model import CharRNN
 from charrnn.fast.parallel import can_fork
 from charrnn.vocab import UnknownCharactersError, Vocab
 from charrnn.nn.reference import reference_loss_and_grads
+from tests.conftest import CELL_CASES, tiny_model, wait_until
 
-CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
 VOCAB = Vocab(list("\nabcdefgh ."))
 
 
 def make_model(cell="lstm", nonlinearity="tanh", layers=2, dtype=np.float64, seed=0):
-    spec = ModelConfig(cell=cell, nonlinearity=nonlinearity, layers=layers, hidden_size=5,
-                     embed_size=3)
-    model = CharRNN(len(VOCAB), spec, dtype=dtype, seed=seed)
-    model.params.flat[...] *= 2.0
-    return model
+    """Hidden 5, embedding 3, VOCAB's 11 symbols, weights doubled."""
+    return tiny_model(cell, nonlinearity, layers, hidden=5, embed=3, vocab=VOCAB, dtype=dtype,
+                      seed=seed, scale=2.0)
 
 
 def slow_mean_nll(model, ids):
@@ -42,7 +37,7 @@ def slow_mean_nll(model, ids):
     return sum(losses) / len(losses)
 
 
-@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("cell,nonlinearity", CELL_CASES)
 def test_eval_equals_the_mean_of_per_character_losses_of_a_slow_loop(cell, nonlinearity):
     model = make_model(cell, nonlinearity)
     ids = np.random.default_rng(0).integers(0, len(VOCAB), 120).astype(np.uint8)
@@ -180,7 +175,7 @@ needs_fork = pytest.mark.skipif(not can_fork(), reason="the pipelined pass needs
 
 
 @needs_fork
-@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("cell,nonlinearity", CELL_CASES)
 @pytest.mark.parametrize("layers", [2, 3])
 def test_the_pipelined_pass_gives_the_bits_of_the_sequential_one(cell, nonlinearity, layers,
                                                                  monkeypatch):
@@ -199,19 +194,27 @@ def test_the_pipelined_pass_gives_the_bits_of_the_sequential_one(cell, nonlinear
     assert not multiprocessing.active_children()
 
 
-def break_layer0_on_chunk_2(model, upper_delay: float = 0.0) -> None:
+def layer0_process_alive() -> bool:
+    return any(p.name == "charrnn-eval-layer0" for p in multiprocessing.active_children())
+
+
+def break_layer0_on_chunk_2(model, wait_for_the_child: bool = False) -> None:
     """Make model's layer 0 raise ValueError('layer 0 broke') on its third call (chunk 2, in
-    the child, which runs layer 0), and sleep `upper_delay` s in every upper layer's call."""
+    the child, which runs layer 0). wait_for_the_child: the upper layers of chunk 1 (here)
+    first wait until the child has failed and ended."""
     real = model.layer_forward
-    calls = {"layer0": 0}
+    calls = {"layer0": 0, "upper": 0}
 
     def failing(k, x, state):
         if k == 0:
             calls["layer0"] += 1                  # counted in the child, which runs layer 0
             if calls["layer0"] == 3:
                 raise ValueError("layer 0 broke")
-        elif upper_delay:
-            time.sleep(upper_delay)
+        elif wait_for_the_child:
+            calls["upper"] += 1
+            if calls["upper"] == model.layers:    # chunk 1's first upper layer
+                wait_until(lambda: not layer0_process_alive(), timeout=30,
+                           what="the layer-0 process to fail and end")
         return real(k, x, state)
 
     model.layer_forward = failing
@@ -229,12 +232,13 @@ def test_an_error_in_the_layer0_process_is_raised_here():
 
 @needs_fork
 def test_an_error_from_a_layer0_process_that_has_already_ended_is_raised_here():
-    """The child fails on chunk 2 and exits while this process is still on chunk 0 (its
-    layers are slowed down here): telling the child that a slot is free then finds a closed
-    pipe, and the child's error, waiting in the pipe, is what is raised."""
+    """The child fails on chunk 2 (which it starts once told, after chunk 0 here, that slot 0
+    is free) and exits while this process is still on chunk 1 (it waits for that): telling
+    the child that slot 1 is free then finds a closed pipe, and the child's error, waiting in
+    the pipe, is what is raised."""
     model = make_model()
     ids = np.random.default_rng(4).integers(0, len(VOCAB), 300)
-    break_layer0_on_chunk_2(model, upper_delay=0.3)   # the child is done long before
+    break_layer0_on_chunk_2(model, wait_for_the_child=True)
     with pytest.raises(ValueError, match="layer 0 broke"):
         evaluate_ids(model, ids, chunk_len=16)
     assert not multiprocessing.active_children()

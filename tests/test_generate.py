@@ -8,21 +8,17 @@ import pytest
 from charrnn.infer import sample as gen
 from charrnn.infer.evaluate import UnknownTextError
 from charrnn.infer.sample import SampleError, Sampler, Stepper, generate, unescape, write_samples
-from charrnn.config import ModelConfig
-from charrnn.nn.model import CharRNN
 from charrnn.vocab import Vocab
+from tests.conftest import CELL_CASES, tiny_model
 
-CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
 VOCAB = Vocab(list("\nabcdefghij .,"))
 
 
 def make_model(cell="lstm", nonlinearity="tanh", layers=2, hidden=6, dtype=np.float64, seed=0,
                vocab=VOCAB, scale=1.0):
-    spec = ModelConfig(cell=cell, nonlinearity=nonlinearity, layers=layers, hidden_size=hidden,
-                     embed_size=4)
-    model = CharRNN(len(vocab), spec, dtype=dtype, seed=seed)
-    model.params.flat[...] *= scale      # > 1: peakier distributions, more varied behaviour
-    return model
+    """Embedding 4; scale > 1: peakier distributions, more varied behaviour."""
+    return tiny_model(cell, nonlinearity, layers, hidden=hidden, embed=4, vocab=vocab, dtype=dtype,
+                      seed=seed, scale=scale)
 
 
 def forward_logits(model, ids):
@@ -32,7 +28,7 @@ def forward_logits(model, ids):
 
 # -- the single-step path ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("cell,nonlinearity", CELL_CASES)
 @pytest.mark.parametrize("layers", [1, 2, 3])
 def test_stepper_gives_the_logits_and_state_of_forward(cell, nonlinearity, layers):
     model = make_model(cell, nonlinearity, layers, scale=2.0)
@@ -48,7 +44,7 @@ def test_stepper_gives_the_logits_and_state_of_forward(cell, nonlinearity, layer
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("cell,nonlinearity", CELL_CASES)
 def test_stepper_in_float32_and_its_fast_closure(cell, nonlinearity):
     model = make_model(cell, nonlinearity, dtype=np.float32)
     ids = np.random.default_rng(1).integers(0, len(VOCAB), 30)

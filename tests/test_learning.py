@@ -6,23 +6,20 @@ import numpy as np
 import pytest
 
 from charrnn.train.data import ContiguousBatches
-from charrnn.config import ModelConfig
-from charrnn.nn.model import CharRNN
 from charrnn.train.optim import Adam, clip_grad_norm
 from charrnn.vocab import Vocab
+from tests.conftest import CELL_CASES, tiny_model
 
 # period 16; "o" is followed by " ", "g" or "w" depending on earlier characters, so the model
 # must remember more than the last character to get the loss near zero
 TEXT = "hello world, go now. " * 200
 
 
-@pytest.mark.parametrize("cell,nonlinearity", [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"),
-                                               ("lstm", "tanh")])
+@pytest.mark.parametrize("cell,nonlinearity", CELL_CASES)
 def test_training_drives_loss_down(cell, nonlinearity):
     vocab = Vocab.from_text(TEXT)
     ids = vocab.encode(TEXT)
-    spec = ModelConfig(cell=cell, nonlinearity=nonlinearity, layers=1, hidden_size=32, embed_size=8)
-    model = CharRNN(len(vocab), spec, seed=0)
+    model = tiny_model(cell, nonlinearity, 1, hidden=32, embed=8, vocab=vocab, dtype=np.float32)
     optimizer = Adam(model.params, lr=0.01)
     batches = ContiguousBatches(ids, batch_size=8, seq_len=16)
     untrained, _, _ = model.loss(*batches.get(0))

@@ -1,47 +1,32 @@
 """The model's numbers: gradients vs finite differences, fast kernels vs the slow reference."""
 
-import itertools
-import sys
-
 import numpy as np
 import pytest
 
-from charrnn.nn import cells
-
-from charrnn.tools import gradcheck
-
-from charrnn.nn import ops
-from charrnn.config import ModelConfig
-from charrnn.nn.model import CharRNN
+from charrnn.nn import cells, ops
 from charrnn.nn.reference import reference_loss_and_grads
-
-CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
-
-
-def small_model(cell, nonlinearity, layers, dropout=0.0, dtype=np.float64, seed=0, vocab=5, **kw):
-    spec = ModelConfig(cell=cell, nonlinearity=nonlinearity, layers=layers, hidden_size=4,
-                     embed_size=3, dropout=dropout, **kw)
-    return CharRNN(vocab_size=vocab, spec=spec, dtype=dtype, seed=seed)
+from charrnn.tools import gradcheck
+from tests.conftest import CELL_CASES, tiny_model
 
 
-@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("cell,nonlinearity", CELL_CASES)
 @pytest.mark.parametrize("layers", [1, 2, 3])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_gradients_match_central_differences(cell, nonlinearity, layers, dropout):
-    model = small_model(cell, nonlinearity, layers, dropout)
+    model = tiny_model(cell, nonlinearity, layers, dropout=dropout)
     results = gradcheck.check_model(model, batch=3, steps=10, seed=layers)
     names = {r.name for r in results}
-    assert names == set(model.params.names()) | {"state.h"} | ({"state.c"} if cell == "lstm" else set())
+    assert names == set(model.params.names()) | {f"state.{s}" for s in cells.get(cell).STATE}
     worst = max(results, key=lambda r: r.max_rel_error)
     assert worst.max_rel_error < 1e-6, f"{worst.name}: {worst.max_rel_error:.2e}"
 
 
-@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("cell,nonlinearity", CELL_CASES)
 @pytest.mark.parametrize("vocab", [12, 40])
 def test_gradients_with_larger_vocabularies(cell, nonlinearity, vocab):
     """T*B = 30, E = 3. V = 12: a cells.TokenInput whose backward goes through the embedded rows
     (V > 2E); V = 40 >= T*B: layer 0 reads the embedded rows (the other tests: V = 5, one-hot)."""
-    model = small_model(cell, nonlinearity, 2, vocab=vocab)
+    model = tiny_model(cell, nonlinearity, 2, vocab=vocab)
     worst = max(gradcheck.check_model(model, batch=3, steps=10, seed=5), key=lambda r: r.max_rel_error)
     assert worst.max_rel_error < 1e-6, f"{worst.name}: {worst.max_rel_error:.2e}"
 
@@ -56,12 +41,12 @@ def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
         return dx, d0, g
 
     monkeypatch.setattr(cells.lstm, "backward", corrupted)
-    results = gradcheck.check_model(small_model("lstm", "tanh", 1), batch=2, steps=4)
+    results = gradcheck.check_model(tiny_model("lstm", "tanh", 1), batch=2, steps=4)
     bad = {r.name for r in results if r.max_rel_error > 1e-6}
     assert bad == {"rnn.weight_hh_l0"}
 
 
-@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("cell,nonlinearity", CELL_CASES)
 @pytest.mark.parametrize("layers,dropout", [(1, 0.0), (2, 0.0), (3, 0.25)])
 # layer 0's input (E = 3, T*B = 48): vocab 5 a cells.TokenInput with the one-hot backward
 # (V <= 2E), 20 a TokenInput with the per-row backward, 60 the embedded rows themselves
@@ -71,8 +56,8 @@ def test_fast_equals_slow_reference(cell, nonlinearity, layers, dropout, vocab):
 
 
 def assert_fast_equals_slow_reference(cell, nonlinearity, layers, dropout, vocab):
-    """Loss, logits, final state and every gradient of the model equal tests/reference.py's."""
-    model = small_model(cell, nonlinearity, layers, dropout, seed=3, vocab=vocab)
+    """Loss, logits, final state and every gradient of the model equal charrnn/nn/reference.py's."""
+    model = tiny_model(cell, nonlinearity, layers, dropout=dropout, seed=3, vocab=vocab)
     ids, targets, state0, dstate = gradcheck.make_problem(model, batch=4, steps=12, seed=7)
     rng = np.random.default_rng(11)
     loss, final, cache = model.loss(ids, targets, state0, train=True, rng=rng)
@@ -94,10 +79,10 @@ def assert_fast_equals_slow_reference(cell, nonlinearity, layers, dropout, vocab
         np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("cell,nonlinearity", CELL_CASES)
 def test_state_carries_across_calls(cell, nonlinearity):
     """Two halves with the state carried give exactly the logits of one whole pass."""
-    model = small_model(cell, nonlinearity, 2, seed=1)
+    model = tiny_model(cell, nonlinearity, 2, seed=1)
     ids = np.random.default_rng(0).integers(0, 5, (3, 16))
     whole, final_whole, _ = model.forward(ids)
     first, mid, _ = model.forward(ids[:, :9])
@@ -108,7 +93,7 @@ def test_state_carries_across_calls(cell, nonlinearity):
 
 
 def test_dropout_is_off_in_eval_and_scaled_in_training():
-    model = small_model("lstm", "tanh", 2, dropout=0.5)
+    model = tiny_model("lstm", "tanh", 2, dropout=0.5)
     ids = np.random.default_rng(0).integers(0, 5, (2, 6))
     a, _, _ = model.forward(ids)
     b, _, _ = model.forward(ids)
@@ -119,7 +104,7 @@ def test_dropout_is_off_in_eval_and_scaled_in_training():
 
 
 def test_float32_stays_float32():
-    model = small_model("gru", "tanh", 2, dtype=np.float32)
+    model = tiny_model("gru", "tanh", 2, dtype=np.float32)
     ids = np.random.default_rng(0).integers(0, 5, (2, 6))
     logits, state, _ = model.forward(ids)
     model.loss_and_grad(ids, ids, train=False)
@@ -130,18 +115,18 @@ def test_float32_stays_float32():
 
 def test_initialisation_options():
     H = 4
-    lstm = small_model("lstm", "tanh", 2, forget_bias=1.0, seed=5)
-    plain = small_model("lstm", "tanh", 2, forget_bias=0.0, seed=5)
+    lstm = tiny_model("lstm", "tanh", 2, forget_bias=1.0, seed=5)
+    plain = tiny_model("lstm", "tanh", 2, forget_bias=0.0, seed=5)
     diff = lstm.params["rnn.bias_ih_l1"] - plain.params["rnn.bias_ih_l1"]
     np.testing.assert_allclose(diff, np.r_[np.zeros(H), np.ones(H), np.zeros(2 * H)], atol=1e-15)
     bound = 1 / np.sqrt(H)
     assert np.abs(plain.params["rnn.weight_hh_l0"]).max() <= bound
 
-    irnn = small_model("rnn", "relu", 1, init="identity", identity_scale=0.5)
+    irnn = tiny_model("rnn", "relu", 1, init="identity", identity_scale=0.5)
     np.testing.assert_array_equal(irnn.params["rnn.weight_hh_l0"], 0.5 * np.eye(H))
     assert not irnn.params["rnn.bias_ih_l0"].any() and not irnn.params["rnn.bias_hh_l0"].any()
 
-    orth = small_model("gru", "tanh", 1, init="orthogonal")
+    orth = tiny_model("gru", "tanh", 1, init="orthogonal")
     w = orth.params["rnn.weight_hh_l0"]
     for g in range(3):
         block = w[g * H:(g + 1) * H]
@@ -149,8 +134,7 @@ def test_initialisation_options():
 
 
 def test_parameter_names_and_shapes_are_pytorchs():
-    spec = ModelConfig(cell="gru", layers=2, hidden_size=7, embed_size=3)
-    model = CharRNN(vocab_size=11, spec=spec)
+    model = tiny_model("gru", layers=2, hidden=7, embed=3, vocab=11, dtype=np.float32)
     shapes = {name: v.shape for name, v in model.params.items()}
     assert shapes == {
         "embedding.weight": (11, 3),
@@ -162,14 +146,14 @@ def test_parameter_names_and_shapes_are_pytorchs():
     }
 
 
-@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("cell,nonlinearity", CELL_CASES)
 def test_hidden_gradient_trace_is_the_state_gradient(cell, nonlinearity):
     """dh_traces[k][t] is dL/dh_t of layer k.
 
     With the loss restricted to steps after t, dL/dh_t of the top layer equals the gradient
     w.r.t. the initial state of a run that starts from the state after step t.
     """
-    model = small_model(cell, nonlinearity, 2, seed=2)
+    model = tiny_model(cell, nonlinearity, 2, seed=2)
     rng = np.random.default_rng(1)
     ids, targets = rng.integers(0, 5, (2, 6)), rng.integers(0, 5, (2, 6))
     t = 3
@@ -187,7 +171,7 @@ def test_hidden_gradient_trace_is_the_state_gradient(cell, nonlinearity):
 
 
 def test_loss_backward_scale_scales_the_gradient_only():
-    model = small_model("lstm", "tanh", 2, vocab=7)
+    model = tiny_model("lstm", "tanh", 2, vocab=7)
     ids, targets, state0, _ = gradcheck.make_problem(model, batch=3, steps=6, seed=4)
     loss, final, d0 = model.loss_and_grad(ids, targets, state0, train=False)
     full = {name: model.grads[name].copy() for name in model.params.names()}

@@ -5,21 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from charrnn.fast import blas
-
-from charrnn.fast import parallel
-from charrnn.config import ModelConfig
-from charrnn.nn.model import CharRNN
+from charrnn.fast import blas, parallel
 from charrnn.fast.parallel import DataParallel, auto_workers
 from charrnn.train.optim import SGD
-
-CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
+from tests.conftest import CELL_CASES, tiny_model
 
 
 def make(cell, nonlinearity="tanh", dropout=0.0):
-    spec = ModelConfig(cell=cell, nonlinearity=nonlinearity, layers=2, hidden_size=6, embed_size=4,
-                     dropout=dropout)
-    return CharRNN(9, spec, dtype=np.float64, seed=3)
+    """Two layers of 6, embedding 4, 9 symbols (the batches' ids are < 9), float64."""
+    return tiny_model(cell, nonlinearity, 2, hidden=6, embed=4, vocab=9, dropout=dropout, seed=3)
 
 
 def batch(B=5, T=7, seed=0):
@@ -31,7 +25,7 @@ needs_fork = pytest.mark.skipif(not parallel.can_fork(), reason="shards run in t
 BACKENDS = [pytest.param(True, id="processes", marks=needs_fork), pytest.param(False, id="threads")]
 
 
-@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("cell,nonlinearity", CELL_CASES)
 @pytest.mark.parametrize("workers", [2, 3])
 @pytest.mark.parametrize("processes", BACKENDS)
 def test_sharded_step_equals_the_full_batch_step(cell, nonlinearity, workers, processes):

@@ -7,7 +7,8 @@ from charrnn.tools import gradcheck
 
 from charrnn.fast import stepproduct
 from charrnn.fast.stepproduct import SMALL_PRODUCT, StepProduct, block_width
-from tests.test_model import CELLS, assert_fast_equals_slow_reference, small_model
+from tests.conftest import CELL_CASES, tiny_model
+from tests.test_model import assert_fast_equals_slow_reference
 
 
 @pytest.mark.parametrize("rows,k,n", [(25, 128, 512), (25, 512, 2048), (25, 2048, 512),
@@ -86,7 +87,7 @@ def blocked(monkeypatch):
     assert StepProduct(np.zeros((4, 16)), rows=4).blocks == 2
 
 
-@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("cell,nonlinearity", CELL_CASES)
 @pytest.mark.parametrize("layers,dropout", [(2, 0.0), (3, 0.25)])
 @pytest.mark.parametrize("vocab", [5, 60])
 def test_blocked_products_give_the_reference_gradients(blocked, cell, nonlinearity, layers,
@@ -94,8 +95,8 @@ def test_blocked_products_give_the_reference_gradients(blocked, cell, nonlineari
     assert_fast_equals_slow_reference(cell, nonlinearity, layers, dropout, vocab)
 
 
-@pytest.mark.parametrize("cell,nonlinearity", CELLS)
+@pytest.mark.parametrize("cell,nonlinearity", CELL_CASES)
 def test_blocked_products_pass_the_gradient_check(blocked, cell, nonlinearity):
-    model = small_model(cell, nonlinearity, 2)
+    model = tiny_model(cell, nonlinearity, 2)
     worst = max(gradcheck.check_model(model, batch=3, steps=10, seed=2), key=lambda r: r.max_rel_error)
     assert worst.max_rel_error < 1e-6, f"{worst.name}: {worst.max_rel_error:.2e}"

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -15,25 +14,11 @@ from safetensors.numpy import load_file
 from charrnn.train.checkpoint import load_checkpoint
 from charrnn.cli import cli
 from charrnn.nn.model import CharRNN
+from tests.conftest import CELL_NAMES, wait_until
 
 SMALL = ["--set", "model.hidden_size=16", "--set", "model.embed_size=8", "--set", "model.layers=2",
          "--set", "train.batch_size=4", "--set", "train.seq_len=8", "--set", "train.eval_every=5",
          "--set", "train.checkpoint_every=5", "--set", "train.log_every=1"]
-
-
-def make_corpus(path, n=4000, seed=0):
-    rng = np.random.default_rng(seed)
-    words = ["the ", "cat ", "sat ", "on ", "a ", "mat.\n", "dog ", "ran ", "é "]
-    text = "".join(rng.choice(words, size=n // 4))
-    path.write_text(text, encoding="utf-8")
-    return text
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    path = tmp_path / "corpus.txt"
-    make_corpus(path)
-    return path
 
 
 def write_config(tmp_path, corpus, out="run", extra=""):
@@ -51,9 +36,13 @@ def train_losses(run_dir):
     return {l["step"]: l["train_loss"] for l in lines if "train_loss" in l}
 
 
+# every registered cell, each with a row of settings in turn (dropout, batching, schedule, threads)
+RESUME_SETTINGS = [(0.1, "contiguous", "constant", 3), (0.0, "random", "step", 1),
+                   (0.2, "contiguous", "cosine", 2)]          # rnn, gru, lstm
+
+
 @pytest.mark.parametrize("cell,dropout,batching,schedule,threads", [
-    ("lstm", 0.2, "contiguous", "cosine", 2), ("gru", 0.0, "random", "step", 1),
-    ("rnn", 0.1, "contiguous", "constant", 3)])
+    (cell, *RESUME_SETTINGS[k % len(RESUME_SETTINGS)]) for k, cell in enumerate(CELL_NAMES)])
 def test_resume_equals_uninterrupted(tmp_path, corpus, monkeypatch, cell, dropout, batching, schedule,
                                      threads):
     """Stopped at step 10 and resumed to 20: the losses and weights of one 20-step run, bit for bit.
@@ -216,11 +205,33 @@ def start_training(tmp_path, corpus, *args, **popen):
          "--set", "train.checkpoint_every=100000", *args],
         stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"}, **popen)
-    metrics = tmp_path / "run" / "metrics.jsonl"
-    deadline = time.time() + 60
-    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
-        time.sleep(0.05)
+    wait_for_lines(proc, tmp_path / "run" / "metrics.jsonl", 3)
     return proc
+
+
+def wait_for_lines(proc, metrics, n):
+    """Until the training process proc has logged n lines to metrics (it is then running);
+    it is killed if it does not."""
+    def logged():
+        try:
+            return metrics.read_text().count("\n") >= n or proc.poll() is not None
+        except FileNotFoundError:
+            return proc.poll() is not None
+    try:
+        wait_until(logged, what=f"{n} line(s) in {metrics}")
+        assert proc.poll() is None, f"training ended early: {proc.communicate()[1]}"
+    except BaseException:
+        proc.kill()
+        raise
+
+
+def group_ended(pgid):
+    """Whether no process of the process group pgid is left."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def test_sigint_saves_and_resume_continues(tmp_path, corpus):
@@ -249,25 +260,15 @@ def test_ctrl_c_to_the_process_group_with_worker_processes(tmp_path, corpus):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "Resume with: charrnn train --resume" in err
     assert load_checkpoint(str(tmp_path / "run" / "last.safetensors")).train_state["progress"]["step"] >= 3
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            os.killpg(proc.pid, 0)              # someone of the group is still alive
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        pytest.fail("a worker process outlived the trainer")
+    wait_until(lambda: group_ended(proc.pid), timeout=10,
+               what="the worker processes to end with the trainer")
 
 
 def test_sigterm_exits_143(tmp_path, corpus):
     cfg = write_config(tmp_path, corpus)
     proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(cfg), "-q", *SMALL],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    metrics = tmp_path / "run" / "metrics.jsonl"
-    deadline = time.time() + 60
-    while time.time() < deadline and not (metrics.exists() and metrics.read_text()):
-        time.sleep(0.05)
+    wait_for_lines(proc, tmp_path / "run" / "metrics.jsonl", 1)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
@@ -287,7 +288,7 @@ def test_max_epochs_stops_at_epoch_boundary(tmp_path, corpus):
 
 @pytest.mark.parametrize("args,code,needle", [
     (["--set", "train.lerning_rate=1"], 2, "did you mean 'train.lr'"),
-    (["--set", "model.cell=lsmt"], 2, "model.cell must be one of rnn, gru, lstm"),
+    (["--set", "model.cell=lsmt"], 2, f"model.cell must be one of {', '.join(CELL_NAMES)}"),
     (["--set", "model.hidden_size=0"], 2, "model.hidden_size"),
     (["--set", "model.layers=two"], 2, "model.layers must be an integer"),
 ])
