@@ -79,9 +79,11 @@ def fork_worker(target, args: tuple, name: str):
     leaves Ctrl-C to this one and uses a one-thread BLAS (each process has a core)."""
     ours, theirs = multiprocessing.Pipe()
     proc = multiprocessing.get_context("fork").Process(
-        target=_worker_main, args=(target, theirs, *args), name=name, daemon=True)
-    proc.start()
-    theirs.close()
+        target=_worker_main, args=(target, theirs, ours, *args), name=name, daemon=True)
+    try:
+        proc.start()
+    finally:
+        theirs.close()
     return ours, proc
 
 
@@ -93,8 +95,9 @@ def stop_worker(pipe, proc) -> None:
         proc.terminate()
 
 
-def _worker_main(target, pipe, *args) -> None:
+def _worker_main(target, pipe, parent_end, *args) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's to handle
+    parent_end.close()       # else the pipe never reads as closed here when the parent's end is
     blas.set_threads(1)
     target(pipe, *args)
 

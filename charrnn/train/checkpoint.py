@@ -2,7 +2,8 @@
 
 tensors:  model parameters under PyTorch's names (embedding.weight, rnn.weight_ih_l0, ...);
           optimizer slots as optim.<slot>.<parameter name> (optim.exp_avg.rnn.weight_hh_l0);
-          the carried hidden state of truncated BPTT as carry.h / carry.c ([L, B, H]).
+          the carried hidden state of truncated BPTT as carry.<state> ([L, B, H] each, one per
+          name in the cell's STATE: carry.h, and carry.c for the LSTM).
 metadata: format = "charrnn/1"; charrnn = JSON {version, config, vocab, train_state, created},
           train_state as TrainState below describes it.
 
@@ -24,6 +25,7 @@ import numpy as np
 from charrnn import __version__
 from charrnn.fileio import write_atomically
 from charrnn.config import Config, ConfigError, config_from_dict, config_to_dict
+from charrnn.nn import cells
 from charrnn.nn.model import CharRNN, parameter_shapes
 from charrnn.vocab import Vocab
 
@@ -112,7 +114,7 @@ def save_checkpoint(path: str, model: CharRNN, vocab: Vocab, config: Config,
     tensors = {name: np.ascontiguousarray(v) for name, v in model.params.items()}
     for name, value in (optim_tensors or {}).items():
         tensors[name] = np.ascontiguousarray(value)
-    for label, value in zip(("h", "c"), carry):
+    for label, value in zip(model.cell_module.STATE, carry):
         tensors[CARRY_PREFIX + label] = np.ascontiguousarray(value)
     meta = {
         "version": __version__,
@@ -175,7 +177,8 @@ def load_checkpoint(path: str) -> Checkpoint:
         raise CheckpointError(f"{path} has unreadable charrnn metadata ({e}).") from None
     params = _checked_params(path, tensors, config, vocab)
     optim = {k: v for k, v in tensors.items() if k.startswith(OPTIM_PREFIX)}
-    carry = tuple(tensors[CARRY_PREFIX + s] for s in ("h", "c") if CARRY_PREFIX + s in tensors)
+    names = cells.get(config.model.cell).STATE
+    carry = tuple(tensors[CARRY_PREFIX + s] for s in names if CARRY_PREFIX + s in tensors)
     return Checkpoint(config=config, vocab=vocab, params=params, optim=optim, carry=carry,
                       train_state=meta.get("train_state") or {},
                       version=str(meta.get("version", "")), created=str(meta.get("created", "")))
