@@ -183,12 +183,16 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     return run
 
 
+def _incomplete(error: Exception) -> TrainingError:
+    return TrainingError(f"the checkpoint's training state is incomplete ({error}); "
+                         f"use --init-from to start a new run from its weights.")
+
+
 def _train_state(ckpt: Checkpoint) -> TrainState:
     try:
         return TrainState.from_dict(ckpt.train_state)
     except ValueError as e:
-        raise TrainingError(f"the checkpoint's training state is incomplete ({e}); "
-                            f"use --init-from to start a new run from its weights.") from None
+        raise _incomplete(e) from None
 
 
 def _restore(run: Run, ckpt: Checkpoint, state: TrainState) -> None:
@@ -198,8 +202,7 @@ def _restore(run: Run, ckpt: Checkpoint, state: TrainState) -> None:
         run.dropout_rng.bit_generator.state = state.rng["dropout"]
         run.batch_rng.bit_generator.state = state.rng["batch"]
     except (KeyError, TypeError, ValueError) as e:
-        raise TrainingError(f"the checkpoint's training state is incomplete ({e}); "
-                            f"use --init-from to start a new run from its weights.") from None
+        raise _incomplete(e) from None
     run.progress = state.progress
     dtype = run.model.dtype
     run.carry = tuple(np.asarray(c, dtype) for c in ckpt.carry) or None
@@ -226,7 +229,7 @@ def save(run: Run, name: str) -> None:
 
 
 def open_run(cfg: Config | None, resume_dir: str | None = None, init_from: str | None = None,
-                 overrides=(), quiet: bool = False) -> Run:
+             overrides=()) -> Run:
     """The run of `charrnn train`: a new one from cfg, or the one in resume_dir, continued
     with `overrides` (--set) on top of its config."""
     resume = None
