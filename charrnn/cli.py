@@ -13,12 +13,12 @@ import sys
 import click
 
 from charrnn import __version__
+from charrnn.config import ConfigError
 from charrnn.fast.allocator import keep_freed_memory
+from charrnn.fast.parallel import WorkerError
 from charrnn.nn.cells import CELLS
 from charrnn.train.checkpoint import CheckpointError
-from charrnn.config import ConfigError
 from charrnn.train.data import DataError
-from charrnn.fast.parallel import WorkerError
 from charrnn.train.errors import TrainingError, TrainingInterrupted
 from charrnn.vocab import UnknownCharactersError
 
@@ -197,10 +197,10 @@ def diagnose_command(checkpoint, text_file, window, offset, as_json, plot_path):
     """
     import json
 
-    from charrnn.train.checkpoint import load_model
-    from charrnn.train.data import read_text
     from charrnn.tools.diagnose import diagnose_text, format_decay
     from charrnn.tools.plot import output_path, plot_decay
+    from charrnn.train.checkpoint import load_model
+    from charrnn.train.data import read_text
 
     if text_file == "-" and sys.stdin.isatty():
         raise UserError("give a text FILE, or pipe text into '-'", 2)
@@ -269,9 +269,9 @@ def sample_command(checkpoint, length, temperature, greedy, top_k, top_p, prime,
     Options not given (length, temperature, top-k, top-p, prime, seed) take their values from
     the `sample:` section of the config the checkpoint was trained with, else the defaults shown.
     """
+    from charrnn.infer.sample import check_settings, unescape, write_samples
     from charrnn.train.checkpoint import load_model
     from charrnn.train.data import read_text
-    from charrnn.infer.sample import check_settings, unescape, write_samples
 
     if num_samples < 1:
         raise SampleError(f"--num-samples must be >= 1; got {num_samples}")
@@ -323,9 +323,9 @@ def eval_command(checkpoint, text_file, as_json, unknown, chunk_len, streams, wa
     """
     import json
 
+    from charrnn.infer.evaluate import evaluate_text, format_result
     from charrnn.train.checkpoint import load_model
     from charrnn.train.data import read_text
-    from charrnn.infer.evaluate import evaluate_text, format_result
 
     model, vocab, _ = load_model(checkpoint)
     if text_file == "-" and sys.stdin.isatty():

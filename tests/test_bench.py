@@ -5,8 +5,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from charrnn.tools.bench import bench_vocab, set_blas_threads, tokenize_measure
 from charrnn.cli import cli
+from charrnn.tools.bench import bench_vocab, set_blas_threads, tokenize_measure
 from tests.conftest import CELL_NAMES
 
 TINY = ["--layers=2", "--hidden=8", "--emb=4", "--vocab=11", "--batch=3", "--seq=5", "--steps=2",

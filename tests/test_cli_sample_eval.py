@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 from safetensors.numpy import load_file, save_file
 
-from charrnn.train.checkpoint import save_checkpoint
 from charrnn.cli import cli
 from charrnn.fast.parallel import can_fork
 from charrnn.infer.evaluate import evaluate_ids
+from charrnn.train.checkpoint import save_checkpoint
 from tests.conftest import TINY_TEXT as TEXT
 from tests.conftest import TINY_VOCAB as VOCAB
 from tests.conftest import child_pids, process_start, wait_until

@@ -9,8 +9,13 @@ import pytest
 from click.testing import CliRunner
 
 from charrnn.cli import cli
-from charrnn.tools.diagnose import decay_per_step, gradient_decay, steps_to_threshold, table_distances
 from charrnn.nn.model import CharRNN
+from charrnn.tools.diagnose import (
+    decay_per_step,
+    gradient_decay,
+    steps_to_threshold,
+    table_distances,
+)
 from tests.conftest import TINY_TEXT as TEXT
 from tests.conftest import tiny_model
 

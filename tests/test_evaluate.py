@@ -6,12 +6,18 @@ import multiprocessing
 import numpy as np
 import pytest
 
-from charrnn.infer import evaluate as evaluate_mod
-from charrnn.infer.evaluate import (EvalError, EvalResult, UnknownTextError, evaluate_ids, evaluate_text,
-                              format_result)
 from charrnn.fast.parallel import can_fork
-from charrnn.vocab import UnknownCharactersError, Vocab
+from charrnn.infer import evaluate as evaluate_mod
+from charrnn.infer.evaluate import (
+    EvalError,
+    EvalResult,
+    UnknownTextError,
+    evaluate_ids,
+    evaluate_text,
+    format_result,
+)
 from charrnn.nn.reference import reference_loss_and_grads
+from charrnn.vocab import UnknownCharactersError, Vocab
 from tests.conftest import CELL_CASES, tiny_model, wait_until
 
 VOCAB = Vocab(list("\nabcdefgh ."))

@@ -1,12 +1,11 @@
 """`charrnn gradcheck`: passes on the real backward, fails (exit 1) on a corrupted one."""
 
-import sys
 
 import pytest
 from click.testing import CliRunner
 
-from charrnn.nn import cells
 from charrnn.cli import cli
+from charrnn.nn import cells
 from charrnn.tools.diagnose import format_gradcheck
 
 

@@ -9,10 +9,20 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from charrnn.train.optim import (SGD, Adagrad, Adam, AdamW, RMSprop, clip_grad_norm,
-                                 clip_grad_value, flatten_state, make_optimizer, unflatten_state)
-from charrnn.train.schedule import lr_at
 from charrnn.nn.params import FlatParams
+from charrnn.train.optim import (
+    SGD,
+    Adagrad,
+    Adam,
+    AdamW,
+    RMSprop,
+    clip_grad_norm,
+    clip_grad_value,
+    flatten_state,
+    make_optimizer,
+    unflatten_state,
+)
+from charrnn.train.schedule import lr_at
 
 SHAPES = {"embedding.weight": (5, 3), "rnn.weight_hh_l0": (4, 2), "rnn.bias_ih_l0": (4,),
           "decoder.bias": (1,)}

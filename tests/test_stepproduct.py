@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 
-from charrnn.tools import gradcheck
-
 from charrnn.fast import stepproduct
 from charrnn.fast.stepproduct import SMALL_PRODUCT, StepProduct, block_width
+from charrnn.tools import gradcheck
 from tests.conftest import CELL_CASES, tiny_model
 from tests.test_model import assert_fast_equals_slow_reference
 

@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 from safetensors.numpy import load_file
 
-from charrnn.train.checkpoint import load_checkpoint
 from charrnn.cli import cli
 from charrnn.nn.model import CharRNN
+from charrnn.train.checkpoint import load_checkpoint
 from tests.conftest import CELL_NAMES, wait_until
 
 SMALL = ["--set", "model.hidden_size=16", "--set", "model.embed_size=8", "--set", "model.layers=2",

@@ -71,11 +71,11 @@ def make_run(cell="lstm", layers=2, hidden=128, emb=64, vocab=65, batch=50, seq=
              warmup=3, seed=0, threads=1):
     """A charrnn.train.Run over random ids with exactly enough batches for warmup + steps."""
     from charrnn.config import Config
-    from charrnn.train.data import make_batches
     from charrnn.nn.model import CharRNN
-    from charrnn.train.optim import make_optimizer
     from charrnn.train.checkpoint import Progress
+    from charrnn.train.data import make_batches
     from charrnn.train.engine import make_engine
+    from charrnn.train.optim import make_optimizer
     from charrnn.train.run import Run
 
     cfg = Config()

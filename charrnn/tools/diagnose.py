@@ -28,11 +28,11 @@ import math
 
 import numpy as np
 
-from charrnn.tools import gradcheck
-from charrnn.train.data import DataError
 from charrnn.config import ModelConfig
 from charrnn.nn import cells
 from charrnn.nn.model import CharRNN
+from charrnn.tools import gradcheck
+from charrnn.train.data import DataError
 from charrnn.vocab import UnknownCharactersError
 
 THRESHOLD = 1e-3

@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from charrnn import __version__
-from charrnn.fileio import write_atomically
 from charrnn.config import Config, ConfigError, config_from_dict, config_to_dict
+from charrnn.fileio import write_atomically
 from charrnn.nn import cells
 from charrnn.nn.model import CharRNN, parameter_shapes
 from charrnn.vocab import Vocab

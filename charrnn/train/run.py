@@ -16,8 +16,13 @@ import numpy as np
 from charrnn.config import Config, ConfigError, apply_overrides
 from charrnn.nn.model import CharRNN
 from charrnn.train import data as data_mod
-from charrnn.train.checkpoint import (Checkpoint, Progress, TrainState, load_checkpoint,
-                                      save_checkpoint)
+from charrnn.train.checkpoint import (
+    Checkpoint,
+    Progress,
+    TrainState,
+    load_checkpoint,
+    save_checkpoint,
+)
 from charrnn.train.engine import Local, make_engine
 from charrnn.train.errors import TrainingError
 from charrnn.train.optim import flatten_state, make_optimizer, unflatten_state
