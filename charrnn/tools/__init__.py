@@ -1,1 +1,1 @@
-
+"""Seeing inside and measuring: gradcheck, diagnose (gradient decay), bench, plot."""
