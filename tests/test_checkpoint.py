@@ -60,7 +60,8 @@ def test_metadata_and_plain_safetensors_loading(saved_checkpoint):
     meta = json.loads(data[8:8 + n])["__metadata__"]
     assert meta["format"] == "charrnn/1"
     info = json.loads(meta["charrnn"])
-    assert set(info) == {"version", "config", "vocab", "train_state", "created"}
+    assert set(info) == {"version", "config", "vocab", "train_state", "created", "checksums"}
+    assert info["checksums"] == "crc32" and set(meta) == {"format", "charrnn", "checksums"}
     assert info["version"] == __version__ and info["vocab"] == VOCAB.to_list()
     assert info["config"] == config_to_dict(cfg) and info["train_state"]["step"] == 7
     assert info["created"][:4].isdigit() and "T" in info["created"]
@@ -135,7 +136,8 @@ def test_a_pickle_is_never_unpickled(tmp_path):
 
 
 def rewrite(path, tensors=None, meta=None, fmt="charrnn/1"):
-    """Rewrite a saved checkpoint with changed tensors / metadata."""
+    """Rewrite a saved checkpoint with changed tensors / metadata, and checksums that match
+    them (so the load goes on to the checks after the checksums)."""
     old_tensors = load_file(path)
     with open(path, "rb") as f:
         data = f.read()
@@ -145,8 +147,9 @@ def rewrite(path, tensors=None, meta=None, fmt="charrnn/1"):
     else:
         old_meta = json.loads(json.loads(data[8:8 + n])["__metadata__"]["charrnn"])
         text = json.dumps({**old_meta, **(meta or {})})
-    save_file(tensors if tensors is not None else old_tensors, path,
-              metadata={"format": fmt, "charrnn": text})
+    tensors = tensors if tensors is not None else old_tensors
+    save_file(tensors, path, metadata={"format": fmt, "charrnn": text,
+                                       "checksums": checkpoint.checksum_metadata(tensors, text)})
     return old_tensors
 
 

@@ -4,12 +4,17 @@ tensors:  model parameters under PyTorch's names (embedding.weight, rnn.weight_i
           optimizer slots as optim.<slot>.<parameter name> (optim.exp_avg.rnn.weight_hh_l0);
           the carried hidden state of truncated BPTT as carry.<state> ([L, B, H] each, one per
           name in the cell's STATE: carry.h, and carry.c for the LSTM).
-metadata: format = "charrnn/1"; charrnn = JSON {version, config, vocab, train_state, created},
-          train_state as TrainState below describes it.
+metadata: format = "charrnn/1"; charrnn = JSON {version, config, vocab, train_state, created,
+          checksums}, train_state as TrainState below describes it; checksums = JSON
+          {"algorithm": "crc32", "charrnn": crc of the charrnn text, "tensors": {name: [dtype,
+          shape, crc of its bytes]}} (crc: zlib.crc32 as 8 hex digits). The charrnn JSON's
+          "checksums": "crc32" says the record was written, so a file that lost it is refused.
 
 Loading parses only the safetensors header and raw arrays (never pickle, never code), checks the
-format tag, then every name, shape and dtype against the model the stored config describes, and
-turns anything wrong into one CheckpointError sentence.
+format tag, then the checksums (a file written before they existed has none and loads
+unverified), then every name, shape and dtype against the model the stored config describes, and
+turns anything wrong into one CheckpointError sentence. Older charrnn versions read new files:
+they ignore the checksums metadata key and the charrnn JSON's checksums field.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import datetime
 import json
 import math
 import os
+import zlib
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -33,10 +39,19 @@ FORMAT = "charrnn/1"
 FORMAT_NAME, FORMAT_VERSION = FORMAT.split("/")
 OPTIM_PREFIX = "optim."
 CARRY_PREFIX = "carry."
+CHECKSUMS = "checksums"          # the metadata key of the checksum record (absent in older files)
+ALGORITHM = "crc32"              # CRC-32 catches every change of up to 4 bytes, at memory speed
+# the checkpoints of a run folder, as charrnn train names them (train/run.py's RUN_FILES)
+RUN_CHECKPOINTS = ("last.safetensors", "best.safetensors")
 
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be read or used; the message is one sentence for the user."""
+
+
+class CorruptCheckpoint(CheckpointError):
+    """A checkpoint whose bytes changed after it was written: cut short, unparseable, or not
+    matching its checksums. The message names the run folder's other checkpoint, if any."""
 
 
 @dataclass
@@ -96,6 +111,7 @@ class Checkpoint:
     train_state: dict = field(default_factory=dict)
     version: str = __version__
     created: str = ""
+    verified: bool = False        # its checksums were checked (False: an older file without them)
 
     def build_model(self) -> CharRNN:
         """A CharRNN with the stored architecture and weights."""
@@ -122,9 +138,28 @@ def save_checkpoint(path: str, model: CharRNN, vocab: Vocab, config: Config,
         "vocab": vocab.to_list(),
         "train_state": train_state or {},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        CHECKSUMS: ALGORITHM,
     }
-    blob = save(tensors, metadata={"format": FORMAT, "charrnn": json.dumps(meta)})
+    text = json.dumps(meta)
+    blob = save(tensors, metadata={"format": FORMAT, "charrnn": text,
+                                   CHECKSUMS: checksum_metadata(tensors, text)})
     write_atomically(path, blob)
+
+
+def checksum_metadata(tensors: dict[str, np.ndarray], charrnn_text: str) -> str:
+    """The `checksums` metadata value for these tensors and `charrnn` metadata text (JSON)."""
+    return json.dumps({"algorithm": ALGORITHM, "charrnn": _crc(charrnn_text.encode()),
+                       "tensors": {name: _tensor_record(v) for name, v in tensors.items()}})
+
+
+def _crc(data) -> str:
+    """CRC-32 of a bytes-like object (a C-contiguous array: its raw bytes) as 8 hex digits."""
+    return f"{zlib.crc32(data):08x}"
+
+
+def _tensor_record(value: np.ndarray) -> list:
+    """[dtype, shape, crc]: the dtype and shape too, so a same-size dtype change is caught."""
+    return [value.dtype.name, list(value.shape), _crc(np.ascontiguousarray(value))]
 
 
 def _read(path: str):
@@ -148,7 +183,7 @@ def _read(path: str):
         tensors = load(data)
         metadata = _header_metadata(data)
     except (SafetensorError, ValueError, OverflowError) as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt: {e}).") from None
+        raise CorruptCheckpoint(f"{path} is not a readable checkpoint (truncated or corrupt: {e}).") from None
     return tensors, metadata
 
 
@@ -160,7 +195,33 @@ def _header_metadata(data: bytes) -> dict:
 
 
 def load_checkpoint(path: str) -> Checkpoint:
-    """Read and validate a checkpoint; every failure is a CheckpointError with one sentence."""
+    """Read, verify and validate a checkpoint.
+
+    Raises CorruptCheckpoint (a checksum mismatch, or a file cut short; the message names the
+    run folder's other checkpoint to fall back on) or CheckpointError, each with one sentence.
+    """
+    try:
+        tensors, metadata, meta = _verified(path)
+    except CorruptCheckpoint as e:
+        raise CorruptCheckpoint(str(e).removesuffix(".") + _fallback(path) + ".") from None
+    try:
+        config = config_from_dict(meta["config"])
+        vocab = Vocab.from_list(meta["vocab"])
+    except (KeyError, TypeError, ValueError, ConfigError) as e:
+        raise CheckpointError(f"{path} has unreadable charrnn metadata ({e}).") from None
+    params = _checked_params(path, tensors, config, vocab)
+    optim = {k: v for k, v in tensors.items() if k.startswith(OPTIM_PREFIX)}
+    names = cells.get(config.model.cell).STATE
+    carry = tuple(tensors[CARRY_PREFIX + s] for s in names if CARRY_PREFIX + s in tensors)
+    return Checkpoint(config=config, vocab=vocab, params=params, optim=optim, carry=carry,
+                      train_state=meta.get("train_state") or {},
+                      version=str(meta.get("version", "")), created=str(meta.get("created", "")),
+                      verified=CHECKSUMS in metadata)
+
+
+def _verified(path: str) -> tuple[dict, dict, dict]:
+    """(tensors, safetensors metadata, charrnn metadata) of a charrnn/1 file whose checksums
+    match (or that has none: an older file). CorruptCheckpoint or CheckpointError otherwise."""
     tensors, metadata = _read(path)
     fmt = metadata.get("format", "")
     name, _, version = fmt.partition("/")
@@ -169,19 +230,69 @@ def load_checkpoint(path: str) -> Checkpoint:
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{path} has format {fmt}, which this charrnn {__version__} cannot "
                               f"read (it reads {FORMAT}); upgrade charrnn.")
+    if CHECKSUMS in metadata:
+        _verify(path, tensors, metadata)
     try:
         meta = json.loads(metadata["charrnn"])
-        config = config_from_dict(meta["config"])
-        vocab = Vocab.from_list(meta["vocab"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, ConfigError) as e:
+        declared = meta.get(CHECKSUMS)
+    except (json.JSONDecodeError, AttributeError) as e:
         raise CheckpointError(f"{path} has unreadable charrnn metadata ({e}).") from None
-    params = _checked_params(path, tensors, config, vocab)
-    optim = {k: v for k, v in tensors.items() if k.startswith(OPTIM_PREFIX)}
-    names = cells.get(config.model.cell).STATE
-    carry = tuple(tensors[CARRY_PREFIX + s] for s in names if CARRY_PREFIX + s in tensors)
-    return Checkpoint(config=config, vocab=vocab, params=params, optim=optim, carry=carry,
-                      train_state=meta.get("train_state") or {},
-                      version=str(meta.get("version", "")), created=str(meta.get("created", "")))
+    if declared is not None and CHECKSUMS not in metadata:
+        raise CorruptCheckpoint(f"{path} is corrupt: it was written with {declared} checksums "
+                                f"but they are gone from its header.")
+    return tensors, metadata, meta
+
+
+def _verify(path: str, tensors: dict, metadata: dict) -> None:
+    """CorruptCheckpoint naming the first part (the charrnn metadata, or a tensor) that does not
+    match its checksum; CheckpointError for checksums of an algorithm this charrnn lacks."""
+    try:
+        record = json.loads(metadata[CHECKSUMS])
+        algorithm, text_crc, expected = record["algorithm"], record["charrnn"], record["tensors"]
+        expected.items()
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        raise CorruptCheckpoint(f"{path} is corrupt: its checksum record is unreadable.") from None
+    if algorithm != ALGORITHM:
+        raise CheckpointError(f"{path} has {algorithm} checksums, which this charrnn {__version__} "
+                              f"cannot check (it checks {ALGORITHM}): the file is corrupt or "
+                              f"from a newer charrnn.")
+    if _crc(metadata["charrnn"].encode()) != text_crc:
+        _corrupt(path, "its charrnn metadata (config, vocabulary, training state) does not "
+                       "match its checksum")
+    for name, value in tensors.items():
+        if name not in expected:
+            _corrupt(path, f"it holds a tensor {name} that has no checksum")
+        if _tensor_record(value) != expected[name]:
+            _corrupt(path, f"the tensor {name} does not match its checksum")
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        _corrupt(path, f"the tensor {missing[0]} is gone")
+
+
+def _corrupt(path: str, what: str):
+    """Raise the CorruptCheckpoint of a checksum mismatch: `what` says which part."""
+    raise CorruptCheckpoint(f"{path} is corrupt: {what} (its bytes changed after it was written).")
+
+
+def _fallback(path: str) -> str:
+    """'; <other checkpoint of the run folder> ...' to add to a corrupt file's message, or ''."""
+    others = [os.path.join(os.path.dirname(path), name) for name in RUN_CHECKPOINTS]
+    others = [p for p in others if os.path.isfile(p) and not _same_file(p, path)]
+    for other in others:
+        try:
+            ckpt_meta = _verified(other)[1]
+        except CheckpointError:
+            continue
+        checked = "its checksums match" if CHECKSUMS in ckpt_meta else "an older file, unchecked"
+        return f"; fall back on {other} ({checked})"
+    return "; ".join([""] + [f"{p} is unusable too" for p in others])
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _checked_params(path, tensors, config, vocab) -> dict[str, np.ndarray]:
