@@ -60,6 +60,24 @@ def _silence_stdout() -> None:
         pass
 
 
+def examples(*lines: str) -> str:
+    """A command's --help epilog: real examples, kept line by line (click's \\b)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _note(message: str) -> None:
+    """One line for the user on stderr (stdout carries only data)."""
+    click.echo(f"charrnn: {message}", err=True)
+
+
+def _checkpoint(path: str) -> str:
+    """The checkpoint file of a CHECKPOINT argument: a file, or a run folder (its best, else
+    its last; one line on stderr says which)."""
+    from charrnn.train.run import resolve_checkpoint
+
+    return resolve_checkpoint(path, say=_note)
+
+
 # bare `charrnn` prints the help (click >= 8.2 signals it with this UsageError): keep it
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
@@ -118,33 +136,96 @@ class CharrnnGroup(click.Group):
             ctx.exit(code)
 
 
-@click.group(cls=CharrnnGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CharrnnGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=examples(
+                 "charrnn train --data my.txt          # train on your text; the run goes to runs/my",
+                 "charrnn sample runs/my               # write text from its best checkpoint",
+                 "charrnn eval runs/my held_out.txt    # bits per character on other text")
+             + '\n\n\b\nShell completion (bash): eval "$(_CHARRNN_COMPLETE=bash_source charrnn)"')
 @click.version_option(__version__, prog_name="charrnn")
 def cli():
     """Train and use character-level RNN / GRU / LSTM language models on a CPU."""
     keep_freed_memory()     # every command: large per-step buffers are reused, not re-faulted
 
 
-@cli.command()
-@click.argument("config_file", metavar="CONFIG.yaml", required=False, type=click.Path(dir_okay=False))
+# CHECKPOINT arguments: a .safetensors file or a run folder (shell completion offers both)
+CHECKPOINT = click.Path()
+
+
+@cli.command(short_help="Train a model on a text file, or continue a run.", epilog=examples(
+    "charrnn train --data my.txt                       # the defaults; the run goes to runs/my",
+    "charrnn train configs/shakespeare.yaml --set model.cell=gru --set train.max_steps=2000",
+    "charrnn train --resume runs/my --set train.max_minutes=30"))
+@click.argument("config_file", metavar="[CONFIG.yaml]", required=False,
+                type=click.Path(dir_okay=False))
+@click.option("--data", "data_path", metavar="FILE|-", type=click.Path(dir_okay=False, allow_dash=True),
+              help="The UTF-8 text to train on (sets data.path; '-': stdin). With no "
+                   "train.out_dir the run goes to runs/<FILE's name>.")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override a config value (repeatable), e.g. --set train.lr=0.001.")
-@click.option("--resume", "resume_dir", metavar="RUN_DIR",
+@click.option("--resume", "resume_dir", metavar="RUN_DIR", type=click.Path(),
               help="Continue the run saved in RUN_DIR/last.safetensors exactly where it stopped.")
-@click.option("--init-from", metavar="CHECKPOINT",
-              help="Start a new run from the weights of CHECKPOINT (same vocabulary).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def train(config_file, overrides, resume_dir, init_from, quiet):
-    """Train a model on the corpus named in CONFIG.yaml (or continue one with --resume)."""
-    from charrnn.config import load_config
+@click.option("--init-from", metavar="CHECKPOINT", type=CHECKPOINT,
+              help="Start a new run from the weights of CHECKPOINT or a run folder (same vocabulary).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no opening lines.")
+def train(config_file, data_path, overrides, resume_dir, init_from, quiet):
+    """Train a model on a text (--data FILE, or data.path of CONFIG.yaml), or continue a run.
+
+    Settings: the defaults, then CONFIG.yaml, then --data, then --set (`charrnn init` writes a
+    config with every setting). The first lines say where the run goes and how to sample it
+    (not with -q).
+    """
     from charrnn.train.loop import run_training
 
-    if resume_dir and (config_file or init_from):
-        raise click.UsageError("--resume takes its config from the run; give no CONFIG.yaml or --init-from.")
-    if not resume_dir and not config_file:
-        raise click.UsageError("give a CONFIG.yaml (see configs/), or --resume RUN_DIR.")
-    cfg = None if resume_dir else load_config(config_file, overrides)
-    run_training(cfg, resume_dir=resume_dir, init_from=init_from, overrides=overrides, quiet=quiet)
+    if resume_dir and (config_file or init_from or data_path):
+        raise click.UsageError("--resume takes its config and text from the run; give no "
+                               "CONFIG.yaml, --data or --init-from.")
+    if not (resume_dir or config_file or data_path or overrides):
+        raise click.UsageError("give the text to train on with --data FILE (or a CONFIG.yaml, "
+                               "or --resume RUN_DIR).")
+    cfg = None if resume_dir else _new_run_config(config_file, data_path, overrides)
+    run_training(cfg, resume_dir=resume_dir, init_from=init_from, overrides=overrides, quiet=quiet,
+                 say=None if quiet else _note)
+
+
+def _new_run_config(config_file, data_path, overrides):
+    """The config of a new run; a text file given where the config goes (`charrnn train my.txt`)
+    is told to use --data instead of what its text is not as YAML."""
+    from charrnn.train.run import train_config
+
+    try:
+        return train_config(config_file, data_path, overrides)
+    except ConfigError as error:
+        # the file itself (not YAML, not a mapping), named like a text: the user meant --data
+        if (config_file and os.path.isfile(config_file)
+                and str(error).startswith(f"config file '{config_file}'")
+                and not config_file.endswith((".yaml", ".yml")) and not data_path):
+            raise ConfigError(f"{config_file} is not a config file (YAML); to train on that text, "
+                              f"give it with --data: charrnn train --data {config_file}") from None
+        raise
+
+
+@cli.command("init", epilog=examples(
+    "charrnn init my.yaml && charrnn train my.yaml --data my.txt",
+    "charrnn init | less                                 # read every setting"))
+@click.argument("file", metavar="[FILE]", required=False, type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+def init_command(file, force):
+    """Write a starter config: every setting, its default and what it does (to FILE or stdout)."""
+    from charrnn.config import starter_config
+    from charrnn.fileio import write_atomically
+
+    text = starter_config()
+    if file is None:
+        click.echo(text, nl=False)
+        return
+    if os.path.lexists(file) and not force:
+        raise UserError(f"{file} exists; give --force to overwrite it, or another name", 2)
+    try:
+        write_atomically(file, text.encode("utf-8"))
+    except OSError as error:
+        raise UserError(f"cannot write {file}: {error.strerror or error}") from None
+    _note(f"wrote {file}; edit it, then: charrnn train {file}")
 
 
 # -- seeing inside the network: gradcheck, diagnose, plot ---------------------------------------
@@ -155,7 +236,10 @@ from charrnn.tools.plot import PlotError  # noqa: E402
 USER_ERRORS[PlotError] = 1
 
 
-@cli.command("gradcheck")
+@cli.command("gradcheck", epilog=examples(
+    "charrnn gradcheck                                 # a 2-layer LSTM",
+    "charrnn gradcheck --cell rnn --nonlinearity relu --layers 1",
+    "charrnn gradcheck --cell gru --dropout 0.3 --seed 5"))
 @click.option("--cell", type=click.Choice(list(CELLS)), default="lstm", show_default=True)
 @click.option("--layers", type=click.IntRange(1, 4), default=2, show_default=True)
 @click.option("--nonlinearity", type=click.Choice(["tanh", "relu"]), default="tanh",
@@ -179,8 +263,11 @@ def gradcheck_command(cell, layers, nonlinearity, seed, dropout, tolerance):
         sys.exit(1)
 
 
-@cli.command("diagnose")
-@click.argument("checkpoint", metavar="CHECKPOINT")
+@cli.command("diagnose", epilog=examples(
+    "charrnn diagnose runs/my held_out.txt --window 200",
+    "charrnn diagnose runs/my/last.safetensors my.txt --json",
+    "charrnn diagnose runs/my my.txt --plot decay.png"))
+@click.argument("checkpoint", metavar="CHECKPOINT|RUN_DIR", type=CHECKPOINT)
 @click.argument("text_file", metavar="[FILE|-]", required=False, default="-")
 @click.option("--window", type=click.IntRange(2), default=100, show_default=True,
               help="Characters the model reads before the prediction whose gradient is traced.")
@@ -192,6 +279,7 @@ def gradcheck_command(cell, layers, nonlinearity, seed, dropout, tolerance):
 def diagnose_command(checkpoint, text_file, window, offset, as_json, plot_path):
     """How far back the gradient of the last character's loss reaches, per layer.
 
+    CHECKPOINT is a .safetensors file or a run folder (its best checkpoint, else its last).
     Reads a window of FILE (or stdin) from a zero state and prints ||dL/dh_t|| against the
     distance from the last step, the decay per step, and where it falls below 1e-3.
     """
@@ -206,6 +294,7 @@ def diagnose_command(checkpoint, text_file, window, offset, as_json, plot_path):
         raise UserError("give a text FILE, or pipe text into '-'", 2)
     if plot_path:
         plot_path = output_path(plot_path)[0]      # a bad suffix fails before the work
+    checkpoint = _checkpoint(checkpoint)
     model, vocab, _ = load_model(checkpoint)
     result = diagnose_text(model, vocab, read_text(text_file), window, offset)
     result["checkpoint"] = checkpoint
@@ -215,8 +304,10 @@ def diagnose_command(checkpoint, text_file, window, offset, as_json, plot_path):
     click.echo(json.dumps(result, indent=1) if as_json else format_decay(result))
 
 
-@cli.command("plot")
-@click.argument("run_dir", metavar="RUN_DIR")
+@cli.command("plot", epilog=examples(
+    "charrnn plot runs/my                              # writes runs/my/loss.png",
+    "charrnn plot runs/my -o my-loss.png"))
+@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
 @click.option("-o", "--output", metavar="FILE.png", type=click.Path(dir_okay=False),
               help="Where to write the picture (default RUN_DIR/loss.png).")
 def plot_command(run_dir, output):
@@ -239,8 +330,11 @@ def _warn(message: str) -> None:
     click.echo(f"charrnn: warning: {message}", err=True)
 
 
-@cli.command("sample")
-@click.argument("checkpoint", metavar="CHECKPOINT")
+@cli.command("sample", epilog=examples(
+    "charrnn sample runs/my                            # its best checkpoint, 500 characters",
+    "charrnn sample runs/my --prime \"ROMEO:\" --temperature 0.8 -n 200 --seed 1",
+    "charrnn sample runs/my/last.safetensors --num-samples 3 --stop $'\\n\\n' --json"))
+@click.argument("checkpoint", metavar="CHECKPOINT|RUN_DIR", type=CHECKPOINT)
 @click.option("-n", "--length", type=int,
               help="Characters to generate per sample, not counting the prime.  [default: 500]")
 @click.option("-t", "--temperature", type=float,
@@ -266,6 +360,7 @@ def sample_command(checkpoint, length, temperature, greedy, top_k, top_p, prime,
                    num_samples, separator, stop, as_json, echo, unknown):
     """Generate text from CHECKPOINT, streamed to stdout as it is produced.
 
+    CHECKPOINT is a .safetensors file or a run folder (its best checkpoint, else its last).
     Options not given (length, temperature, top-k, top-p, prime, seed) take their values from
     the `sample:` section of the config the checkpoint was trained with, else the defaults shown.
     """
@@ -277,7 +372,7 @@ def sample_command(checkpoint, length, temperature, greedy, top_k, top_p, prime,
         raise SampleError(f"--num-samples must be >= 1; got {num_samples}")
     if prime is not None and prime_file is not None:
         raise SampleError("give --prime or --prime-file, not both")
-    model, vocab, ckpt = load_model(checkpoint)
+    model, vocab, ckpt = load_model(_checkpoint(checkpoint))
     saved = ckpt.config.sample
     length = saved.length if length is None else length
     temperature = saved.temperature if temperature is None else temperature
@@ -297,8 +392,11 @@ def sample_command(checkpoint, length, temperature, greedy, top_k, top_p, prime,
                   stop=unescape(stop), as_json=as_json, echo=echo, warn=_warn)
 
 
-@cli.command("eval")
-@click.argument("checkpoint", metavar="CHECKPOINT")
+@cli.command("eval", epilog=examples(
+    "charrnn eval runs/my held_out.txt",
+    "cat notes.txt | charrnn perplexity runs/my - --json",
+    "charrnn eval runs/my/last.safetensors held_out.txt --streams 32    # faster, approximate"))
+@click.argument("checkpoint", metavar="CHECKPOINT|RUN_DIR", type=CHECKPOINT)
 @click.argument("text_file", metavar="[FILE|-]", required=False, default="-")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 @click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True,
@@ -317,6 +415,7 @@ def eval_command(checkpoint, text_file, as_json, unknown, chunk_len, streams, wa
                  one_process):
     """Loss (nats/char), bits/char and perplexity of CHECKPOINT on a text (default: stdin).
 
+    CHECKPOINT is a .safetensors file or a run folder (its best checkpoint, else its last).
     One sequential pass from a zero state: every character but the first is predicted from all
     the characters before it. --streams 32 is about three times faster, and approximate: each
     segment is read from --warmup characters before it instead of from the start.
@@ -327,9 +426,9 @@ def eval_command(checkpoint, text_file, as_json, unknown, chunk_len, streams, wa
     from charrnn.train.checkpoint import load_model
     from charrnn.train.data import read_text
 
-    model, vocab, _ = load_model(checkpoint)
     if text_file == "-" and sys.stdin.isatty():
         raise UserError("give a text FILE, or pipe the text into standard input", exit_code=2)
+    model, vocab, _ = load_model(_checkpoint(checkpoint))
     result = evaluate_text(model, vocab, read_text(text_file), unknown, chunk_len, streams, warmup,
                            pipeline=not one_process)
     if result.chars_skipped:
@@ -342,7 +441,10 @@ cli.add_command(eval_command, "perplexity")
 
 # -- throughput benchmark (the same measurement as the PyTorch reference script) ---------------
 
-@cli.command("bench")
+@cli.command("bench", epilog=examples(
+    "charrnn bench --cell lstm --hidden 128",
+    "charrnn bench --cell gru --threads 4 --json",
+    "charrnn bench --sample 0 --tokenize-mb 10          # reading and encoding a 10 MB text"))
 @click.option("--cell", type=click.Choice(list(CELLS)), default="lstm", show_default=True)
 @click.option("--layers", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--hidden", type=click.IntRange(1), default=128, show_default=True)

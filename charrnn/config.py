@@ -10,11 +10,16 @@ as JSON) and through `save_config` / `load_config` (YAML).
 
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
 import difflib
+import inspect
+import io
 import math
 import re
+import sys
+import tokenize
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -425,3 +430,68 @@ def save_config(cfg: Config, path: str) -> None:
     """Write the resolved config as YAML, atomically (temp file in the same folder, then rename)."""
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
     write_atomically(path, text.encode("utf-8"))
+
+
+# -- the starter config of `charrnn init`: every field with its comment from this file --------
+
+STARTER_HEADER = """\
+# A charrnn config: every setting with its default and what it does. Keep the lines you
+# change and delete the rest (a missing key takes its default). Train with:
+#   charrnn train CONFIG.yaml                  (or, on another text: --data my.txt)
+"""
+
+
+def field_comments() -> dict[str, tuple[list[str], list[str]]]:
+    """{'section.key': (comment lines above the field, its trailing comment)} and
+    {'section': (the section class's docstring lines, [])}, read from this module's source
+    with ast and tokenize, so the starter config says what the source says. {} without source."""
+    try:
+        source = inspect.getsource(sys.modules[__name__])
+    except (OSError, TypeError):        # installed without its .py files: no comments
+        return {}
+    comments = {tok.start[0]: (tok.string[1:].strip(), tok.line.strip().startswith("#"))
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+                if tok.type == tokenize.COMMENT}
+    classes = {node.name: node for node in ast.parse(source).body if isinstance(node, ast.ClassDef)}
+    found = {}
+    for section in SECTIONS:
+        node = classes[typing.get_type_hints(Config)[section].__name__]
+        doc = ast.get_docstring(node)
+        found[section] = (doc.splitlines() if doc else [], [])
+        for item in node.body:
+            if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                found[f"{section}.{item.target.id}"] = _comments_of(item, comments)
+    return found
+
+
+def _comments_of(node: ast.AST, comments: dict) -> tuple[list[str], list[str]]:
+    """The whole-line comments right above `node` and the comment at the end of its line."""
+    above, line = [], node.lineno - 1
+    while line in comments and comments[line][1]:
+        above.insert(0, comments[line][0])
+        line -= 1
+    end = comments.get(node.end_lineno)
+    return above, [end[0]] if end and not end[1] else []
+
+
+def _yaml_value(value: Any) -> str:
+    """One value as YAML writes it inline (null, 0.1, 1.0e-08, '', text)."""
+    return yaml.safe_dump(value, default_flow_style=True, allow_unicode=True,
+                          width=1000).removesuffix("\n...\n").strip()
+
+
+def starter_config(cfg: Config | None = None) -> str:
+    """The YAML of `charrnn init`: every field of cfg (default: the defaults), each with its
+    comment from this file; load_config reads it back as the same config."""
+    cfg = cfg or Config()
+    notes = field_comments()
+    lines = [STARTER_HEADER.rstrip("\n")]
+    for section in SECTIONS:
+        doc = notes.get(section, ([], []))[0]
+        lines += ["", *(f"# {d}" for d in doc), f"{section}:"]
+        for key, value in config_to_dict(cfg)[section].items():
+            above, end = notes.get(f"{section}.{key}", ([], []))
+            lines += [f"  # {c}" for c in above]
+            entry = f"  {key}: {_yaml_value(value)}"
+            lines.append(f"{entry:<34} # {end[0]}" if end else entry)
+    return "\n".join(lines) + "\n"

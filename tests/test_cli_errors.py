@@ -10,9 +10,9 @@ from charrnn.cli import cli
 
 
 @pytest.mark.parametrize("args,line", [
-    (["train"], "charrnn: error: give a CONFIG.yaml (see configs/), or --resume RUN_DIR "
-                "(see 'charrnn train --help')"),
-    (["eval"], "charrnn: error: Missing argument 'CHECKPOINT' (see 'charrnn eval --help')"),
+    (["train"], "charrnn: error: give the text to train on with --data FILE (or a CONFIG.yaml, "
+                "or --resume RUN_DIR) (see 'charrnn train --help')"),
+    (["eval"], "charrnn: error: Missing argument 'CHECKPOINT|RUN_DIR' (see 'charrnn eval --help')"),
     (["eval", "x.safetensors", "--chunk-len", "0"],
      "charrnn: error: Invalid value for '--chunk-len': 0 is not in the range x>=1 "
      "(see 'charrnn eval --help')"),
@@ -32,13 +32,13 @@ def test_usage_errors_are_one_line(args, line):
 def test_a_folder_given_for_the_config_file(tmp_path):
     r = CliRunner().invoke(cli, ["train", str(tmp_path)], prog_name="charrnn")
     assert r.exit_code == 2
-    assert r.stderr == (f"charrnn: error: Invalid value for 'CONFIG.yaml': File '{tmp_path}' is a "
+    assert r.stderr == (f"charrnn: error: Invalid value for '[CONFIG.yaml]': File '{tmp_path}' is a "
                         f"directory (see 'charrnn train --help')\n")
 
 
 def test_help_is_unchanged():
     r = CliRunner().invoke(cli, ["train", "--help"], prog_name="charrnn")
-    assert r.exit_code == 0 and r.stdout.startswith("Usage: charrnn train [OPTIONS] CONFIG.yaml")
+    assert r.exit_code == 0 and r.stdout.startswith("Usage: charrnn train [OPTIONS] [CONFIG.yaml]")
     assert "--resume RUN_DIR" in r.stdout and r.stderr == ""
     r = CliRunner().invoke(cli, ["--help"], prog_name="charrnn")
     assert r.exit_code == 0 and "Commands:" in r.stdout

@@ -208,10 +208,10 @@ def sample_text(run: Run) -> str:
 
 
 def run_training(cfg, resume_dir: str | None = None, init_from: str | None = None,
-                 overrides=(), quiet: bool = False):
+                 overrides=(), quiet: bool = False, say=None):
     """`charrnn train`: a new run from cfg, or the run in resume_dir continued. Returns the
-    progress at the end."""
-    run = open_run(cfg, resume_dir, init_from, overrides)
+    progress at the end. say(line) hears where the run goes (open_run)."""
+    run = open_run(cfg, resume_dir, init_from, overrides, say=say)
     try:
         return train(run, quiet=quiet)
     finally:

@@ -1,23 +1,28 @@
-"""Setting up a run: the corpus, the model, the optimizer, the batches and the random
-generators, new or restored from a checkpoint; and writing its checkpoints.
+"""Setting up a run: its config and folder, the corpus, the model, the optimizer, the batches
+and the random generators, new or restored from a checkpoint; and writing its checkpoints.
 
 Run folder: config.yaml (the resolved config), metrics.jsonl (one JSON object per logged
-figure), last.safetensors (latest state), best.safetensors (lowest validation loss).
+figure), last.safetensors (latest state), best.safetensors (lowest validation loss). Every
+command that reads a checkpoint also takes the folder (resolve_checkpoint).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from charrnn.config import Config, ConfigError, apply_overrides
+from charrnn.config import Config, ConfigError, apply_overrides, load_config, parse_override
+from charrnn.fileio import remove_stale_temporaries
 from charrnn.nn.model import CharRNN
 from charrnn.train import data as data_mod
 from charrnn.train.checkpoint import (
     Checkpoint,
+    CheckpointError,
     Progress,
     TrainState,
     load_checkpoint,
@@ -48,6 +53,7 @@ class Run:
     out_dir: str = ""
     engine: object = None          # Local or DataParallel: where the step is computed
     corpus: dict | None = None     # corpus_fingerprint of the ids, saved to check resumes
+    removed: tuple = ()            # temporary files of interrupted writes cleaned from out_dir
 
     def __post_init__(self):
         if self.engine is None:
@@ -57,7 +63,50 @@ class Run:
         return os.path.join(self.out_dir, name)
 
 
-RUN_FILES = ("last.safetensors", "best.safetensors")
+BEST, LAST = "best.safetensors", "last.safetensors"
+RUN_FILES = (LAST, BEST)
+RUNS_FOLDER = "runs"           # where `charrnn train --data FILE` puts a run with no out_dir
+
+
+def resolve_checkpoint(path: str, say=None) -> str:
+    """The checkpoint file that `path` names: `path` itself, or for a run folder its
+    best.safetensors if there, else its last.safetensors (say(line) tells which).
+
+    CheckpointError for a folder that holds neither.
+    """
+    if not os.path.isdir(path):
+        return path
+    for name, why in ((BEST, "lowest validation loss"), (LAST, "latest; no best.safetensors yet")):
+        found = os.path.join(path, name)
+        if os.path.isfile(found):
+            if say is not None:
+                say(f"using {found} ({why})")
+            return found
+    raise CheckpointError(f"the folder {path} holds no checkpoint ({BEST} or {LAST}); give a "
+                          f"run folder of `charrnn train` or a .safetensors file.")
+
+
+def out_dir_for(data_path: str) -> str:
+    """The run folder for a corpus given with --data: runs/<file name without its suffix>,
+    runs/stdin for '-'."""
+    stem = "stdin" if data_path == "-" else Path(data_path).stem.lstrip(".")
+    return os.path.join(RUNS_FOLDER, stem or "text")
+
+
+def train_config(config_file: str | None, data_path: str | None, overrides=()) -> Config:
+    """A new run's config: defaults < CONFIG file < --data < --set.
+
+    With the text given on the command line (--data, or --set data.path) and no train.out_dir
+    in the file or --set, the run goes to out_dir_for(the text): the default runs/shakespeare
+    names another corpus (so an out_dir equal to it counts as unset).
+    """
+    sets = ([f"data.path={data_path}"] if data_path is not None else []) + list(overrides)
+    cfg = load_config(config_file, sets)
+    named = {parse_override(o)[:2] for o in sets}
+    if (("data", "path") in named and ("train", "out_dir") not in named
+            and cfg.train.out_dir == Config().train.out_dir):
+        cfg.train.out_dir = out_dir_for(cfg.data.path)
+    return cfg
 
 
 def refuse_existing_run(out_dir: str) -> None:
@@ -163,6 +212,7 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     if resume is None:
         refuse_existing_run(cfg.train.out_dir)
     prepare_out_dir(cfg.train.out_dir)
+    removed = remove_stale_temporaries(cfg.train.out_dir)    # no write can be under way yet
     state = _train_state(resume) if resume is not None else None
     source = resume or init_from
     if source is not None:
@@ -181,7 +231,7 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     dropout_rng, batch_rng = (np.random.default_rng(s) for s in seeds)
     batches = data_mod.make_batches(train_ids, cfg.train, cfg.data.batching, batch_rng)
     run = Run(cfg, vocab, model, optimizer, batches, val_ids, dropout_rng, batch_rng, Progress(),
-              out_dir=cfg.train.out_dir, corpus=corpus)
+              out_dir=cfg.train.out_dir, corpus=corpus, removed=tuple(removed))
     if resume is not None:
         _restore(run, resume, state)
     run.engine = make_engine(model, optimizer, cfg.train, state.workers if state else None)
@@ -234,15 +284,33 @@ def save(run: Run, name: str) -> None:
 
 
 def open_run(cfg: Config | None, resume_dir: str | None = None, init_from: str | None = None,
-             overrides=()) -> Run:
+             overrides=(), say=None) -> Run:
     """The run of `charrnn train`: a new one from cfg, or the one in resume_dir, continued
-    with `overrides` (--set) on top of its config."""
+    with `overrides` (--set) on top of its config. init_from: a checkpoint or a run folder.
+    say(line), if given, hears where the run goes and how to sample from it."""
     resume = None
     if resume_dir is not None:
-        path = resume_dir if resume_dir.endswith(".safetensors") else os.path.join(resume_dir, "last.safetensors")
+        path = resume_dir if resume_dir.endswith(".safetensors") else os.path.join(resume_dir, LAST)
         resume = load_checkpoint(path)
         cfg = apply_overrides(resume.config, overrides)
         if not resume_dir.endswith(".safetensors"):
             cfg.train.out_dir = resume_dir     # the run folder may have been moved
-    init = load_checkpoint(init_from) if init_from else None
-    return prepare(cfg, resume=resume, init_from=init)
+    init = load_checkpoint(resolve_checkpoint(init_from, say)) if init_from else None
+    run = prepare(cfg, resume=resume, init_from=init)
+    if say is not None:
+        announce(run, resumed=resume is not None, say=say)
+    return run
+
+
+def announce(run: Run, resumed: bool, say) -> None:
+    """The first lines of a run: what it reads, where it goes, and the command that samples."""
+    if run.removed:
+        say(f"removed {len(run.removed)} temporary file(s) of interrupted writes from {run.out_dir}")
+    data = run.config.data.path
+    source = "standard input" if data == "-" else data
+    if resumed:
+        say(f"resuming the run in {run.out_dir} at step {run.progress.step} ({source})")
+    else:
+        say(f"training on {source} ({run.corpus['chars']:,} characters, {len(run.vocab)} distinct); "
+            f"the run goes to {run.out_dir}")
+    say(f"sample from it with: charrnn sample {shlex.quote(run.out_dir)}")
