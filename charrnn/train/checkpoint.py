@@ -271,7 +271,7 @@ def _verify(path: str, tensors: dict, metadata: dict) -> None:
 
 def _corrupt(path: str, what: str):
     """Raise the CorruptCheckpoint of a checksum mismatch: `what` says which part."""
-    raise CorruptCheckpoint(f"{path} is corrupt: {what} (its bytes changed after it was written).")
+    raise CorruptCheckpoint(f"{path} is corrupt: {what} (the file changed after charrnn wrote it).")
 
 
 def _fallback(path: str) -> str:
