@@ -314,3 +314,6 @@ def announce(run: Run, resumed: bool, say) -> None:
         say(f"training on {source} ({run.corpus['chars']:,} characters, {len(run.vocab)} distinct); "
             f"the run goes to {run.out_dir}")
     say(f"sample from it with: charrnn sample {shlex.quote(run.out_dir)}")
+    t = run.config.train
+    if t.max_steps is None and t.max_epochs is None and t.max_minutes is None:
+        say("it trains until Ctrl-C, which saves it (or set train.max_minutes, max_steps)")
