@@ -40,7 +40,7 @@ FORMAT_NAME, FORMAT_VERSION = FORMAT.split("/")
 OPTIM_PREFIX = "optim."
 CARRY_PREFIX = "carry."
 CHECKSUMS = "checksums"          # the metadata key of the checksum record (absent in older files)
-ALGORITHM = "crc32"              # CRC-32 catches every change of up to 4 bytes, at memory speed
+ALGORITHM = "crc32"              # catches any change within 4 consecutive bytes, at memory speed
 # the checkpoints of a run folder, as charrnn train names them (train/run.py's RUN_FILES)
 RUN_CHECKPOINTS = ("last.safetensors", "best.safetensors")
 
