@@ -115,7 +115,7 @@ def refuse_existing_run(out_dir: str) -> None:
     if any(os.path.exists(os.path.join(out_dir, name)) for name in RUN_FILES):
         raise ConfigError(f"the output folder {out_dir} already holds a run; continue it with "
                           f"`charrnn train --resume {out_dir}`, or set train.out_dir to another "
-                          f"folder for a new run.")
+                          f"folder for a new run (--set train.out_dir={out_dir.rstrip(os.sep)}-2).")
 
 
 def prepare_out_dir(out_dir: str) -> None:
