@@ -121,7 +121,8 @@ def test_a_byte_changed_in_the_header_is_refused(tmp_path):
     data = open(path, "rb").read()
     n = header_of(data)[0]
     positions = set(range(0, 8 + n, 3))
-    for needle in (b'"checksums":"', b'\\"checksums\\": \\"crc32\\"', b'\\"algorithm\\": \\"crc32\\"'):
+    needles = b'"checksums":"', b'\\"checksums\\": \\"crc32\\"', b'\\"algorithm\\": \\"crc32\\"'
+    for needle in needles:
         start = data.index(needle)
         assert start < 8 + n, needle
         positions |= set(range(start, start + len(needle)))
@@ -147,7 +148,8 @@ def test_a_change_to_the_charrnn_metadata_alone_is_refused(saved_checkpoint):
 def test_a_file_that_lost_its_checksums_is_refused(saved_checkpoint):
     path = saved_checkpoint[0]
     meta = header_of(open(path, "rb").read())[1]["__metadata__"]
-    save_file(load_file(path), path, metadata={"format": meta["format"], "charrnn": meta["charrnn"]})
+    save_file(load_file(path), path,
+              metadata={"format": meta["format"], "charrnn": meta["charrnn"]})
     assert "was written with crc32 checksums but they are gone" in refusal(path, CorruptCheckpoint)
 
 
@@ -167,7 +169,8 @@ def resave(path, record=None, charrnn=None):
 
 def test_a_missing_or_unchecked_tensor_is_refused(saved_checkpoint):
     path = saved_checkpoint[0]
-    resave(path, lambda r: {**r, "tensors": {**r["tensors"], "decoder.extra": ["float32", [1], "0"]}})
+    extra = ["float32", [1], "00000000"]
+    resave(path, lambda r: {**r, "tensors": {**r["tensors"], "decoder.extra": extra}})
     assert "the tensor decoder.extra is gone" in refusal(path, CorruptCheckpoint)
     resave(path, lambda r: {**r, "tensors": {k: v for k, v in r["tensors"].items()
                                              if k != "decoder.bias"}})
@@ -263,8 +266,9 @@ def test_eval_of_a_corrupt_checkpoint_in_a_real_process(tmp_path):
 
 # -- training writes verified checkpoints -------------------------------------------------------
 
-SMALL = ["--set", "model.hidden_size=16", "--set", "model.embed_size=8", "--set", "train.batch_size=4",
-         "--set", "train.seq_len=8", "--set", "train.eval_every=2", "--set", "train.checkpoint_every=2"]
+SMALL = ["--set", "model.hidden_size=16", "--set", "model.embed_size=8",
+         "--set", "train.batch_size=4", "--set", "train.seq_len=8",
+         "--set", "train.eval_every=2", "--set", "train.checkpoint_every=2"]
 
 
 def train(*args):

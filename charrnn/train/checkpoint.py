@@ -163,7 +163,8 @@ def _tensor_record(value: np.ndarray) -> list:
 
 
 def _read(path: str):
-    """(tensors, metadata) of a safetensors file, or CheckpointError."""
+    """(tensors, metadata) of a safetensors file; CheckpointError for a path that is no file,
+    CorruptCheckpoint for bytes safetensors cannot parse (cut short, a damaged header)."""
     from safetensors import SafetensorError
     from safetensors.numpy import load
 
@@ -183,7 +184,8 @@ def _read(path: str):
         tensors = load(data)
         metadata = _header_metadata(data)
     except (SafetensorError, ValueError, OverflowError) as e:
-        raise CorruptCheckpoint(f"{path} is not a readable checkpoint (truncated or corrupt: {e}).") from None
+        raise CorruptCheckpoint(f"{path} is not a readable checkpoint (truncated or "
+                                f"corrupt: {e}).") from None
     return tensors, metadata
 
 
@@ -289,6 +291,7 @@ def _fallback(path: str) -> str:
 
 
 def _same_file(a: str, b: str) -> bool:
+    """Whether paths a and b name one file (False if either is gone)."""
     try:
         return os.path.samefile(a, b)
     except OSError:
