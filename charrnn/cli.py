@@ -189,8 +189,8 @@ def train(config_file, data_path, overrides, resume_dir, init_from, quiet):
 
 
 def _new_run_config(config_file, data_path, overrides):
-    """The config of a new run; a text file given where the config goes (`charrnn train my.txt`)
-    is told to use --data instead of what its text is not as YAML."""
+    """The config of a new run. A text file given in the config's place (`charrnn train my.txt`)
+    gets a pointer to --data rather than a YAML error about its text."""
     from charrnn.train.run import train_config
 
     try:
@@ -225,7 +225,7 @@ def init_command(file, force):
         write_atomically(file, text.encode("utf-8"))
     except OSError as error:
         raise UserError(f"cannot write {file}: {error.strerror or error}") from None
-    _note(f"wrote {file}; edit it, then: charrnn train {file}")
+    _note(f"wrote {file}; edit it (data.path: your text), then: charrnn train {file}")
 
 
 # -- seeing inside the network: gradcheck, diagnose, plot ---------------------------------------

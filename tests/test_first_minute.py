@@ -162,7 +162,8 @@ def test_init_to_a_file_refuses_to_overwrite_unless_forced(tmp_path):
     path = tmp_path / "my.yaml"
     r = invoke("init", path)
     assert r.exit_code == 0 and r.stdout == ""
-    assert r.stderr == f"charrnn: wrote {path}; edit it, then: charrnn train {path}\n"
+    assert r.stderr == (f"charrnn: wrote {path}; edit it (data.path: your text), then: "
+                        f"charrnn train {path}\n")
     assert load_config(str(path)) == Config()
     path.write_text("mine\n")
     assert_one_line_error(invoke("init", path), 2, f"{path} exists", "--force")
