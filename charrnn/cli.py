@@ -417,7 +417,7 @@ def eval_command(checkpoint, text_file, as_json, unknown, chunk_len, streams, wa
 
     CHECKPOINT is a .safetensors file or a run folder (its best checkpoint, else its last).
     One sequential pass from a zero state: every character but the first is predicted from all
-    the characters before it. --streams 32 is about three times faster, and approximate: each
+    the characters before it. --streams 32 is about 1.5x faster, and approximate: each
     segment is read from --warmup characters before it instead of from the start.
     """
     import json

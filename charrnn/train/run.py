@@ -21,6 +21,7 @@ from charrnn.fileio import remove_stale_temporaries
 from charrnn.nn.model import CharRNN
 from charrnn.train import data as data_mod
 from charrnn.train.checkpoint import (
+    RUN_CHECKPOINTS,
     Checkpoint,
     CheckpointError,
     Progress,
@@ -63,8 +64,8 @@ class Run:
         return os.path.join(self.out_dir, name)
 
 
-BEST, LAST = "best.safetensors", "last.safetensors"
-RUN_FILES = (LAST, BEST)
+RUN_FILES = RUN_CHECKPOINTS
+LAST, BEST = RUN_CHECKPOINTS
 RUNS_FOLDER = "runs"           # where `charrnn train --data FILE` puts a run with no out_dir
 
 
