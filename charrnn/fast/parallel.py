@@ -231,8 +231,7 @@ class DataParallel:
     def grad_norm(self) -> float:
         """The L2 norm of model.grads as the last loss_and_grad left it."""
         if self._sumsq is None:
-            g = self.model.grads.flat
-            return math.sqrt(float(np.dot(g, g)))
+            return self.model.grads.norm()
         return math.sqrt(self._sumsq)
 
     def update(self, lr: float, coef: float = 1.0) -> None:

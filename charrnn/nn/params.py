@@ -8,6 +8,8 @@ that cares about structure still sees `views["rnn.weight_hh_l0"]` with its PyTor
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -68,6 +70,10 @@ class FlatParams:
             if tuple(arrays[name].shape) != view.shape:
                 raise ValueError(f"{name} has shape {tuple(arrays[name].shape)}, expected {view.shape}")
             view[...] = arrays[name]
+
+    def norm(self) -> float:
+        """The L2 norm of the whole buffer (one BLAS dot: float32 sums for a float32 buffer)."""
+        return math.sqrt(float(np.dot(self.flat, self.flat)))
 
     def to_dict(self) -> dict[str, np.ndarray]:
         """Independent copies of every array, by name."""

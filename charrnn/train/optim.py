@@ -321,11 +321,10 @@ def clip_grad_norm(grads: FlatParams, max_norm: float) -> float:
     Returns the norm before clipping (inf / nan if the gradients are not finite; then they are
     scaled as torch would, and the caller should skip the step).
     """
-    g = grads.flat
-    norm = math.sqrt(float(np.dot(g, g)))  # BLAS dot: float32 accumulation for float32 buffers
+    norm = grads.norm()
     coef = clip_coefficient(norm, max_norm)
     if coef < 1.0:
-        np.multiply(g, coef, out=g)
+        np.multiply(grads.flat, coef, out=grads.flat)
     return norm
 
 
