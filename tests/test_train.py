@@ -62,8 +62,8 @@ def test_resume_equals_uninterrupted(tmp_path, corpus, monkeypatch, cell, dropou
     import charrnn.train.loop as train_mod
     real_step = train_mod.train_step
 
-    def step_then_interrupt(run):
-        out = real_step(run)
+    def step_then_interrupt(run, **kw):
+        out = real_step(run, **kw)
         if run.progress.step == 10:
             os.kill(os.getpid(), signal.SIGINT)
         return out
@@ -144,8 +144,8 @@ def test_checkpoint_holds_the_design_metadata(tmp_path, corpus):
     assert not [f for f in os.listdir(tmp_path / "run") if f.startswith(".tmp")]
 
 
-@pytest.mark.parametrize("bad,at_call,said", [(float("nan"), 3, "not a number at step 8"),
-                                              (float("inf"), 2, "infinite at step 7")])
+@pytest.mark.parametrize("bad,at_call,said", [(float("nan"), 3, "at step 8: the training loss became not a number"),
+                                              (float("inf"), 2, "at step 7: the training loss became infinite")])
 def test_a_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, corpus, monkeypatch,
                                                                 bad, at_call, said):
     cfg = write_config(tmp_path, corpus)
@@ -163,8 +163,8 @@ def test_a_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, corpus
     monkeypatch.setattr(CharRNN, "loss_and_grad", poisoned)
     r = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "run"), "-q",
                                  "--set", "train.max_steps=20", "--set", "train.threads=1"])
-    _one_line_error(r, 1, f"the loss became {said}")
-    assert "last good checkpoint is untouched" in r.stderr
+    _one_line_error(r, 1, f"the run diverged {said}")
+    assert "keeps last.safetensors (step 5)" in r.stderr, r.stderr
     assert last.read_bytes() == before          # step 5's checkpoint, untouched
     assert load_checkpoint(str(last)).train_state["progress"]["step"] == 5
 
@@ -350,7 +350,8 @@ def test_an_architecture_mismatch_says_how_to_fix_it(tmp_path, corpus):
     # a resumed run's config is the checkpoint's, so the difference is a --set
     r = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "run"), "-q",
                                  "--set", "model.hidden_size=32"])
-    assert r.exit_code == 2 and "model.hidden_size is 32 but the resumed checkpoint has 16" in r.stderr
+    assert r.exit_code == 2 and ("model.hidden_size cannot change when a run resumes (the saved "
+                                 "weights have this shape)") in r.stderr
     assert "remove that --set" in r.stderr
 
 

@@ -32,6 +32,7 @@ shard order, so a run is reproducible and resumes exactly whatever the workers' 
 from __future__ import annotations
 
 import copy
+import ctypes
 import math
 import multiprocessing
 import os
@@ -46,6 +47,7 @@ from charrnn.fast.shared import share
 
 MAX_AUTO_WORKERS = 4     # measured only up to 2 (the bench machine's cores)
 MIN_STREAMS_PER_WORKER = 8
+PR_SET_PDEATHSIG = 1      # <linux/prctl.h>
 
 
 def available_cores() -> int:
@@ -79,7 +81,8 @@ def fork_worker(target, args: tuple, name: str):
     leaves Ctrl-C to this one and uses a one-thread BLAS (each process has a core)."""
     ours, theirs = multiprocessing.Pipe()
     proc = multiprocessing.get_context("fork").Process(
-        target=_worker_main, args=(target, theirs, ours, *args), name=name, daemon=True)
+        target=_worker_main, args=(target, os.getpid(), theirs, ours, *args), name=name,
+        daemon=True)
     try:
         proc.start()
     finally:
@@ -95,7 +98,18 @@ def stop_worker(pipe, proc) -> None:
         proc.terminate()
 
 
-def _worker_main(target, pipe, parent_end, *args) -> None:
+def die_with_parent(parent: int) -> None:
+    """End this process when the process `parent` ends, however it ends (kill -9 included):
+    Linux's PR_SET_PDEATHSIG, plus a check for a parent that died before it was set."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _worker_main(target, parent, pipe, parent_end, *args) -> None:
+    die_with_parent(parent)                           # never outlive the trainer
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's to handle
     parent_end.close()       # else the pipe never reads as closed here when the parent's end is
     blas.set_threads(1)

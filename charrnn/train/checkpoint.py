@@ -65,6 +65,7 @@ class Progress:
     best_val_loss: float = math.inf
     last_val_loss: float | None = None
     lr: float = 0.0               # the rate of the last update
+    first_loss: float | None = None  # the run's first training loss: the divergence rule's base
 
 
 @dataclass
@@ -194,6 +195,21 @@ def _header_metadata(data: bytes) -> dict:
     n = int.from_bytes(data[:8], "little")
     header = json.loads(data[8:8 + n])
     return header.get("__metadata__") or {}
+
+
+def saved_steps(folder: str) -> dict[str, int]:
+    """{checkpoint name: its step} for the run folder's checkpoints, from their headers alone
+    (a file that cannot be read is left out)."""
+    steps = {}
+    for name in RUN_CHECKPOINTS:
+        try:
+            with open(os.path.join(folder, name), "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                meta = json.loads(json.loads(f.read(n)).get("__metadata__", {})["charrnn"])
+            steps[name] = int(meta["train_state"]["progress"]["step"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return steps
 
 
 def load_checkpoint(path: str) -> Checkpoint:

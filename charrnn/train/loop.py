@@ -18,11 +18,12 @@ import numpy as np
 from tqdm import tqdm
 
 from charrnn.config import save_config
+from charrnn.train import health
 from charrnn.train.checkpoint import Progress
 from charrnn.train.errors import TrainingError, TrainingInterrupted
 from charrnn.train.metrics import Metrics
 from charrnn.train.optim import clip_coefficient, clip_grad_value
-from charrnn.train.run import Run, open_run, save
+from charrnn.train.run import BEST, LAST, Run, open_run, save
 from charrnn.train.schedule import lr_at
 
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -95,16 +96,23 @@ def reset_some_streams(carry: tuple | None, prob: float, seed: int, step: int) -
     return carry
 
 
-def train_step(run: Run) -> tuple[float, float]:
-    """One update on the next batch -> (loss, gradient norm before clipping)."""
+def train_step(run: Run, before_update=None) -> tuple[float, float]:
+    """One update on the next batch -> (loss, gradient norm before clipping).
+
+    Diverged (nothing changed) when the step's figures show the current weights diverged;
+    otherwise before_update(rng_states), if given, runs while the weights, optimizer, progress
+    and carried state are still those of the previous step: the loop saves a checkpoint there,
+    once that state's figures are known to be healthy.
+    """
     cfg, p, b = run.config.train, run.progress, run.batches
+    rng_states = run.rng_states()           # as the previous step left them
     if p.position == 0 or not b.stateful:
-        run.carry = None                    # new epoch (or random windows): start from zeros
+        carry = None                        # new epoch (or random windows): start from zeros
     else:
-        run.carry = reset_some_streams(run.carry, run.config.data.reset_prob, cfg.seed, p.step)
+        carry = reset_some_streams(run.carry, run.config.data.reset_prob, cfg.seed, p.step)
     x, y = b.get(p.position)
-    p.lr = lr_at(cfg, p.step, p.epoch + p.position / b.batches_per_epoch)
-    loss, carry, _ = run.engine.loss_and_grad(x, y, run.carry, train=True, rng=run.dropout_rng)
+    lr = lr_at(cfg, p.step, p.epoch + p.position / b.batches_per_epoch)
+    loss, carry, _ = run.engine.loss_and_grad(x, y, carry, train=True, rng=run.dropout_rng)
     coef = 1.0                              # what the update scales the gradient by first
     if cfg.clip == "value":
         clip_grad_value(run.model.grads, cfg.clip_value)
@@ -112,19 +120,31 @@ def train_step(run: Run) -> tuple[float, float]:
     else:
         norm = run.engine.grad_norm()
         coef = clip_coefficient(norm, cfg.clip_value if cfg.clip == "norm" else math.inf)
-    if not (math.isfinite(loss) and math.isfinite(norm)):
-        raise TrainingError(
-            f"the loss became {'not a number' if loss != loss else 'infinite'} at step {p.step + 1} "
-            f"(gradient norm {norm:.3g}); the last good checkpoint is untouched. Lower train.lr "
-            f"or keep train.clip on.")
-    run.engine.update(p.lr, coef)
-    run.carry = carry
+    first = p.first_loss if p.first_loss is not None else loss
+    problem = health.step_problem(loss, norm, health.loss_ceiling(first, len(run.vocab)))
+    if problem is not None:
+        raise diverged(run, problem, p.step + 1)
+    if before_update is not None:
+        before_update(rng_states)
+    run.engine.update(lr, coef)
+    p.first_loss, p.lr, run.carry = first, lr, carry
     p.step += 1
     p.chars += x.size
     p.position += 1
     if p.position == b.batches_per_epoch:
         p.epoch, p.position = p.epoch + 1, 0
     return loss, norm
+
+
+def diverged(run: Run, problem: str, step: int) -> health.Diverged:
+    """The error that stops a diverged run: what went wrong, what is on disk, the way out."""
+    kept = " and ".join(f"{name} (step {run.saved[name]})" for name in (LAST, BEST)
+                        if name in run.saved)
+    on_disk = (f"{run.out_dir} keeps {kept}, the last states whose figures were finite"
+               if kept else "no checkpoint was written")
+    return health.Diverged(
+        f"the run diverged at step {step}: {problem}; nothing from that state was saved and "
+        f"{on_disk}. Lower train.lr or keep train.clip on (resume with --set train.lr=...).")
 
 
 def train(run: Run, quiet: bool = False, log=None) -> Progress:
@@ -137,10 +157,18 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
     bar = tqdm(total=cfg.max_steps, initial=run.progress.step, unit="step", file=sys.stderr,
                disable=True if quiet else None, dynamic_ncols=True, leave=False)
     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+    pending = False           # last.safetensors is due, for a state whose figures are not known yet
+
+    def save_pending(rng_states):
+        nonlocal pending
+        if pending:
+            save(run, LAST, rng_states)
+            pending = False
+
     try:
         with SignalCatcher() as signals:
             while (reason := _stop_reason(run, started)) is None:
-                loss, norm = train_step(run)
+                loss, norm = train_step(run, before_update=save_pending)
                 window_loss, window_steps = window_loss + loss, window_steps + 1
                 p = run.progress
                 bar.update(1)
@@ -154,19 +182,24 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
                     bar.set_postfix(loss=f"{window_loss / window_steps:.3f}", val=_fmt(p.last_val_loss),
                                     lr=f"{p.lr:.2e}", cps=f"{speed:,.0f}")
                     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
-                if p.step % cfg.eval_every == 0:
+                evaluated = p.step % cfg.eval_every == 0
+                if evaluated:
                     evaluate_and_keep_best(run, metrics, started, log, bar.disable)
                 if p.step % cfg.checkpoint_every == 0:
-                    save(run, "last.safetensors")
+                    # a state just validated is saved now; any other once the next step's
+                    # loss shows it is healthy (train_step's before_update)
+                    pending = not evaluated
+                    if evaluated:
+                        save(run, LAST)
                 if signals.received is not None:
-                    save(run, "last.safetensors")
+                    save(run, LAST)
                     raise TrainingInterrupted(
-                        f"interrupted at step {p.step}; saved {run.path('last.safetensors')}. "
+                        f"interrupted at step {p.step}; saved {run.path(LAST)}. "
                         f"Resume with: charrnn train --resume {run.out_dir}",
                         SIGNAL_EXIT[signals.received])
             if run.progress.step % cfg.eval_every != 0 or run.progress.last_val_loss is None:
                 evaluate_and_keep_best(run, metrics, started, log, bar.disable)
-            save(run, "last.safetensors")
+            save(run, LAST)
     finally:
         bar.close()
         metrics.close()
@@ -183,13 +216,16 @@ def evaluate_and_keep_best(run: Run, metrics: Metrics, started: float, log, quie
     """Validation pass; best.safetensors when it improves; optional sample."""
     p = run.progress
     val = validation_loss(run)
-    p.last_val_loss = val
     metrics.log(step=p.step, chars=p.chars, time=round(time.perf_counter() - started, 3),
                 val_loss=val, val_bpc=val / math.log(2))
+    problem = health.val_problem(val, health.loss_ceiling(p.first_loss, len(run.vocab)))
+    if problem is not None:
+        raise diverged(run, problem, p.step)
+    p.last_val_loss = val
     improved = val < p.best_val_loss
     if improved:
         p.best_val_loss = val
-        save(run, "best.safetensors")
+        save(run, BEST)
     if quiet_bar:   # no progress bar (not a terminal): a plain log line instead
         log(f"step {p.step}: val loss {val:.4f} ({val / math.log(2):.3f} bits/char)"
             + (" *best*" if improved else ""))
@@ -215,4 +251,4 @@ def run_training(cfg, resume_dir: str | None = None, init_from: str | None = Non
     try:
         return train(run, quiet=quiet)
     finally:
-        run.engine.close()
+        run.close()

@@ -8,10 +8,11 @@ command that reads a checkpoint also takes the folder (resolve_checkpoint).
 
 from __future__ import annotations
 
+import copy
 import os
 import shlex
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +28,14 @@ from charrnn.train.checkpoint import (
     Progress,
     TrainState,
     load_checkpoint,
+    saved_steps,
     save_checkpoint,
 )
 from charrnn.train.engine import Local, make_engine
 from charrnn.train.errors import TrainingError
+from charrnn.train.lock import LOCK_NAME, FolderInUse, FolderLock
 from charrnn.train.optim import flatten_state, make_optimizer, unflatten_state
+from charrnn.train.resume import change_notes, refuse_changes
 from charrnn.vocab import Vocab
 
 ARCHITECTURE_KEYS = ("cell", "nonlinearity", "layers", "hidden_size", "embed_size")
@@ -55,6 +59,9 @@ class Run:
     engine: object = None          # Local or DataParallel: where the step is computed
     corpus: dict | None = None     # corpus_fingerprint of the ids, saved to check resumes
     removed: tuple = ()            # temporary files of interrupted writes cleaned from out_dir
+    saved: dict = field(default_factory=dict)   # checkpoint name -> step, of this run's folder
+    lock: FolderLock | None = None  # held while the run owns its folder
+    notes: list = field(default_factory=list)   # what changed on resume, for announce()
 
     def __post_init__(self):
         if self.engine is None:
@@ -62,6 +69,20 @@ class Run:
 
     def path(self, name: str) -> str:
         return os.path.join(self.out_dir, name)
+
+    def close(self) -> None:
+        """Stop the workers and give the folder up (a folder this run never wrote to goes)."""
+        if self.engine is not None:
+            self.engine.close()
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
+            remove_empty_folder(self.out_dir)
+
+    def rng_states(self) -> dict:
+        """The random generators' states, as a checkpoint stores them."""
+        return {"dropout": self.dropout_rng.bit_generator.state,
+                "batch": self.batch_rng.bit_generator.state}
 
 
 RUN_FILES = RUN_CHECKPOINTS
@@ -119,8 +140,9 @@ def refuse_existing_run(out_dir: str) -> None:
                           f"folder for a new run (--set train.out_dir={out_dir.rstrip(os.sep)}-2).")
 
 
-def prepare_out_dir(out_dir: str) -> None:
-    """Create the run folder if needed and prove it is writable, before any training."""
+def prepare_out_dir(out_dir: str) -> bool:
+    """Create the run folder if needed and prove it is writable; True if it was created here."""
+    created = not os.path.isdir(out_dir)
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
@@ -134,6 +156,38 @@ def prepare_out_dir(out_dir: str) -> None:
     except OSError as e:
         raise TrainingError(f"the output folder {out_dir} is not writable ({e.strerror}); "
                             f"set train.out_dir to a writable folder.") from None
+    return created
+
+
+def own_out_dir(out_dir: str, new_run: bool) -> tuple[FolderLock, tuple]:
+    """(lock, removed temporaries): the run folder, created if needed, locked for this run, and
+    cleaned of temporary files of interrupted writes (safe now that no other run writes there).
+    A folder created here is removed again if it cannot be owned."""
+    created = prepare_out_dir(out_dir)
+    try:
+        lock = FolderLock(out_dir)
+    except FolderInUse:
+        if created:
+            remove_empty_folder(out_dir)
+        raise
+    try:
+        if new_run:
+            refuse_existing_run(out_dir)     # again, under the lock: a run may have just begun
+        return lock, tuple(remove_stale_temporaries(out_dir))
+    except BaseException:
+        lock.close()
+        raise
+
+
+def remove_empty_folder(out_dir: str) -> None:
+    """Remove a run folder that holds nothing but its lock file (a run that never began)."""
+    try:
+        if set(os.listdir(out_dir)) <= {LOCK_NAME}:
+            for name in os.listdir(out_dir):
+                os.unlink(os.path.join(out_dir, name))
+            os.rmdir(out_dir)
+    except OSError:
+        pass
 
 
 def load_corpus(cfg: Config, vocab: Vocab | None):
@@ -205,19 +259,22 @@ def _check_same_architecture(cfg: Config, ckpt: Checkpoint, what: str) -> None:
                               f"{fix}.")
 
 
-def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint | None = None) -> Run:
-    """Build the run: corpus, model, optimizer, batches and RNGs, restored from `resume` if given.
+def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint | None = None,
+            resumed_config: Config | None = None) -> Run:
+    """Build the run: corpus, model, optimizer, batches and RNGs, restored from `resume` if given
+    (resumed_config: its config before --set, to check what changed; default resume.config).
 
-    A new run (no `resume`) refuses an out_dir that already holds one.
+    Nothing is written until everything has been checked: then the run folder is created (if
+    needed) and locked for this run. A new run (no `resume`) refuses a folder that holds one.
     """
     if resume is None:
         refuse_existing_run(cfg.train.out_dir)
-    prepare_out_dir(cfg.train.out_dir)
-    removed = remove_stale_temporaries(cfg.train.out_dir)    # no write can be under way yet
     state = _train_state(resume) if resume is not None else None
+    if resume is not None:
+        refuse_changes(resumed_config or resume.config, cfg)
+    if init_from is not None:
+        _check_same_architecture(cfg, init_from, "--init-from")
     source = resume or init_from
-    if source is not None:
-        _check_same_architecture(cfg, source, "resumed" if resume else "--init-from")
     vocab, train_ids, val_ids = load_corpus(cfg, source.vocab if source else None)
     corpus = corpus_fingerprint(train_ids, val_ids)
     if state is not None:
@@ -231,11 +288,20 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     seeds = np.random.SeedSequence(cfg.train.seed).spawn(2)
     dropout_rng, batch_rng = (np.random.default_rng(s) for s in seeds)
     batches = data_mod.make_batches(train_ids, cfg.train, cfg.data.batching, batch_rng)
-    run = Run(cfg, vocab, model, optimizer, batches, val_ids, dropout_rng, batch_rng, Progress(),
-              out_dir=cfg.train.out_dir, corpus=corpus, removed=tuple(removed))
+    notes = []
     if resume is not None:
-        _restore(run, resume, state)
-    run.engine = make_engine(model, optimizer, cfg.train, state.workers if state else None)
+        notes = change_notes(resumed_config or resume.config, cfg, state.progress,
+                             batches.batches_per_epoch)
+    lock, removed = own_out_dir(cfg.train.out_dir, new_run=resume is None)
+    run = Run(cfg, vocab, model, optimizer, batches, val_ids, dropout_rng, batch_rng, Progress(),
+              out_dir=cfg.train.out_dir, corpus=corpus, removed=removed, lock=lock, notes=notes)
+    try:
+        if resume is not None:
+            _restore(run, resume, state)
+        run.engine = make_engine(model, optimizer, cfg.train, state.workers if state else None)
+    except BaseException:
+        run.close()
+        raise
     return run
 
 
@@ -267,21 +333,60 @@ def _restore(run: Run, ckpt: Checkpoint, state: TrainState) -> None:
                             "data.path, train.batch_size or train.seq_len changed since it was saved.")
 
 
-def save(run: Run, name: str) -> None:
-    """Write RUN/name (last or best) with everything needed to resume."""
-    tensors, scalars = flatten_state(run.optimizer.state_dict())
+def save(run: Run, name: str, rng_states: dict | None = None) -> None:
+    """Write RUN/name (last or best) with everything needed to resume; rng_states: the random
+    generators' states to store (default: as they are now).
+
+    Diverged, and nothing written, when a weight is not finite: a checkpoint never holds NaN.
+    """
+    from charrnn.train.health import Diverged, weights_problem
+
     p = run.progress
-    state = TrainState(p, scalars, {"dropout": run.dropout_rng.bit_generator.state,
-                                    "batch": run.batch_rng.bit_generator.state},
-                       run.engine.workers, run.corpus)
+    problem = weights_problem(run.model.params)
+    if problem is not None:
+        raise Diverged(f"the run diverged by step {p.step}: {problem}; {run.path(name)} was not "
+                       f"written. Lower train.lr or keep train.clip on.")
+    tensors, scalars = flatten_state(run.optimizer.state_dict())
+    state = TrainState(p, scalars, rng_states or run.rng_states(), run.engine.workers, run.corpus)
     try:
         save_checkpoint(run.path(name), run.model, run.vocab, run.config, tensors,
                         state.to_dict(), carry=run.carry or ())
     except OSError as e:                 # disk full, folder removed, ...: the old file is intact
+        before = (f"the previous {name} (step {run.saved[name]}) is intact"
+                  if name in run.saved else f"no {name} had been written yet")
         raise TrainingError(f"could not write {run.path(name)} at step {p.step} "
-                            f"({e.strerror or e}); the previous {name} is intact. Free some "
-                            f"space (or fix the folder) and resume with: charrnn train "
-                            f"--resume {run.out_dir}") from None
+                            f"({e.strerror or e}); {before}. Free some space (or fix the folder) "
+                            f"and {_way_on(run)}") from None
+    run.saved[name] = p.step
+
+
+def _way_on(run: Run) -> str:
+    """How to go on after a failed write: resume if the folder holds a checkpoint, else start."""
+    if run.saved:
+        return f"resume with: charrnn train --resume {shlex.quote(run.out_dir)}"
+    return "start the run again"
+
+
+def resume_checkpoint(resume_dir: str) -> tuple[str, str | None]:
+    """(checkpoint file, note) that `--resume resume_dir` continues: a .safetensors file itself,
+    else the folder's last.safetensors, else its best.safetensors (with a note saying so: a run
+    stopped before its first checkpoint_every, or whose last write failed, has only that).
+
+    CheckpointError naming the way out when there is neither.
+    """
+    if resume_dir.endswith(".safetensors"):
+        return resume_dir, None
+    last, best = os.path.join(resume_dir, LAST), os.path.join(resume_dir, BEST)
+    if os.path.isfile(last):
+        return last, None
+    if os.path.isfile(best):
+        return best, (f"{resume_dir} has no {LAST}; resuming from {BEST}, the state of its "
+                      f"best evaluation (later steps are trained again)")
+    if not os.path.isdir(resume_dir):
+        raise CheckpointError(f"there is no run folder {resume_dir} to resume; check the path")
+    raise CheckpointError(f"{resume_dir} holds no checkpoint to resume (the run stopped before "
+                          f"saving one); start it again: charrnn train ... --set "
+                          f"train.out_dir={shlex.quote(resume_dir)}")
 
 
 def open_run(cfg: Config | None, resume_dir: str | None = None, init_from: str | None = None,
@@ -289,15 +394,20 @@ def open_run(cfg: Config | None, resume_dir: str | None = None, init_from: str |
     """The run of `charrnn train`: a new one from cfg, or the one in resume_dir, continued
     with `overrides` (--set) on top of its config. init_from: a checkpoint or a run folder.
     say(line), if given, hears where the run goes and how to sample from it."""
-    resume = None
+    resume, before, note = None, None, None
     if resume_dir is not None:
-        path = resume_dir if resume_dir.endswith(".safetensors") else os.path.join(resume_dir, LAST)
+        path, note = resume_checkpoint(resume_dir)
         resume = load_checkpoint(path)
-        cfg = apply_overrides(resume.config, overrides)
+        before = copy.deepcopy(resume.config)
         if not resume_dir.endswith(".safetensors"):
-            cfg.train.out_dir = resume_dir     # the run folder may have been moved
+            before.train.out_dir = resume_dir     # the run folder may have been moved
+        cfg = apply_overrides(before, overrides)
     init = load_checkpoint(resolve_checkpoint(init_from, say)) if init_from else None
-    run = prepare(cfg, resume=resume, init_from=init)
+    run = prepare(cfg, resume=resume, init_from=init, resumed_config=before)
+    if note:
+        run.notes.insert(0, note)
+    if resume is not None:
+        run.saved = saved_steps(run.out_dir)
     if say is not None:
         announce(run, resumed=resume is not None, say=say)
     return run
@@ -311,6 +421,8 @@ def announce(run: Run, resumed: bool, say) -> None:
     source = "standard input" if data == "-" else data
     if resumed:
         say(f"resuming the run in {run.out_dir} at step {run.progress.step} ({source})")
+        for line in run.notes:
+            say(line)
     else:
         say(f"training on {source} ({run.corpus['chars']:,} characters, {len(run.vocab)} distinct); "
             f"the run goes to {run.out_dir}")

@@ -1,0 +1,135 @@
+"""What `charrnn train --resume RUN --set key=value` may change, setting by setting.
+
+Every setting of the config has one rule here (tests/test_resume_rules.py checks none is
+missing), so a resumed run either takes a change, saying what it does to exactness, or refuses it
+with one sentence naming the setting:
+
+  EXACT    the run goes on exactly as if it had never stopped: limits, logging, evaluation and
+           checkpoint cadence, sampling, and where the corpus file is (its contents are checked)
+  CHANGES  taken, with a note: the run goes on from the same state but no longer equals an
+           uninterrupted run with the old value (learning rate and optimizer settings, clipping,
+           dropout, stream resets, worker count)
+  REFUSED  refused: the saved state depends on it (batch shape, the split, the architecture, the
+           optimizer's moments) or it only acts when a run starts (init); --init-from starts a new
+           run from the weights instead
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from charrnn.config import Config, ConfigError
+from charrnn.train.schedule import lr_at
+
+EXACT, CHANGES, REFUSED = "exact", "changes", "refused"
+
+_START_ONLY = "it acts only when a run starts (on the initial weights)"
+_SHAPE = "the saved batch position and carried state depend on it"
+_ARCH = "the saved weights have this shape"
+
+REFUSED_WHY: dict[str, str] = {
+    "data.val_fraction": "it moves the boundary between training and validation text",
+    "data.batching": _SHAPE,
+    "model.cell": _ARCH, "model.nonlinearity": "the saved weights were trained with it",
+    "model.layers": _ARCH, "model.hidden_size": _ARCH, "model.embed_size": _ARCH,
+    "model.init": _START_ONLY, "model.identity_scale": _START_ONLY,
+    "model.forget_bias": _START_ONLY,
+    "train.batch_size": _SHAPE, "train.seq_len": _SHAPE,
+    "train.optimizer": "the saved optimizer state (its moments) belongs to the old optimizer",
+    "train.dtype": "the saved weights and optimizer state have this precision",
+    "train.seed": "the random generators continue from their saved states",
+    "train.out_dir": "the run lives in its folder (copy the folder to continue it elsewhere: "
+                     "cp -r RUN NEW && charrnn train --resume NEW)",
+}
+
+CHANGES_WHAT: dict[str, str] = {
+    "data.reset_prob": "other streams are reset from now on",
+    "model.dropout": "other dropout masks from now on",
+    "train.threads": "another split of the batch over workers: other dropout masks and "
+                     "float sums",
+    **{f"train.{k}": "another update from now on" for k in (
+        "lr", "momentum", "beta1", "beta2", "eps", "alpha", "weight_decay", "clip",
+        "clip_value", "lr_schedule", "warmup_steps", "min_lr", "decay_rate", "decay_every")},
+}
+
+EXACT_KEYS = {"data.path"} | {f"train.{k}" for k in (
+    "max_steps", "max_epochs", "max_minutes", "eval_every", "eval_chars", "checkpoint_every",
+    "sample_every", "sample_chars", "log_every")} | {
+    f"sample.{f.name}" for f in dataclasses.fields(Config().sample)}
+
+
+def rule(key: str) -> str:
+    """EXACT, CHANGES or REFUSED for a `section.key`."""
+    if key in REFUSED_WHY:
+        return REFUSED
+    if key in CHANGES_WHAT:
+        return CHANGES
+    if key in EXACT_KEYS:
+        return EXACT
+    raise KeyError(f"{key} has no resume rule in charrnn/train/resume.py")
+
+
+def differences(old: Config, new: Config) -> list[tuple[str, object, object]]:
+    """[(section.key, old value, new value)] for every setting that differs."""
+    out = []
+    for section in dataclasses.fields(old):
+        a, b = getattr(old, section.name), getattr(new, section.name)
+        for f in dataclasses.fields(a):
+            x, y = getattr(a, f.name), getattr(b, f.name)
+            if x != y:
+                out.append((f"{section.name}.{f.name}", x, y))
+    return out
+
+
+def same_folder(a: str, b: str) -> bool:
+    return os.path.normpath(os.path.abspath(a)) == os.path.normpath(os.path.abspath(b))
+
+
+def refuse_changes(old: Config, new: Config) -> None:
+    """ConfigError naming the first setting that cannot change on resume (old: the saved
+    config, new: with the --set values)."""
+    for key, was, now in differences(old, new):
+        if rule(key) == REFUSED and not (key == "train.out_dir" and same_folder(was, now)):
+            way = ("start a new run" if REFUSED_WHY[key] == _ARCH else
+                   "start a new run from these weights with --init-from")
+            raise ConfigError(f"{key} cannot change when a run resumes ({REFUSED_WHY[key]}); "
+                              f"remove that --set, or {way}")
+
+
+def change_notes(old: Config, new: Config, progress, batches_per_epoch: int) -> list[str]:
+    """Notes for the user on what the allowed changes from old to new do; ConfigError when the
+    run has already reached its new limits."""
+    notes = [f"{key} changes from {was} to {now}: the run goes on from the saved state, not as "
+             f"it would have ({CHANGES_WHAT[key]})"
+             for key, was, now in differences(old, new) if rule(key) == CHANGES]
+    lr_note = _lr_note(old.train, new.train, progress, batches_per_epoch)
+    if lr_note:
+        notes.append(lr_note)
+    _check_limits(new.train, progress)
+    return notes
+
+
+def _lr_note(old, new, progress, batches_per_epoch: int) -> str | None:
+    """A note when the next update's learning rate is not the one the old settings gave it
+    (a cosine run extended with a larger max_steps goes back up from its floor)."""
+    epoch = progress.epoch + progress.position / batches_per_epoch
+    was, now = lr_at(old, progress.step, epoch), lr_at(new, progress.step, epoch)
+    if was == now:
+        return None
+    why = ""
+    if old.lr_schedule == new.lr_schedule == "cosine" and old.max_steps != new.max_steps:
+        why = (f"; the cosine schedule now ends at step {new.max_steps} instead of "
+               f"{old.max_steps}, so the rate {'rises again' if now > was else 'falls faster'}")
+    return (f"the learning rate of step {progress.step + 1} is {now:.3g} (it would have been "
+            f"{was:.3g}){why}")
+
+
+def _check_limits(t, progress) -> None:
+    """ConfigError when the resumed run has nothing left to do."""
+    for key, limit, reached in (("max_steps", t.max_steps, progress.step),
+                                ("max_epochs", t.max_epochs, progress.epoch)):
+        if limit is not None and reached >= limit:
+            raise ConfigError(f"the run is at {key.removeprefix('max_')} {reached}, which already "
+                              f"meets train.{key}={limit}; raise it to train on, e.g. --set "
+                              f"train.{key}={2 * max(limit, 1)}")
