@@ -167,7 +167,8 @@ CHECKPOINT = click.Path()
               help="Continue the run saved in RUN_DIR/last.safetensors exactly where it stopped.")
 @click.option("--init-from", metavar="CHECKPOINT", type=CHECKPOINT,
               help="Start a new run from the weights of CHECKPOINT or a run folder (same vocabulary).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no opening lines.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bar and no opening lines (warnings still show).")
 def train(config_file, data_path, overrides, resume_dir, init_from, quiet):
     """Train a model on a text (--data FILE, or data.path of CONFIG.yaml), or continue a run.
 
@@ -185,7 +186,7 @@ def train(config_file, data_path, overrides, resume_dir, init_from, quiet):
                                "or --resume RUN_DIR).")
     cfg = None if resume_dir else _new_run_config(config_file, data_path, overrides)
     run_training(cfg, resume_dir=resume_dir, init_from=init_from, overrides=overrides, quiet=quiet,
-                 say=None if quiet else _note)
+                 say=None if quiet else _note, warn=_note)
 
 
 def _new_run_config(config_file, data_path, overrides):

@@ -376,6 +376,28 @@ def validate_config(cfg: Config) -> Config:
     return cfg
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+
+def _mapping_without_duplicates(loader, node, deep=False):
+    first_line = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        if not isinstance(key, str):
+            continue                     # not a setting name: the mapping check reports it
+        if key in first_line:
+            raise ConfigError(f"'{key}' is given twice (lines {first_line[key]} and {line}); "
+                              f"keep one")
+        first_line[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                              _mapping_without_duplicates)
+
+
 def _read_yaml(path: str) -> Any:
     try:
         with open(path, "rb") as f:
@@ -387,7 +409,9 @@ def _read_yaml(path: str) -> Any:
     except OSError as e:
         raise ConfigError(f"cannot read config file '{path}': {e.strerror or e}") from None
     try:
-        return yaml.safe_load(raw.decode("utf-8"))
+        return yaml.load(raw.decode("utf-8"), Loader=_StrictLoader)
+    except ConfigError as e:
+        raise ConfigError(f"config file '{path}': {e}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"config file '{path}' is not valid UTF-8 (byte offset {e.start})") from None
     except yaml.YAMLError as e:

@@ -52,6 +52,7 @@ from charrnn.fast.pipeline import pipelined_nll
 from charrnn.vocab import UnknownCharactersError
 
 DEFAULT_CHUNK = 1024  # characters per forward call: long enough to amortise, small in memory
+LOGITS_BUDGET = 32 << 20  # bytes of float64 logits per forward call: caps chunks of a big vocabulary
 PIPELINE_MIN_CHUNKS = 4  # shorter texts: forking the layer-0 process costs more than it saves
 
 
@@ -100,11 +101,18 @@ class EvalResult:
 
 
 def _chunk_nll(logits: np.ndarray, targets: np.ndarray) -> float:
-    """Sum over rows of -log softmax(logits)[target], in float64.  logits [T, V], targets [T]."""
+    """Sum over rows of -log softmax(logits)[target], in float64.  logits [T, V], targets [T].
+    One float64 copy of the logits, worked on in place."""
     z = logits.astype(np.float64)
     z -= z.max(axis=1, keepdims=True)
-    lse = np.log(np.exp(z).sum(axis=1))
-    return float(lse.sum() - z[np.arange(len(targets)), targets].sum())
+    picked = z[np.arange(len(targets)), targets].sum()
+    np.exp(z, out=z)
+    return float(np.log(z.sum(axis=1)).sum() - picked)
+
+
+def chunk_for(vocab_size: int, chunk_len: int = DEFAULT_CHUNK) -> int:
+    """chunk_len, shortened so that a chunk's float64 logits [chunk, V] fit LOGITS_BUDGET."""
+    return max(1, min(chunk_len, LOGITS_BUDGET // (8 * max(vocab_size, 1))))
 
 
 def evaluate_ids(model, ids, chunk_len: int = DEFAULT_CHUNK, max_chars: int | None = None,
@@ -126,6 +134,7 @@ def evaluate_ids(model, ids, chunk_len: int = DEFAULT_CHUNK, max_chars: int | No
     if chunk_len < 1 or streams < 1 or warmup < 0:
         raise ValueError(f"need chunk_len >= 1, streams >= 1, warmup >= 0; "
                          f"got {chunk_len}, {streams}, {warmup}")
+    chunk_len = chunk_for(model.vocab_size, chunk_len)
     if streams > 1:
         return _evaluate_streams(model, ids, streams, warmup, chunk_len), n - 1
     if pipeline and model.layers >= 2 and can_fork() and n - 1 > PIPELINE_MIN_CHUNKS * chunk_len:

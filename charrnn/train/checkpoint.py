@@ -33,6 +33,7 @@ from charrnn.config import Config, ConfigError, config_from_dict, config_to_dict
 from charrnn.fileio import write_atomically
 from charrnn.nn import cells
 from charrnn.nn.model import CharRNN, parameter_shapes
+from charrnn.train.health import nonfinite_tensor
 from charrnn.vocab import Vocab
 
 FORMAT = "charrnn/1"
@@ -213,7 +214,8 @@ def saved_steps(folder: str) -> dict[str, int]:
 
 
 def load_checkpoint(path: str) -> Checkpoint:
-    """Read, verify and validate a checkpoint.
+    """Read, verify and validate a checkpoint (NaN or inf in any tensor is refused: charrnn
+    never saves one; another tool may have).
 
     Raises CorruptCheckpoint (a checksum mismatch, or a file cut short; the message names the
     run folder's other checkpoint to fall back on) or CheckpointError, each with one sentence.
@@ -228,6 +230,10 @@ def load_checkpoint(path: str) -> Checkpoint:
     except (KeyError, TypeError, ValueError, ConfigError) as e:
         raise CheckpointError(f"{path} has unreadable charrnn metadata ({e}).") from None
     params = _checked_params(path, tensors, config, vocab)
+    bad = nonfinite_tensor(tensors.items())
+    if bad is not None:
+        raise CheckpointError(f"{path} holds NaN or infinite values (in {bad}): it was saved from "
+                              f"a run that diverged; use an earlier checkpoint.")
     optim = {k: v for k, v in tensors.items() if k.startswith(OPTIM_PREFIX)}
     names = cells.get(config.model.cell).STATE
     carry = tuple(tensors[CARRY_PREFIX + s] for s in names if CARRY_PREFIX + s in tensors)

@@ -244,10 +244,10 @@ def sample_text(run: Run) -> str:
 
 
 def run_training(cfg, resume_dir: str | None = None, init_from: str | None = None,
-                 overrides=(), quiet: bool = False, say=None):
+                 overrides=(), quiet: bool = False, say=None, warn=None):
     """`charrnn train`: a new run from cfg, or the run in resume_dir continued. Returns the
-    progress at the end. say(line) hears where the run goes (open_run)."""
-    run = open_run(cfg, resume_dir, init_from, overrides, say=say)
+    progress at the end. say(line) and warn(line) hear the run's first lines (open_run)."""
+    run = open_run(cfg, resume_dir, init_from, overrides, say=say, warn=warn)
     try:
         return train(run, quiet=quiet)
     finally:

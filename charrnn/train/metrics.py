@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 from charrnn.fileio import write_atomically
@@ -31,7 +32,10 @@ class Metrics:
         self.file = open(path, "a", encoding="utf-8")
 
     def log(self, **fields) -> None:
-        self.file.write(json.dumps(fields) + "\n")
+        """One line of standard JSON: a NaN or infinite figure is written as null."""
+        fields = {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                  for k, v in fields.items()}
+        self.file.write(json.dumps(fields, allow_nan=False) + "\n")
         self.file.flush()
 
     def close(self) -> None:

@@ -97,12 +97,16 @@ def refuse_changes(old: Config, new: Config) -> None:
                               f"remove that --set, or {way}")
 
 
-def change_notes(old: Config, new: Config, progress, batches_per_epoch: int) -> list[str]:
+def change_notes(old: Config, new: Config, progress, batches_per_epoch: int,
+                 saved_workers: int | None = None) -> list[str]:
     """Notes for the user on what the allowed changes from old to new do; ConfigError when the
-    run has already reached its new limits."""
+    run has already reached its new limits. saved_workers: the run's worker count so far (a
+    train.threads equal to it changes nothing)."""
     notes = [f"{key} changes from {was} to {now}: the run goes on from the saved state, not as "
              f"it would have ({CHANGES_WHAT[key]})"
-             for key, was, now in differences(old, new) if rule(key) == CHANGES]
+             for key, was, now in differences(old, new) if rule(key) == CHANGES
+             and not (key == "train.threads" and now is not None
+                      and min(now, new.train.batch_size) == saved_workers)]
     lr_note = _lr_note(old.train, new.train, progress, batches_per_epoch)
     if lr_note:
         notes.append(lr_note)

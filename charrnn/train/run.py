@@ -291,7 +291,7 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     notes = []
     if resume is not None:
         notes = change_notes(resumed_config or resume.config, cfg, state.progress,
-                             batches.batches_per_epoch)
+                             batches.batches_per_epoch, state.workers)
     lock, removed = own_out_dir(cfg.train.out_dir, new_run=resume is None)
     run = Run(cfg, vocab, model, optimizer, batches, val_ids, dropout_rng, batch_rng, Progress(),
               out_dir=cfg.train.out_dir, corpus=corpus, removed=removed, lock=lock, notes=notes)
@@ -390,10 +390,10 @@ def resume_checkpoint(resume_dir: str) -> tuple[str, str | None]:
 
 
 def open_run(cfg: Config | None, resume_dir: str | None = None, init_from: str | None = None,
-             overrides=(), say=None) -> Run:
+             overrides=(), say=None, warn=None) -> Run:
     """The run of `charrnn train`: a new one from cfg, or the one in resume_dir, continued
     with `overrides` (--set) on top of its config. init_from: a checkpoint or a run folder.
-    say(line), if given, hears where the run goes and how to sample from it."""
+    say(line) and warn(line), if given, hear the run's first lines (announce)."""
     resume, before, note = None, None, None
     if resume_dir is not None:
         path, note = resume_checkpoint(resume_dir)
@@ -408,25 +408,29 @@ def open_run(cfg: Config | None, resume_dir: str | None = None, init_from: str |
         run.notes.insert(0, note)
     if resume is not None:
         run.saved = saved_steps(run.out_dir)
-    if say is not None:
-        announce(run, resumed=resume is not None, say=say)
+    announce(run, resumed=resume is not None, say=say, warn=warn)
     return run
 
 
-def announce(run: Run, resumed: bool, say) -> None:
-    """The first lines of a run: what it reads, where it goes, and the command that samples."""
-    if run.removed:
-        say(f"removed {len(run.removed)} temporary file(s) of interrupted writes from {run.out_dir}")
+def announce(run: Run, resumed: bool, say=None, warn=None) -> None:
+    """The first lines of a run: say() hears what it reads, where it goes and the command that
+    samples; warn() (shown even with -q) what the user may not expect: what changed on resume,
+    and a run with no limit."""
     data = run.config.data.path
     source = "standard input" if data == "-" else data
-    if resumed:
-        say(f"resuming the run in {run.out_dir} at step {run.progress.step} ({source})")
-        for line in run.notes:
-            say(line)
-    else:
-        say(f"training on {source} ({run.corpus['chars']:,} characters, {len(run.vocab)} distinct); "
-            f"the run goes to {run.out_dir}")
-    say(f"sample from it with: charrnn sample {shlex.quote(run.out_dir)}")
+    if say is not None:
+        if run.removed:
+            say(f"removed {len(run.removed)} temporary file(s) of interrupted writes from "
+                f"{run.out_dir}")
+        if resumed:
+            say(f"resuming the run in {run.out_dir} at step {run.progress.step} ({source})")
+        else:
+            say(f"training on {source} ({run.corpus['chars']:,} characters, {len(run.vocab)} "
+                f"distinct); the run goes to {run.out_dir}")
+        say(f"sample from it with: charrnn sample {shlex.quote(run.out_dir)}")
+    warn = warn or say or (lambda line: None)
+    for line in run.notes:
+        warn(line)
     t = run.config.train
     if t.max_steps is None and t.max_epochs is None and t.max_minutes is None:
-        say("it trains until Ctrl-C, which saves it (or set train.max_minutes, max_steps)")
+        warn("it trains until Ctrl-C, which saves it (or set train.max_minutes, max_steps)")
