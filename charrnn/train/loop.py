@@ -166,7 +166,8 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
             pending = False
 
     try:
-        with SignalCatcher() as signals:
+        # overflow on the way to a divergence is reported by the health checks, in one line
+        with SignalCatcher() as signals, np.errstate(over="ignore", invalid="ignore"):
             while (reason := _stop_reason(run, started)) is None:
                 loss, norm = train_step(run, before_update=save_pending)
                 window_loss, window_steps = window_loss + loss, window_steps + 1

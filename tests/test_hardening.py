@@ -1,0 +1,340 @@
+"""Issue 14's faults, one test (or more) per case: diverging runs, resumes with changed settings,
+a run folder with only best.safetensors, orphaned workers, run folder locks and small ones.
+
+The text encodings of fault 5 are tested with the corpus reader (tests/test_corpus*.py).
+"""
+
+import errno
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from charrnn.cli import cli
+from charrnn.config import Config, ModelConfig
+from charrnn.infer.evaluate import DEFAULT_CHUNK, chunk_for, evaluate_ids
+from charrnn.nn.model import CharRNN
+from charrnn.train import health, resume
+from charrnn.train.checkpoint import load_checkpoint, save_checkpoint
+from charrnn.train.lock import LOCK_NAME, FolderLock
+from charrnn.train.metrics import Metrics
+from charrnn.train.run import open_run
+from charrnn.vocab import Vocab
+from tests.conftest import make_corpus, wait_until
+from tests.test_train import SMALL, write_config
+
+
+def run_cli(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def one_line_error(r, code, *needles):
+    assert r.exit_code == code, r.output
+    assert r.stderr.count("charrnn: error: ") == 1 and "Traceback" not in r.output, r.stderr
+    for needle in needles:
+        assert needle in r.stderr, r.stderr
+
+
+def strict_json_lines(path):
+    """Every line of a metrics.jsonl parsed as standard JSON (NaN / Infinity refused)."""
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+    return [json.loads(line, parse_constant=refuse) for line in open(path)]
+
+
+def finite_eval(run_dir, corpus):
+    """`charrnn eval` of every checkpoint left in run_dir: exit 0 and a finite loss each."""
+    for name in ("last.safetensors", "best.safetensors"):
+        path = run_dir / name
+        if path.exists():
+            assert np.isfinite(load_checkpoint(str(path)).params["decoder.weight"]).all()
+            r = run_cli("eval", path, corpus, "--json")
+            assert r.exit_code == 0 and math.isfinite(json.loads(r.stdout)["loss"]), r.output
+
+
+# -- 1. a diverging run never leaves a diverged checkpoint ----------------------------------------
+
+@pytest.mark.parametrize("cell,lr", [("rnn", 20), ("lstm", 1e12)])
+def test_a_diverging_run_stops_before_saving_a_diverged_state(tmp_path, corpus, cell, lr):
+    # the issue's cases: a relu RNN at SGD lr 20 and an LSTM at lr 1e12, no clipping,
+    # evaluating and checkpointing every step
+    r = run_cli("train", write_config(tmp_path, corpus), "-q", *SMALL,
+                "--set", f"model.cell={cell}", "--set", "model.nonlinearity=relu",
+                "--set", "train.optimizer=sgd", "--set", f"train.lr={lr}",
+                "--set", "train.clip=none", "--set", "train.eval_every=1",
+                "--set", "train.checkpoint_every=1", "--set", "train.max_steps=50")
+    one_line_error(r, 1, "the run diverged at step", "nothing from that state was saved")
+    run = tmp_path / "run"
+    finite_eval(run, corpus)
+    strict_json_lines(run / "metrics.jsonl")
+    best = load_checkpoint(str(run / "best.safetensors")) if (run / "best.safetensors").exists() else None
+    if best is not None:         # what was kept is below the divergence ceiling
+        val = best.train_state["progress"]["best_val_loss"]
+        assert val < health.loss_ceiling(best.train_state["progress"]["first_loss"], len(best.vocab))
+
+
+def test_a_checkpoint_waits_for_the_next_steps_loss(tmp_path, corpus, monkeypatch):
+    """last.safetensors of step k is written only once step k+1's loss (on step k's weights) is
+    known to be finite: a NaN at step 7 leaves step 5's checkpoint, not step 6's."""
+    real = CharRNN.loss_and_grad
+    calls = {"n": 0}
+
+    def nan_at_step_7(self, *args, **kwargs):
+        calls["n"] += 1
+        loss, state, d0 = real(self, *args, **kwargs)
+        return (float("nan") if calls["n"] == 7 else loss), state, d0
+
+    monkeypatch.setattr(CharRNN, "loss_and_grad", nan_at_step_7)
+    r = run_cli("train", write_config(tmp_path, corpus), "-q", *SMALL, "--set", "train.threads=1",
+                "--set", "train.checkpoint_every=1", "--set", "train.eval_every=100",
+                "--set", "train.max_steps=20")
+    one_line_error(r, 1, "diverged at step 7", "keeps last.safetensors (step 5)")
+    assert load_checkpoint(str(tmp_path / "run" / "last.safetensors")).train_state[
+        "progress"]["step"] == 5
+
+
+def test_an_exploding_loss_counts_as_divergence():
+    ceiling = health.loss_ceiling(4.0, 65)               # 3 x max(4.0, ln 65 = 4.17)
+    assert ceiling == pytest.approx(3 * math.log(65))
+    assert health.loss_ceiling(1.0, 65) == ceiling        # a fine-tuned run: the ln V floor
+    assert health.step_problem(ceiling * 0.99, 1e6, ceiling) is None
+    assert "reached" in health.step_problem(ceiling * 1.01, 1.0, ceiling)
+    assert "gradient norm became infinite" in health.step_problem(1.0, math.inf, ceiling)
+    assert "not a number" in health.val_problem(float("nan"), ceiling)
+
+
+def test_metrics_stay_standard_json(tmp_path):
+    m = Metrics(str(tmp_path / "metrics.jsonl"))
+    m.log(step=1, train_loss=float("nan"), grad_norm=float("inf"), lr=0.1)
+    m.close()
+    assert strict_json_lines(tmp_path / "metrics.jsonl") == [
+        {"step": 1, "train_loss": None, "grad_norm": None, "lr": 0.1}]
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_by_sample_and_eval(tmp_path, text_file):
+    vocab = Vocab.from_text(text_file.read_text())
+    cfg = Config(model=ModelConfig(cell="gru", layers=1, hidden_size=4, embed_size=3))
+    model = CharRNN(len(vocab), cfg.model, seed=0)
+    model.params["rnn.weight_hh_l0"][0, 0] = np.nan
+    path = tmp_path / "nan.safetensors"
+    save_checkpoint(str(path), model, vocab, cfg)
+    for args in (["sample", path, "-n", "5"], ["eval", path, text_file]):
+        one_line_error(run_cli(*args), 1, "NaN or infinite values (in rnn.weight_hh_l0)",
+                       "diverged")
+
+
+# -- 2. resume with changed settings ---------------------------------------------------------
+
+@pytest.fixture
+def five_steps(tmp_path, corpus):
+    """A run folder trained for 5 steps (batch 4 x 8, constant rate)."""
+    r = run_cli("train", write_config(tmp_path, corpus), "-q", *SMALL, "--set", "train.max_steps=5")
+    assert r.exit_code == 0, r.output
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("setting,reason", [
+    ("train.batch_size=8", "the saved batch position and carried state depend on it"),
+    ("train.seq_len=16", "the saved batch position and carried state depend on it"),
+    ("train.optimizer=sgd", "optimizer state"),
+    ("data.val_fraction=0.2", "boundary between training and validation"),
+    ("model.forget_bias=0", "acts only when a run starts"),
+    ("train.out_dir=elsewhere", "the run lives in its folder")])
+def test_a_resume_refuses_a_setting_its_state_depends_on(five_steps, setting, reason):
+    before = {p.name: p.read_bytes() for p in five_steps.iterdir()}
+    r = run_cli("train", "--resume", five_steps, "-q", "--set", setting, "--set", "train.max_steps=9")
+    one_line_error(r, 2, f"{setting.split('=')[0]} cannot change when a run resumes", reason)
+    assert {p.name: p.read_bytes() for p in five_steps.iterdir()} == before
+    assert not os.path.exists("elsewhere")
+
+
+def test_every_setting_has_a_resume_rule():
+    for section in ("data", "model", "train", "sample"):
+        for key in vars(getattr(Config(), section)):
+            assert resume.rule(f"{section}.{key}") in (resume.EXACT, resume.CHANGES, resume.REFUSED)
+
+
+def test_a_resume_takes_a_new_rate_and_says_what_it_does(five_steps):
+    r = run_cli("train", "--resume", five_steps, "-q", "--set", "train.lr=0.001",
+                "--set", "train.max_steps=7")
+    assert r.exit_code == 0, r.output
+    assert "train.lr changes from 0.002 to 0.001: the run goes on from the saved state" in r.stderr
+    assert "the learning rate of step 6 is 0.001 (it would have been 0.002)" in r.stderr
+    assert load_checkpoint(str(five_steps / "last.safetensors")).train_state["progress"]["lr"] == 0.001
+
+
+def test_extending_a_finished_cosine_run_says_the_rate_rises_again(tmp_path, corpus):
+    r = run_cli("train", write_config(tmp_path, corpus), "-q", *SMALL, "--set", "train.max_steps=5",
+                "--set", "train.lr_schedule=cosine", "--set", "train.min_lr=0.0001")
+    assert r.exit_code == 0, r.output
+    r = run_cli("train", "--resume", tmp_path / "run", "-q", "--set", "train.max_steps=10")
+    assert r.exit_code == 0, r.output
+    assert ("the learning rate of step 6 is 0.00105 (it would have been 0.0001); the cosine "
+            "schedule now ends at step 10 instead of 5, so the rate rises again") in r.stderr
+
+
+def test_a_resume_with_nothing_left_to_do_says_how_to_go_on(five_steps):
+    r = run_cli("train", "--resume", five_steps, "-q")
+    one_line_error(r, 2, "already meets train.max_steps=5", "--set train.max_steps=10")
+
+
+def test_exact_settings_change_without_a_note(five_steps):
+    r = run_cli("train", "--resume", five_steps, "-q", "--set", "train.max_steps=6",
+                "--set", "train.eval_every=3", "--set", "sample.temperature=0.5")
+    assert r.exit_code == 0 and "changes" not in r.stderr and "rate" not in r.stderr, r.output
+
+
+# -- 3. a run folder with best.safetensors and no last.safetensors ---------------------------
+
+def test_resume_falls_back_on_best_when_last_is_missing(five_steps):
+    (five_steps / "last.safetensors").unlink()
+    r = run_cli("train", "--resume", five_steps, "--set", "train.max_steps=8")
+    assert r.exit_code == 0, r.output
+    assert "has no last.safetensors; resuming from best.safetensors" in r.stderr
+    assert "resuming the run in" in r.stderr and "at step 5" in r.stderr
+    assert load_checkpoint(str(five_steps / "last.safetensors")).train_state["progress"]["step"] == 8
+
+
+def test_a_folder_without_checkpoints_sends_the_user_to_a_new_run(tmp_path, corpus):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    r = run_cli("train", "--resume", folder)
+    one_line_error(r, 1, "holds no checkpoint to resume", f"train.out_dir={folder}")
+    r = run_cli("train", write_config(tmp_path, corpus), "-q", *SMALL, "--set", "train.max_steps=2")
+    assert r.exit_code == 0, r.output        # and the way it names works
+
+
+def test_a_full_disk_before_any_checkpoint_does_not_claim_one_is_intact(tmp_path, corpus,
+                                                                        monkeypatch):
+    import charrnn.train.run as run_mod
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(run_mod, "save_checkpoint", disk_full)
+    r = run_cli("train", write_config(tmp_path, corpus), "-q", *SMALL, "--set", "train.max_steps=9")
+    one_line_error(r, 1, "No space left on device", "no best.safetensors had been written yet",
+                   "start the run again")
+    assert "intact" not in r.stderr
+
+
+# -- 4. worker processes end with their parent -----------------------------------------------
+
+def children(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                if entry.isdigit() and int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    kids.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            pass
+    return kids
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are processes on Linux only")
+def test_workers_die_when_the_trainer_is_killed(tmp_path, corpus):
+    cmd = [sys.executable, "-m", "charrnn", "train", str(write_config(tmp_path, corpus)), "-q",
+           *SMALL, "--set", "train.threads=2", "--set", "train.batch_size=16"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        workers = wait_until(lambda: children(proc.pid), what="the worker process")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        wait_until(lambda: not any(alive(w) for w in workers), timeout=10,
+                   what="the orphaned worker to end")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# -- 6. a running run owns its folder ---------------------------------------------------------
+
+def test_a_second_run_into_a_running_runs_folder_is_refused(tmp_path, corpus):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    held = FolderLock(str(folder))                 # a run that has not saved yet
+    try:
+        r = run_cli("train", write_config(tmp_path, corpus), "-q", *SMALL, "--set", "train.max_steps=2")
+        one_line_error(r, 1, f"the run folder {folder} is in use by another charrnn train "
+                             f"(process {os.getpid()})")
+        assert os.listdir(folder) == [LOCK_NAME]
+    finally:
+        held.close()
+    r = run_cli("train", write_config(tmp_path, corpus), "-q", *SMALL, "--set", "train.max_steps=2")
+    assert r.exit_code == 0, r.output
+    assert LOCK_NAME not in os.listdir(folder)     # given up at the end
+
+
+def test_a_killed_runs_lock_does_not_stick(tmp_path, corpus):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from charrnn.train.lock "
+                               "import FolderLock; lock = FolderLock(sys.argv[1]); print('held', "
+                               "flush=True); time.sleep(60)", str(folder)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        r = run_cli("train", write_config(tmp_path, corpus), "-q", *SMALL, "--set", "train.max_steps=2")
+        one_line_error(r, 1, "is in use by another charrnn train")
+    finally:
+        holder.kill()
+        holder.wait()
+    r = run_cli("train", write_config(tmp_path, corpus), "-q", *SMALL, "--set", "train.max_steps=2")
+    assert r.exit_code == 0, r.output
+
+
+# -- 7. smaller ones ----------------------------------------------------------------------------
+
+def test_a_yaml_key_given_twice_is_refused(tmp_path, corpus):
+    cfg = tmp_path / "twice.yaml"
+    cfg.write_text(f"data:\n  path: {corpus}\ntrain:\n  lr: 0.01\n  max_steps: 2\n  lr: 0.5\n")
+    one_line_error(run_cli("train", cfg), 2, "'lr' is given twice (lines 4 and 6); keep one")
+
+
+def test_a_run_with_no_limit_says_so_even_when_quiet(tmp_path, corpus):
+    heard = []
+    cfg = Config()
+    cfg.data.path, cfg.train.out_dir = str(corpus), str(tmp_path / "run")
+    cfg.train.batch_size, cfg.train.seq_len = 4, 8
+    run = open_run(cfg, warn=heard.append)
+    run.close()
+    assert heard == ["it trains until Ctrl-C, which saves it (or set train.max_minutes, max_steps)"]
+
+
+@pytest.mark.parametrize("setting,said", [
+    ("sample.prime=\u2603", "sample.prime has 1 character(s)"),
+    ("train.batch_size=4000", "needs a corpus of at least")])
+def test_a_run_that_fails_before_training_leaves_no_folder(tmp_path, corpus, setting, said):
+    r = run_cli("train", write_config(tmp_path, corpus), "-q", *SMALL, "--set", "train.sample_every=5",
+                "--set", setting)
+    assert r.exit_code != 0 and said in r.stderr, r.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_validation_of_a_large_vocabulary_is_chunked_by_its_size():
+    V = 20000
+    assert chunk_for(65) == DEFAULT_CHUNK and chunk_for(63710) * 63710 * 8 <= 32 << 20
+    model = CharRNN(V, ModelConfig(cell="gru", layers=1, hidden_size=8, embed_size=4), seed=0)
+    ids = np.random.default_rng(0).integers(0, V, 1500)
+    small, _ = evaluate_ids(model, ids, chunk_len=50, pipeline=False)
+    tracemalloc.start()
+    total, n = evaluate_ids(model, ids, pipeline=False)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert total == pytest.approx(small, rel=1e-6) and n == 1499
+    assert peak < 3 * (32 << 20), peak / 2**20      # was ~1024 x V x 8 bytes, three times over
