@@ -10,6 +10,7 @@ bit for bit where the run stopped.
 from __future__ import annotations
 
 import math
+import shlex
 import signal
 import sys
 import time
@@ -142,9 +143,12 @@ def diverged(run: Run, problem: str, step: int) -> health.Diverged:
                         if name in run.saved)
     on_disk = (f"{run.out_dir} keeps {kept}, the last states whose figures were finite"
                if kept else "no checkpoint was written")
-    return health.Diverged(
-        f"the run diverged at step {step}: {problem}; nothing from that state was saved and "
-        f"{on_disk}. Lower train.lr or keep train.clip on (resume with --set train.lr=...).")
+    t = run.config.train
+    lower = f"--set train.lr={t.lr / 10:g}" + (" --set train.clip=norm" if t.clip == "none" else "")
+    way = (f"resume with a lower rate: charrnn train --resume {shlex.quote(run.out_dir)} {lower}"
+           if kept else f"start again with a lower rate ({lower})")
+    return health.Diverged(f"the run diverged at step {step}: {problem}; nothing from that state "
+                           f"was saved and {on_disk}. {way[0].upper()}{way[1:]}.")
 
 
 def train(run: Run, quiet: bool = False, log=None) -> Progress:
