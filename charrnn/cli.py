@@ -169,7 +169,10 @@ CHECKPOINT = click.Path()
               help="Start a new run from the weights of CHECKPOINT or a run folder (same vocabulary).")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress bar and no opening lines (warnings still show).")
-def train(config_file, data_path, overrides, resume_dir, init_from, quiet):
+@click.option("--dry-run", is_flag=True,
+              help="Check everything, print the start-of-run report (stderr) and the resolved "
+                   "config (stdout), and exit without training or writing anything.")
+def train(config_file, data_path, overrides, resume_dir, init_from, quiet, dry_run):
     """Train a model on a text (--data FILE, or data.path of CONFIG.yaml), or continue a run.
 
     Settings: the defaults, then CONFIG.yaml, then --data, then --set (`charrnn init` writes a
@@ -185,8 +188,22 @@ def train(config_file, data_path, overrides, resume_dir, init_from, quiet):
         raise click.UsageError("give the text to train on with --data FILE (or a CONFIG.yaml, "
                                "or --resume RUN_DIR).")
     cfg = None if resume_dir else _new_run_config(config_file, data_path, overrides)
+    if dry_run:
+        _dry_run(cfg, resume_dir, init_from, overrides)
+        return
     run_training(cfg, resume_dir=resume_dir, init_from=init_from, overrides=overrides, quiet=quiet,
                  say=None if quiet else _note, warn=_note)
+
+
+def _dry_run(cfg, resume_dir, init_from, overrides):
+    from charrnn.config import config_yaml
+    from charrnn.train.run import open_run
+
+    run = open_run(cfg, resume_dir, init_from, overrides, say=_note, warn=_note, dry_run=True)
+    try:
+        click.echo(config_yaml(run.config), nl=False)
+    finally:
+        run.close()
 
 
 def _new_run_config(config_file, data_path, overrides):

@@ -71,9 +71,15 @@ class TrainConfig:
     eps: float = 1e-8  # adagrad/rmsprop/adam: added to the denominator for stability
     alpha: float = 0.99  # rmsprop: decay of the squared-gradient average
     weight_decay: float = 0.0  # L2 penalty (adamw: decoupled decay); 0 disables
-    lr_schedule: str = "constant"  # constant | step (x decay_rate every decay_every epochs) | cosine
+    # auto (cosine when the run has a limit, else constant) | constant | step (x decay_rate every
+    # decay_every epochs) | cosine | linear (both down to min_lr at the run's limit, whichever
+    # of max_steps, max_epochs, max_minutes comes first) | plateau (x plateau_factor on a stall)
+    lr_schedule: str = "constant"
     warmup_steps: int = 0  # linear warmup from 0 to lr over this many steps
-    min_lr: float = 0.0  # cosine: the floor the rate decays to
+    min_lr: float = 0.0  # cosine, linear: the floor the rate decays to
+    plateau_factor: float = 0.5  # plateau: multiply the rate by this when validation stalls
+    plateau_patience: int = 2  # plateau: evaluations without a new best before lowering the rate
+    patience: int | None = None  # stop after this many evaluations without a new best (null: never)
     decay_rate: float = 0.97  # step: multiply the rate by this every decay_every epochs
     decay_every: int = 1  # step: epochs between decays
     clip: str = "norm"  # norm (global gradient norm) | value (element-wise) | none
@@ -126,7 +132,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.nonlinearity": ("tanh", "relu"),
     "model.init": ("default", "orthogonal", "identity"),
     "train.optimizer": ("sgd", "adagrad", "rmsprop", "adam", "adamw"),
-    "train.lr_schedule": ("constant", "step", "cosine"),
+    "train.lr_schedule": ("auto", "constant", "step", "cosine", "linear", "plateau"),
     "train.clip": ("norm", "value", "none"),
     "train.dtype": ("float32", "float64"),
 }
@@ -180,6 +186,9 @@ RANGES: dict[str, _Range] = {
     "train.weight_decay": NON_NEGATIVE,
     "train.warmup_steps": NON_NEGATIVE,
     "train.min_lr": NON_NEGATIVE,
+    "train.plateau_factor": _Range(0, 1, lo_open=True, hi_open=True),
+    "train.plateau_patience": NON_NEGATIVE,
+    "train.patience": AT_LEAST_1,
     "train.decay_rate": _Range(0, 1, lo_open=True),
     "train.decay_every": AT_LEAST_1,
     "train.clip_value": POSITIVE,
@@ -367,9 +376,11 @@ def validate_config(cfg: Config) -> Config:
         raise ConfigError(
             f"train.min_lr ({cfg.train.min_lr}) must not exceed train.lr ({cfg.train.lr})"
         )
-    if cfg.train.lr_schedule == "cosine" and cfg.train.max_steps is None:
-        raise ConfigError("train.lr_schedule cosine needs train.max_steps (the step where the rate "
-                          "reaches train.min_lr); set train.max_steps or use another schedule")
+    t = cfg.train
+    if (t.lr_schedule in ("cosine", "linear")
+            and t.max_steps is None and t.max_epochs is None and t.max_minutes is None):
+        raise ConfigError(f"train.lr_schedule {t.lr_schedule} decays to train.min_lr at the run's "
+                          f"limit; set train.max_steps, max_epochs or max_minutes (or use auto)")
     if not cfg.train.out_dir.strip():
         raise ConfigError("train.out_dir must not be empty; set it to the folder for the run's "
                           "checkpoints and logs, for example runs/mytext")
@@ -450,10 +461,14 @@ def config_from_dict(d: dict[str, Any]) -> Config:
     return validate_config(cfg)
 
 
+def config_yaml(cfg: Config) -> str:
+    """The resolved config as YAML text (what save_config writes)."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
+
+
 def save_config(cfg: Config, path: str) -> None:
     """Write the resolved config as YAML, atomically (temp file in the same folder, then rename)."""
-    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
-    write_atomically(path, text.encode("utf-8"))
+    write_atomically(path, config_yaml(cfg).encode("utf-8"))
 
 
 # -- the starter config of `charrnn init`: every field with its comment from this file --------

@@ -223,12 +223,15 @@ def test_save_config_round_trips_and_leaves_no_temp_file(tmp_path):
     assert os.listdir(tmp_path) == ["resolved.yaml"]
 
 
-def test_cosine_schedule_needs_max_steps():
-    msg = error_of(None, ["train.lr_schedule=cosine", "train.max_steps=null", "train.max_epochs=1"])
-    assert msg.startswith("train.lr_schedule cosine needs train.max_steps")
-    assert load_config(None, ["train.lr_schedule=cosine", "train.max_steps=10"]).train.max_steps == 10
-    with pytest.raises(ConfigError, match="cosine needs train.max_steps"):   # a stored config too
-        config_from_dict({"train": {"lr_schedule": "cosine"}})
+@pytest.mark.parametrize("kind", ["cosine", "linear"])
+def test_a_decaying_schedule_needs_a_limit(kind):
+    msg = error_of(None, [f"train.lr_schedule={kind}", "train.max_steps=null"])
+    assert msg.startswith(f"train.lr_schedule {kind} decays to train.min_lr at the run's limit; "
+                          f"set train.max_steps, max_epochs or max_minutes")
+    for limit in ("max_steps=10", "max_epochs=1", "max_minutes=0.5"):
+        load_config(None, [f"train.lr_schedule={kind}", f"train.{limit}"])
+    with pytest.raises(ConfigError, match="decays to train.min_lr"):   # a stored config too
+        config_from_dict({"train": {"lr_schedule": kind}})
 
 
 def test_eval_chars_needs_two_characters():

@@ -25,7 +25,10 @@ from charrnn.train.errors import TrainingError, TrainingInterrupted
 from charrnn.train.metrics import Metrics
 from charrnn.train.optim import clip_coefficient, clip_grad_value
 from charrnn.train.run import BEST, LAST, Run, open_run, save
-from charrnn.train.schedule import lr_at
+from charrnn.train.budget import StepTimer, step_horizon, time_horizon
+from charrnn.train.plateau import after_evaluation
+from charrnn.train.report import time_eval
+from charrnn.train.schedule import DECAYING, lr_at, resolved_schedule
 
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -76,9 +79,30 @@ def _stop_reason(run: Run, started: float) -> str | None:
         return f"reached train.max_steps={t.max_steps}"
     if t.max_epochs is not None and p.epoch >= t.max_epochs:
         return f"reached train.max_epochs={t.max_epochs}"
+    if p.horizon is not None and p.step >= p.horizon and resolved_schedule(t) in DECAYING:
+        return f"reached the end of the schedule (step {p.horizon}, from train.max_minutes)"
     if t.max_minutes is not None and time.perf_counter() - started >= 60 * t.max_minutes:
         return f"reached train.max_minutes={t.max_minutes:g}"
     return None
+
+
+def fix_horizon(run: Run, started: float, timer: StepTimer) -> None:
+    """Fix the step where a decaying schedule ends, once (train/budget.py): at the start from
+    max_steps / max_epochs, or, with max_minutes, once the first steps have been timed."""
+    t, p = run.config.train, run.progress
+    if p.horizon is not None or resolved_schedule(t) not in DECAYING:
+        return
+    steps = step_horizon(t, run.batches.batches_per_epoch)
+    if t.max_minutes is None:
+        p.horizon = steps
+        return
+    if not timer.ready:
+        return
+    if run.eval_seconds is None:
+        run.eval_seconds = time_eval(run)
+    left = 60 * t.max_minutes - (time.perf_counter() - started)
+    by_time = time_horizon(p.step, left, timer.step_seconds, run.eval_seconds, t.eval_every)
+    p.horizon = by_time if steps is None else min(steps, by_time)
 
 
 def reset_some_streams(carry: tuple | None, prob: float, seed: int, step: int) -> tuple | None:
@@ -112,7 +136,7 @@ def train_step(run: Run, before_update=None) -> tuple[float, float]:
     else:
         carry = reset_some_streams(run.carry, run.config.data.reset_prob, cfg.seed, p.step)
     x, y = b.get(p.position)
-    lr = lr_at(cfg, p.step, p.epoch + p.position / b.batches_per_epoch)
+    lr = lr_at(cfg, p.step, p.epoch + p.position / b.batches_per_epoch, p.horizon) * p.lr_scale
     loss, carry, _ = run.engine.loss_and_grad(x, y, carry, train=True, rng=run.dropout_rng)
     coef = 1.0                              # what the update scales the gradient by first
     if cfg.clip == "value":
@@ -162,6 +186,8 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
                disable=True if quiet else None, dynamic_ncols=True, leave=False)
     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
     pending = False           # last.safetensors is due, for a state whose figures are not known yet
+    early = None              # the reason patience gave to stop, if it did
+    timer = StepTimer()
 
     def save_pending(rng_states):
         nonlocal pending
@@ -172,8 +198,12 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
     try:
         # overflow on the way to a divergence is reported by the health checks, in one line
         with SignalCatcher() as signals, np.errstate(over="ignore", invalid="ignore"):
-            while (reason := _stop_reason(run, started)) is None:
+            fix_horizon(run, started, timer)
+            while (reason := early or _stop_reason(run, started)) is None:
+                timer.start()
                 loss, norm = train_step(run, before_update=save_pending)
+                timer.stop()
+                fix_horizon(run, started, timer)
                 window_loss, window_steps = window_loss + loss, window_steps + 1
                 p = run.progress
                 bar.update(1)
@@ -189,7 +219,7 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
                     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
                 evaluated = p.step % cfg.eval_every == 0
                 if evaluated:
-                    evaluate_and_keep_best(run, metrics, started, log, bar.disable)
+                    early = evaluate_and_keep_best(run, metrics, started, log, bar.disable)
                 if p.step % cfg.checkpoint_every == 0:
                     # a state just validated is saved now; any other once the next step's
                     # loss shows it is healthy (train_step's before_update)
@@ -217,8 +247,10 @@ def _fmt(x):
     return "-" if x is None else f"{x:.3f}"
 
 
-def evaluate_and_keep_best(run: Run, metrics: Metrics, started: float, log, quiet_bar: bool) -> None:
-    """Validation pass; best.safetensors when it improves; optional sample."""
+def evaluate_and_keep_best(run: Run, metrics: Metrics, started: float, log,
+                           quiet_bar: bool) -> str | None:
+    """Validation pass; best.safetensors when it improves; optional sample. Returns the reason
+    to stop early (train.patience), or None."""
     p = run.progress
     val = validation_loss(run)
     metrics.log(step=p.step, chars=p.chars, time=round(time.perf_counter() - started, 3),
@@ -228,14 +260,19 @@ def evaluate_and_keep_best(run: Run, metrics: Metrics, started: float, log, quie
         raise diverged(run, problem, p.step)
     p.last_val_loss = val
     improved = val < p.best_val_loss
+    scale = p.lr_scale
+    stop = after_evaluation(run.config.train, p, improved)
     if improved:
         p.best_val_loss = val
         save(run, BEST)
     if quiet_bar:   # no progress bar (not a terminal): a plain log line instead
         log(f"step {p.step}: val loss {val:.4f} ({val / math.log(2):.3f} bits/char)"
             + (" *best*" if improved else ""))
+    if p.lr_scale != scale:
+        log(f"step {p.step}: validation stalled; the rate is now {run.config.train.lr * p.lr_scale:.3g}")
     if run.config.train.sample_every and p.step % run.config.train.sample_every == 0:
         log(f"--- sample at step {p.step} ---\n{sample_text(run)}\n---")
+    return stop
 
 
 def sample_text(run: Run) -> str:

@@ -20,9 +20,11 @@ import dataclasses
 import os
 
 from charrnn.config import Config, ConfigError
-from charrnn.train.schedule import lr_at
+from charrnn.train.budget import step_horizon
+from charrnn.train.schedule import lr_at, resolved_schedule
 
 EXACT, CHANGES, REFUSED = "exact", "changes", "refused"
+HORIZON_KEYS = ("max_steps", "max_epochs", "max_minutes", "lr_schedule")
 
 _START_ONLY = "it acts only when a run starts (on the initial weights)"
 _SHAPE = "the saved batch position and carried state depend on it"
@@ -50,11 +52,12 @@ CHANGES_WHAT: dict[str, str] = {
                      "float sums",
     **{f"train.{k}": "another update from now on" for k in (
         "lr", "momentum", "beta1", "beta2", "eps", "alpha", "weight_decay", "clip",
-        "clip_value", "lr_schedule", "warmup_steps", "min_lr", "decay_rate", "decay_every")},
+        "clip_value", "lr_schedule", "warmup_steps", "min_lr", "decay_rate", "decay_every",
+        "plateau_factor", "plateau_patience")},
 }
 
 EXACT_KEYS = {"data.path"} | {f"train.{k}" for k in (
-    "max_steps", "max_epochs", "max_minutes", "eval_every", "eval_chars", "checkpoint_every",
+    "max_steps", "max_epochs", "max_minutes", "patience", "eval_every", "eval_chars", "checkpoint_every",
     "sample_every", "sample_chars", "log_every")} | {
     f"sample.{f.name}" for f in dataclasses.fields(Config().sample)}
 
@@ -107,24 +110,34 @@ def change_notes(old: Config, new: Config, progress, batches_per_epoch: int,
              for key, was, now in differences(old, new) if rule(key) == CHANGES
              and not (key == "train.threads" and now is not None
                       and min(now, new.train.batch_size) == saved_workers)]
-    lr_note = _lr_note(old.train, new.train, progress, batches_per_epoch)
+    lr_note = _lr_note(old, new, progress, batches_per_epoch)
     if lr_note:
         notes.append(lr_note)
     _check_limits(new.train, progress)
     return notes
 
 
-def _lr_note(old, new, progress, batches_per_epoch: int) -> str | None:
+def horizon_kept(old: Config, new: Config) -> bool:
+    """Whether the saved horizon (train/budget.py) still holds: no limit and no schedule
+    changed (else the resumed run fixes it again from the new settings)."""
+    return all(getattr(old.train, k) == getattr(new.train, k) for k in HORIZON_KEYS)
+
+
+def _lr_note(old: Config, new: Config, progress, batches_per_epoch: int) -> str | None:
     """A note when the next update's learning rate is not the one the old settings gave it
     (a cosine run extended with a larger max_steps goes back up from its floor)."""
     epoch = progress.epoch + progress.position / batches_per_epoch
-    was, now = lr_at(old, progress.step, epoch), lr_at(new, progress.step, epoch)
+    horizon = (progress.horizon if horizon_kept(old, new)
+               else step_horizon(new.train, batches_per_epoch))
+    was = lr_at(old.train, progress.step, epoch, progress.horizon) * progress.lr_scale
+    now = lr_at(new.train, progress.step, epoch, horizon) * progress.lr_scale
     if was == now:
         return None
     why = ""
-    if old.lr_schedule == new.lr_schedule == "cosine" and old.max_steps != new.max_steps:
-        why = (f"; the cosine schedule now ends at step {new.max_steps} instead of "
-               f"{old.max_steps}, so the rate {'rises again' if now > was else 'falls faster'}")
+    if (resolved_schedule(old.train) == resolved_schedule(new.train) == "cosine"
+            and progress.horizon != horizon and horizon is not None):
+        why = (f"; the cosine schedule now ends at step {horizon} instead of "
+               f"{progress.horizon}, so the rate {'rises again' if now > was else 'falls faster'}")
     return (f"the learning rate of step {progress.step + 1} is {now:.3g} (it would have been "
             f"{was:.3g}){why}")
 

@@ -35,7 +35,8 @@ from charrnn.train.engine import Local, make_engine
 from charrnn.train.errors import TrainingError
 from charrnn.train.lock import LOCK_NAME, FolderInUse, FolderLock
 from charrnn.train.optim import flatten_state, make_optimizer, unflatten_state
-from charrnn.train.resume import change_notes, refuse_changes
+from charrnn.train.report import quick_timing, report_lines
+from charrnn.train.resume import change_notes, horizon_kept, refuse_changes
 from charrnn.vocab import Vocab
 
 ARCHITECTURE_KEYS = ("cell", "nonlinearity", "layers", "hidden_size", "embed_size")
@@ -62,6 +63,9 @@ class Run:
     saved: dict = field(default_factory=dict)   # checkpoint name -> step, of this run's folder
     lock: FolderLock | None = None  # held while the run owns its folder
     notes: list = field(default_factory=list)   # what changed on resume, for announce()
+    train_ids: np.ndarray | None = None   # the training text's ids (batches cut from them)
+    step_seconds: float | None = None     # quick timings of the start-of-run report
+    eval_seconds: float | None = None
 
     def __post_init__(self):
         if self.engine is None:
@@ -260,12 +264,13 @@ def _check_same_architecture(cfg: Config, ckpt: Checkpoint, what: str) -> None:
 
 
 def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint | None = None,
-            resumed_config: Config | None = None) -> Run:
+            resumed_config: Config | None = None, dry_run: bool = False) -> Run:
     """Build the run: corpus, model, optimizer, batches and RNGs, restored from `resume` if given
     (resumed_config: its config before --set, to check what changed; default resume.config).
 
     Nothing is written until everything has been checked: then the run folder is created (if
-    needed) and locked for this run. A new run (no `resume`) refuses a folder that holds one.
+    needed) and locked for this run (not for a dry run, which writes nothing). A new run (no
+    `resume`) refuses a folder that holds one.
     """
     if resume is None:
         refuse_existing_run(cfg.train.out_dir)
@@ -292,12 +297,15 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     if resume is not None:
         notes = change_notes(resumed_config or resume.config, cfg, state.progress,
                              batches.batches_per_epoch, state.workers)
-    lock, removed = own_out_dir(cfg.train.out_dir, new_run=resume is None)
+    lock, removed = (None, ()) if dry_run else own_out_dir(cfg.train.out_dir, resume is None)
     run = Run(cfg, vocab, model, optimizer, batches, val_ids, dropout_rng, batch_rng, Progress(),
-              out_dir=cfg.train.out_dir, corpus=corpus, removed=removed, lock=lock, notes=notes)
+              out_dir=cfg.train.out_dir, corpus=corpus, removed=removed, lock=lock, notes=notes,
+              train_ids=train_ids)
     try:
         if resume is not None:
             _restore(run, resume, state)
+            if not horizon_kept(resumed_config or resume.config, cfg):
+                run.progress.horizon = None           # fixed again from the new limits
         run.engine = make_engine(model, optimizer, cfg.train, state.workers if state else None)
     except BaseException:
         run.close()
@@ -390,10 +398,11 @@ def resume_checkpoint(resume_dir: str) -> tuple[str, str | None]:
 
 
 def open_run(cfg: Config | None, resume_dir: str | None = None, init_from: str | None = None,
-             overrides=(), say=None, warn=None) -> Run:
+             overrides=(), say=None, warn=None, dry_run: bool = False) -> Run:
     """The run of `charrnn train`: a new one from cfg, or the one in resume_dir, continued
     with `overrides` (--set) on top of its config. init_from: a checkpoint or a run folder.
-    say(line) and warn(line), if given, hear the run's first lines (announce)."""
+    say(line) and warn(line), if given, hear the run's first lines (announce). dry_run: check
+    and build everything, write nothing."""
     resume, before, note = None, None, None
     if resume_dir is not None:
         path, note = resume_checkpoint(resume_dir)
@@ -403,12 +412,16 @@ def open_run(cfg: Config | None, resume_dir: str | None = None, init_from: str |
             before.train.out_dir = resume_dir     # the run folder may have been moved
         cfg = apply_overrides(before, overrides)
     init = load_checkpoint(resolve_checkpoint(init_from, say)) if init_from else None
-    run = prepare(cfg, resume=resume, init_from=init, resumed_config=before)
+    run = prepare(cfg, resume=resume, init_from=init, resumed_config=before, dry_run=dry_run)
     if note:
         run.notes.insert(0, note)
     if resume is not None:
         run.saved = saved_steps(run.out_dir)
-    announce(run, resumed=resume is not None, say=say, warn=warn)
+    try:
+        announce(run, resumed=resume is not None, say=say, warn=warn)
+    except BaseException:
+        run.close()
+        raise
     return run
 
 
@@ -428,6 +441,9 @@ def announce(run: Run, resumed: bool, say=None, warn=None) -> None:
             say(f"training on {source} ({run.corpus['chars']:,} characters, {len(run.vocab)} "
                 f"distinct); the run goes to {run.out_dir}")
         say(f"sample from it with: charrnn sample {shlex.quote(run.out_dir)}")
+        run.step_seconds, run.eval_seconds = quick_timing(run)
+        for line in report_lines(run, run.step_seconds, run.eval_seconds):
+            say(line)
     warn = warn or say or (lambda line: None)
     for line in run.notes:
         warn(line)

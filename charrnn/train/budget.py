@@ -1,0 +1,66 @@
+"""The run's horizon: the step at which a decaying schedule reaches its floor and the run ends.
+
+It is the first of the run's limits, counted in steps:
+
+  max_steps                     as given
+  max_epochs                    max_epochs x batches per epoch
+  max_minutes                   step + (budget left - a final evaluation) / (time per step), with
+                                the time per step measured over TIMED_STEPS steps after
+                                WARMUP_STEPS untimed ones, plus each evaluation's share
+
+The horizon is fixed once (at the start, or after the timed steps when max_minutes is set) and
+saved in the checkpoint's progress, so a resumed run follows the same schedule bit for bit and
+stops at the same step. Until it is fixed the rate holds at its peak (lr_at with no horizon).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+WARMUP_STEPS = 3     # first steps of a session run slower (allocation, caches): not timed
+TIMED_STEPS = 20     # steps timed to fix a max_minutes horizon
+
+
+def step_horizon(train_cfg, batches_per_epoch: int) -> int | None:
+    """The first of max_steps and max_epochs x batches_per_epoch, in steps (None: neither)."""
+    limits = [train_cfg.max_steps] if train_cfg.max_steps is not None else []
+    if train_cfg.max_epochs is not None:
+        limits.append(train_cfg.max_epochs * batches_per_epoch)
+    return min(limits) if limits else None
+
+
+def time_horizon(step: int, seconds_left: float, step_seconds: float, eval_seconds: float,
+                 eval_every: int) -> int:
+    """The step at which seconds_left runs out: at least step + 1.
+
+    seconds_left: the budget not yet spent; step_seconds: one training step; eval_seconds: one
+    evaluation, of which one ends the run and one comes every eval_every steps.
+    """
+    per_step = step_seconds + eval_seconds / eval_every
+    steps = (seconds_left - eval_seconds) / per_step
+    return step + max(1, math.floor(steps))
+
+
+class StepTimer:
+    """Times the training steps of a session (train_step alone: evaluations and checkpoints are
+    outside) and says when enough are timed to fix a max_minutes horizon."""
+
+    def __init__(self):
+        self.steps, self.seconds, self._start = 0, 0.0, None
+
+    def start(self) -> None:
+        self._start = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.steps + 1 > WARMUP_STEPS:
+            self.seconds += time.perf_counter() - self._start
+        self.steps += 1
+
+    @property
+    def ready(self) -> bool:
+        return self.steps >= WARMUP_STEPS + TIMED_STEPS
+
+    @property
+    def step_seconds(self) -> float:
+        return self.seconds / max(self.steps - WARMUP_STEPS, 1)

@@ -1,0 +1,105 @@
+"""The start-of-run report: what the run reads and builds, and how long it will take.
+
+Printed on stderr before step 1 (and by `charrnn train --dry-run`, which then stops). The
+timings come from a quick measurement: a few forward/backward passes on training text and the
+validation of a slice, neither of which touches the run's weights, random states or batches.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from charrnn.train.budget import TIMED_STEPS, WARMUP_STEPS, step_horizon
+from charrnn.train.schedule import DECAYING, resolved_schedule
+
+TIMED = 3               # forward/backward passes timed (after one untimed)
+EVAL_SLICE = 4096       # validation characters timed, scaled to the whole pass
+
+# char-rnn's rule of thumb (its README): parameters and training characters should be of the
+# same order of magnitude; far more parameters overfit, far fewer underfit
+OVERFIT_RATIO, UNDERFIT_RATIO = 10.0, 0.1
+
+
+def quick_timing(run) -> tuple[float, float]:
+    """(seconds per training step, seconds per validation pass), measured on this machine."""
+    return time_step(run), time_eval(run)
+
+
+def time_step(run) -> float:
+    """Seconds per forward/backward pass of a batch: the median of TIMED after an untimed one."""
+    t = run.config.train
+    ids = np.resize(run.train_ids, t.batch_size * t.seq_len + 1).astype(np.int64)
+    x, y = ids[:-1].reshape(t.batch_size, t.seq_len), ids[1:].reshape(t.batch_size, t.seq_len)
+    scratch = np.random.default_rng(0)          # dropout masks of these passes only
+    times = []
+    for _ in range(TIMED + 1):
+        start = time.perf_counter()
+        run.engine.loss_and_grad(x, y, None, train=True, rng=scratch)
+        run.engine.grad_norm()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[1:]))
+
+
+def time_eval(run) -> float:
+    """Seconds per validation pass, from timing EVAL_SLICE characters of it."""
+    from charrnn.infer.evaluate import evaluate_ids
+
+    t = run.config.train
+    val_chars = len(run.val_ids) if t.eval_chars is None else min(t.eval_chars, len(run.val_ids))
+    piece = run.val_ids[:EVAL_SLICE + 1]
+    start = time.perf_counter()
+    evaluate_ids(run.model, piece, pipeline=False)
+    return (time.perf_counter() - start) * val_chars / max(len(piece) - 1, 1)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def report_lines(run, step_seconds: float, eval_seconds: float) -> list[str]:
+    """The report: corpus, model, parameters per character with the rule of thumb, times."""
+    t, m = run.config.train, run.config.model
+    n_train, n_val = len(run.train_ids), len(run.val_ids)
+    params = run.model.params.flat.size
+    ratio = params / max(n_train, 1)
+    if ratio > OVERFIT_RATIO:
+        advice = "far more than characters: expect overfitting (more text, dropout, or a smaller model)"
+    elif ratio < UNDERFIT_RATIO:
+        advice = "far fewer than characters: a larger model would likely fit better"
+    else:
+        advice = "the same order as the characters, as char-rnn's rule of thumb advises"
+    bpe = run.batches.batches_per_epoch
+    lines = [
+        f"corpus: {n_train:,} training + {n_val:,} validation characters, "
+        f"vocabulary of {len(run.vocab)}",
+        f"model: {m.cell} {m.layers}x{m.hidden_size} (embedding {m.embed_size}), "
+        f"{params:,} parameters = {ratio:.2g} per training character: {advice}",
+        f"time: {step_seconds * 1e3:.0f} ms per step (batch {t.batch_size} x {t.seq_len}), "
+        f"{_duration(bpe * step_seconds)} per epoch of {bpe:,} steps, "
+        f"{_duration(t.eval_every * step_seconds)} per {t.eval_every} steps "
+        f"+ {_duration(eval_seconds)} per evaluation",
+    ]
+    schedule = schedule_line(run)
+    if schedule:
+        lines.append(schedule)
+    return lines
+
+
+def schedule_line(run) -> str | None:
+    """How the learning rate will go, for a decaying schedule."""
+    t = run.config.train
+    kind = resolved_schedule(t)
+    if kind not in DECAYING:
+        return None
+    end = run.progress.horizon or step_horizon(t, run.batches.batches_per_epoch)
+    timed = t.max_minutes is not None and not run.progress.horizon
+    until = f"step {end:,}" if end else ""
+    if timed:
+        until += (" or sooner: " if end else "") + (
+            f"the step where train.max_minutes runs out, fixed after timing the first "
+            f"{WARMUP_STEPS + TIMED_STEPS} steps")
+    return f"schedule: {kind} from {t.lr:g} to {t.min_lr:g} at {until}"
