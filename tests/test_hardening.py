@@ -27,7 +27,7 @@ from charrnn.train.lock import LOCK_NAME, FolderLock
 from charrnn.train.metrics import Metrics
 from charrnn.train.run import open_run
 from charrnn.vocab import Vocab
-from tests.conftest import make_corpus, wait_until
+from tests.conftest import wait_until
 from tests.test_train import SMALL, write_config
 
 

@@ -20,14 +20,14 @@ from tqdm import tqdm
 
 from charrnn.config import save_config
 from charrnn.train import health
+from charrnn.train.budget import StepTimer, step_horizon, time_horizon
 from charrnn.train.checkpoint import Progress
-from charrnn.train.errors import TrainingError, TrainingInterrupted
+from charrnn.train.errors import TrainingInterrupted
 from charrnn.train.metrics import Metrics
 from charrnn.train.optim import clip_coefficient, clip_grad_value
-from charrnn.train.run import BEST, LAST, Run, open_run, save
-from charrnn.train.budget import StepTimer, step_horizon, time_horizon
 from charrnn.train.plateau import after_evaluation
 from charrnn.train.report import time_eval
+from charrnn.train.run import BEST, LAST, Run, open_run, save
 from charrnn.train.schedule import DECAYING, lr_at, resolved_schedule
 
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}

@@ -28,8 +28,8 @@ from charrnn.train.checkpoint import (
     Progress,
     TrainState,
     load_checkpoint,
-    saved_steps,
     save_checkpoint,
+    saved_steps,
 )
 from charrnn.train.engine import Local, make_engine
 from charrnn.train.errors import TrainingError
