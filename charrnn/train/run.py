@@ -62,6 +62,7 @@ class Run:
     removed: tuple = ()            # temporary files of interrupted writes cleaned from out_dir
     saved: dict = field(default_factory=dict)   # checkpoint name -> step, of this run's folder
     lock: FolderLock | None = None  # held while the run owns its folder
+    created_dir: bool = False      # the run created its folder (and removes it if left empty)
     notes: list = field(default_factory=list)   # what changed on resume, for announce()
     train_ids: np.ndarray | None = None   # the training text's ids (batches cut from them)
     step_seconds: float | None = None     # quick timings of the start-of-run report
@@ -75,13 +76,14 @@ class Run:
         return os.path.join(self.out_dir, name)
 
     def close(self) -> None:
-        """Stop the workers and give the folder up (a folder this run never wrote to goes)."""
+        """Stop the workers and give the folder up (one it created and never wrote to goes)."""
         if self.engine is not None:
             self.engine.close()
         if self.lock is not None:
             self.lock.close()
             self.lock = None
-            remove_empty_folder(self.out_dir)
+            if self.created_dir:
+                remove_empty_folder(self.out_dir)
 
     def rng_states(self) -> dict:
         """The random generators' states, as a checkpoint stores them."""
@@ -163,8 +165,9 @@ def prepare_out_dir(out_dir: str) -> bool:
     return created
 
 
-def own_out_dir(out_dir: str, new_run: bool) -> tuple[FolderLock, tuple]:
-    """(lock, removed temporaries): the run folder, created if needed, locked for this run, and
+def own_out_dir(out_dir: str, new_run: bool) -> tuple[FolderLock, tuple, bool]:
+    """(lock, removed temporaries, created): the run folder, created if needed (created says
+    so), locked for this run, and
     cleaned of temporary files of interrupted writes (safe now that no other run writes there).
     A folder created here is removed again if it cannot be owned."""
     created = prepare_out_dir(out_dir)
@@ -177,7 +180,7 @@ def own_out_dir(out_dir: str, new_run: bool) -> tuple[FolderLock, tuple]:
     try:
         if new_run:
             refuse_existing_run(out_dir)     # again, under the lock: a run may have just begun
-        return lock, tuple(remove_stale_temporaries(out_dir))
+        return lock, tuple(remove_stale_temporaries(out_dir)), created
     except BaseException:
         lock.close()
         raise
@@ -297,10 +300,11 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     if resume is not None:
         notes = change_notes(resumed_config or resume.config, cfg, state.progress,
                              batches.batches_per_epoch, state.workers)
-    lock, removed = (None, ()) if dry_run else own_out_dir(cfg.train.out_dir, resume is None)
+    lock, removed, created = ((None, (), False) if dry_run else
+                              own_out_dir(cfg.train.out_dir, resume is None))
     run = Run(cfg, vocab, model, optimizer, batches, val_ids, dropout_rng, batch_rng, Progress(),
               out_dir=cfg.train.out_dir, corpus=corpus, removed=removed, lock=lock, notes=notes,
-              train_ids=train_ids)
+              train_ids=train_ids, created_dir=created)
     try:
         if resume is not None:
             _restore(run, resume, state)
