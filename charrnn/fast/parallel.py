@@ -195,6 +195,9 @@ class DataParallel:
             raise ValueError("dropout in training needs an rng")
         seeds = rng.integers(0, 2**63, size=shards) if drop else [None] * shards
         weights = np.diff(bounds) / B
+        if targets.min(initial=0) < 0:      # padding (documents mode): weigh by scored targets
+            scored = np.add.reduceat((targets >= 0).sum(axis=1), bounds[:-1])
+            weights = scored / max(int(scored.sum()), 1)
 
         def job(k):
             rows = slice(bounds[k], bounds[k + 1])

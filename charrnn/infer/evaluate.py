@@ -172,6 +172,59 @@ def _evaluate_streams(model, ids: np.ndarray, streams: int, warmup: int, chunk_l
     return total
 
 
+def document_spans(ids: np.ndarray, eod_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the documents of EOD d_1 EOD ... d_n EOD: document i is read from
+    ids[starts[i]] (its EOD) and scores ids[starts[i] + 1 : ends[i] + 1] (itself, then EOD)."""
+    eods = np.flatnonzero(np.asarray(ids) == eod_id)
+    return eods[:-1], eods[1:]
+
+
+def evaluate_documents(model, ids, eod_id: int, max_chars: int | None = None,
+                       chunk_len: int = DEFAULT_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """(nll [D] float64 in nats, scored [D]) of each document of ids (EOD d_1 EOD ... d_n EOD),
+    each read from a zero state: the first D documents whose scored characters fit in max_chars
+    (at least one). Documents up to chunk_len characters run side by side, padded, in batches of
+    about BATCH_CHARS positions; longer ones alone through evaluate_ids. The figures are those of
+    evaluate_ids(EOD + d_i + EOD), up to float rounding."""
+    ids = np.asarray(ids).reshape(-1)
+    starts, ends = document_spans(ids, eod_id)
+    if len(starts) == 0:
+        raise EvalError("the text has no document; evaluation needs at least one")
+    lengths = ends - starts
+    if max_chars is not None:
+        lengths = lengths[:max(1, int(np.searchsorted(np.cumsum(lengths), max_chars, "right")))]
+    nll = np.zeros(len(lengths))
+    for i in np.flatnonzero(lengths > chunk_len):
+        nll[i] = evaluate_ids(model, ids[starts[i]:ends[i] + 1], chunk_len, pipeline=False)[0]
+    short = np.flatnonzero(lengths <= chunk_len)
+    short = short[np.argsort(lengths[short], kind="stable")]
+    at = 0
+    while at < len(short):
+        width = int(lengths[short[min(at + BATCH_ROWS, len(short)) - 1]])
+        rows = short[at:at + max(1, min(BATCH_ROWS, BATCH_CHARS // width))]
+        nll[rows] = _padded_nll(model, ids, starts[rows], lengths[rows], eod_id)
+        at += len(rows)
+    return nll, lengths.astype(np.int64)
+
+
+BATCH_ROWS, BATCH_CHARS = 256, 1 << 15   # documents per forward call, and positions
+
+
+def _padded_nll(model, ids, starts, lengths, eod_id) -> np.ndarray:
+    """Per-row nll of documents read side by side from a zero state, padded after their end."""
+    width = int(lengths.max())
+    t = np.arange(width)
+    valid = t[None, :] < lengths[:, None]
+    pos = np.where(valid, starts[:, None] + t[None, :], 0)
+    x = np.where(valid, ids[pos].astype(np.int64), eod_id)
+    logits, _, _ = model.forward(x)
+    z = logits.astype(np.float64)
+    z -= z.max(axis=2, keepdims=True)
+    lse = np.log(np.exp(z).sum(axis=2))
+    target = np.take_along_axis(z, ids[pos + 1].astype(np.int64)[:, :, None], axis=2)[:, :, 0]
+    return np.where(valid, lse - target, 0.0).sum(axis=1)
+
+
 def evaluate_text(model, vocab, text: str, unknown: str = "error",
                   chunk_len: int = DEFAULT_CHUNK, streams: int = 1,
                   warmup: int = 0, pipeline: bool = True) -> EvalResult:

@@ -33,26 +33,39 @@ def read_text(path: str, warn=None) -> str:
     bytes that are not UTF-8 (charrnn/train/encoding.py: the message names the encoding and the
     iconv command). warn(message) hears about a text where NUL is frequent (default: stderr).
     """
-    name = "standard input" if path == "-" else path
+    return decode_text(read_bytes(path), path, warn)
+
+
+def read_bytes(path: str) -> bytes:
+    """The bytes of a file, or of stdin when path is '-'; DataError when it cannot be read."""
+    name = display_name(path)
     try:
         if path == "-":
-            raw = sys.stdin.buffer.read()
-        else:
-            with open(path, "rb") as f:
-                raw = f.read()
+            return sys.stdin.buffer.read()
+        with open(path, "rb") as f:
+            return f.read()
     except FileNotFoundError:
         raise DataError(f"{name} does not exist; check the path (or pass '-' for stdin)") from None
     except IsADirectoryError:
         raise DataError(f"{name} is a directory; give the path of a UTF-8 text file") from None
     except OSError as e:
         raise DataError(f"cannot read {name}: {e.strerror or e}") from None
+
+
+def decode_text(raw: bytes, path: str, warn=None) -> str:
+    """read_text's decoding of bytes read from `path` (DataError, warn: as read_text's)."""
     try:
-        text, warning = encoding.decode(raw, name)
+        text, warning = encoding.decode(raw, display_name(path))
     except encoding.EncodingError as e:
         raise DataError(str(e)) from None
     if warning:
         (warn or _stderr_warning)(warning)
     return text
+
+
+def display_name(path: str) -> str:
+    """How messages name a path: 'standard input' for '-'."""
+    return "standard input" if path == "-" else path
 
 
 def _stderr_warning(message: str) -> None:

@@ -60,8 +60,12 @@ class SignalCatcher:
 
 def validation_loss(run: Run) -> float:
     """Mean nats/char over the validation text: the same protocol as `charrnn eval`."""
-    from charrnn.infer.evaluate import evaluate_ids
+    from charrnn.infer.evaluate import evaluate_documents, evaluate_ids
 
+    if run.vocab.eod_id is not None:        # documents: each one from a zero state
+        nll, counts = evaluate_documents(run.model, run.val_ids, run.vocab.eod_id,
+                                         max_chars=run.config.train.eval_chars)
+        return float(nll.sum() / counts.sum())
     # a run kept in one process (train.threads: 1) keeps its validation there too
     total, n = evaluate_ids(run.model, run.val_ids, max_chars=run.config.train.eval_chars,
                             pipeline=run.engine.workers > 1)
@@ -95,11 +99,23 @@ def reset_some_streams(carry: tuple | None, prob: float, seed: int, step: int) -
     return carry
 
 
+def zero_rows(carry: tuple | None, rows: np.ndarray) -> tuple | None:
+    """The carried state ([L, B, H] arrays) with the streams where rows is True zeroed."""
+    if carry is None or not rows.any():
+        return carry
+    carry = tuple(part.copy() for part in carry)
+    for part in carry:
+        part[:, rows] = 0
+    return carry
+
+
 def train_step(run: Run) -> tuple[float, float]:
     """One update on the next batch -> (loss, gradient norm before clipping)."""
     cfg, p, b = run.config.train, run.progress, run.batches
     if p.position == 0 or not b.stateful:
         run.carry = None                    # new epoch (or random windows): start from zeros
+    elif hasattr(b, "resets"):              # documents: zero the rows whose document starts
+        run.carry = zero_rows(run.carry, b.resets(p.position))
     else:
         run.carry = reset_some_streams(run.carry, run.config.data.reset_prob, cfg.seed, p.step)
     x, y = b.get(p.position)

@@ -9,6 +9,7 @@ command that reads a checkpoint also takes the folder (resolve_checkpoint).
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import zlib
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import numpy as np
 from charrnn.config import Config, ConfigError, apply_overrides, load_config, parse_override
 from charrnn.fileio import remove_stale_temporaries
 from charrnn.nn.model import CharRNN
+from charrnn.train import corpus as corpus_mod
 from charrnn.train import data as data_mod
 from charrnn.train.checkpoint import (
     RUN_CHECKPOINTS,
@@ -29,6 +31,7 @@ from charrnn.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from charrnn.train.docbatch import make_document_batches
 from charrnn.train.engine import Local, make_engine
 from charrnn.train.errors import TrainingError
 from charrnn.train.optim import flatten_state, make_optimizer, unflatten_state
@@ -55,6 +58,7 @@ class Run:
     engine: object = None          # Local or DataParallel: where the step is computed
     corpus: dict | None = None     # corpus_fingerprint of the ids, saved to check resumes
     removed: tuple = ()            # temporary files of interrupted writes cleaned from out_dir
+    notes: tuple = ()              # what reading the corpus found (files, documents, the split)
 
     def __post_init__(self):
         if self.engine is None:
@@ -88,9 +92,9 @@ def resolve_checkpoint(path: str, say=None) -> str:
 
 
 def out_dir_for(data_path: str) -> str:
-    """The run folder for a corpus given with --data: runs/<file name without its suffix>,
-    runs/stdin for '-'."""
-    stem = "stdin" if data_path == "-" else Path(data_path).stem.lstrip(".")
+    """The run folder for a corpus given with --data: runs/<file or folder name without its
+    suffix> (of a glob: of the part before its first wildcard), runs/stdin for '-'."""
+    stem = "stdin" if data_path == "-" else Path(re.split(r"[*?[]", data_path)[0]).stem.lstrip(".")
     return os.path.join(RUNS_FOLDER, stem or "text")
 
 
@@ -138,28 +142,26 @@ def prepare_out_dir(out_dir: str) -> None:
 
 def load_corpus(cfg: Config, vocab: Vocab | None):
     """(vocab, train ids, val ids) of data.path; the given vocab (from a checkpoint) if any."""
-    text = data_mod.read_text(cfg.data.path)
-    if not text:
+    corpus = read_checked_corpus(cfg, vocab)
+    return corpus.vocab, corpus.train_ids, corpus.val_ids
+
+
+def read_checked_corpus(cfg: Config, vocab: Vocab | None) -> corpus_mod.Corpus:
+    """The corpus of data.path (charrnn/train/corpus.py), checked to make a batch and a
+    validation pass; the given vocab (from a checkpoint) if any."""
+    try:
+        corpus = corpus_mod.read_corpus(cfg.data, vocab)
+    except data_mod.DataError as e:
+        if "is empty" not in str(e):
+            raise
         need = data_mod.min_corpus_chars(cfg.data.val_fraction, cfg.train.batch_size,
                                          cfg.train.seq_len, cfg.data.batching)
-        name = "standard input" if cfg.data.path == "-" else cfg.data.path
-        raise data_mod.DataError(f"the corpus {name} is empty; give data.path a UTF-8 text "
-                                 f"file of at least {need} characters")
-    if vocab is None:
-        vocab = Vocab.from_text(text)
-    else:
-        missing = sorted(set(text) - set(vocab.symbols))
-        if missing:
-            shown = "".join(missing[:20])
-            raise data_mod.DataError(
-                f"{cfg.data.path} has {len(missing)} characters that the checkpoint's vocabulary "
-                f"lacks ({shown!r}); train a new model on this text instead.")
-    ids = vocab.encode(text)
-    del text
-    train_ids, val_ids = data_mod.split_train_val(ids, cfg.data.val_fraction)
-    data_mod.validate_split(train_ids, val_ids, cfg.data.val_fraction, cfg.train.batch_size,
-                            cfg.train.seq_len, cfg.data.batching)
-    return vocab, train_ids, val_ids
+        raise data_mod.DataError(f"{str(e).removesuffix('some UTF-8 text')}a UTF-8 text "
+                                 f"file of at least {need} characters") from None
+    if not corpus.documents:       # documents mode: its batcher checks the pieces (docbatch.py)
+        data_mod.validate_split(corpus.train_ids, corpus.val_ids, cfg.data.val_fraction,
+                                cfg.train.batch_size, cfg.train.seq_len, cfg.data.batching)
+    return corpus
 
 
 def corpus_fingerprint(train_ids: np.ndarray, val_ids: np.ndarray) -> dict:
@@ -218,7 +220,8 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     source = resume or init_from
     if source is not None:
         _check_same_architecture(cfg, source, "resumed" if resume else "--init-from")
-    vocab, train_ids, val_ids = load_corpus(cfg, source.vocab if source else None)
+    text = read_checked_corpus(cfg, source.vocab if source else None)
+    vocab, train_ids, val_ids = text.vocab, text.train_ids, text.val_ids
     corpus = corpus_fingerprint(train_ids, val_ids)
     if state is not None:
         check_same_corpus(cfg, state, corpus)
@@ -230,9 +233,14 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     optimizer = make_optimizer(None, model.params, cfg.train)
     seeds = np.random.SeedSequence(cfg.train.seed).spawn(2)
     dropout_rng, batch_rng = (np.random.default_rng(s) for s in seeds)
-    batches = data_mod.make_batches(train_ids, cfg.train, cfg.data.batching, batch_rng)
+    if vocab.eod_id is not None:
+        batches = make_document_batches(train_ids, vocab.eod_id, cfg.train, cfg.data.batching,
+                                        batch_rng)
+    else:
+        batches = data_mod.make_batches(train_ids, cfg.train, cfg.data.batching, batch_rng)
     run = Run(cfg, vocab, model, optimizer, batches, val_ids, dropout_rng, batch_rng, Progress(),
-              out_dir=cfg.train.out_dir, corpus=corpus, removed=tuple(removed))
+              out_dir=cfg.train.out_dir, corpus=corpus, removed=tuple(removed),
+              notes=tuple(text.notes))
     if resume is not None:
         _restore(run, resume, state)
     run.engine = make_engine(model, optimizer, cfg.train, state.workers if state else None)
@@ -308,12 +316,14 @@ def announce(run: Run, resumed: bool, say) -> None:
     if run.removed:
         say(f"removed {len(run.removed)} temporary file(s) of interrupted writes from {run.out_dir}")
     data = run.config.data.path
-    source = "standard input" if data == "-" else data
+    source = ", ".join(data_mod.display_name(p) for p in ([data] if isinstance(data, str) else data))
     if resumed:
         say(f"resuming the run in {run.out_dir} at step {run.progress.step} ({source})")
     else:
         say(f"training on {source} ({run.corpus['chars']:,} characters, {len(run.vocab)} distinct); "
             f"the run goes to {run.out_dir}")
+        if run.notes:
+            say("; ".join(run.notes))
     say(f"sample from it with: charrnn sample {shlex.quote(run.out_dir)}")
     t = run.config.train
     if t.max_steps is None and t.max_epochs is None and t.max_minutes is None:
