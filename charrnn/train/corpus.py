@@ -218,7 +218,8 @@ def read_corpus(data_cfg, vocab: Vocab | None = None, warn=None) -> Corpus:
     split, held = split_at(sizes, starts, len(text), data_cfg.val_fraction)
     if len(files) > 1:
         notes.insert(0, f"{len(files)} files")
-    notes.append(f"validation: {held}")
+    if len(files) > 1 or docs_mode:          # one plain file: the documented last fraction
+        notes.append(f"validation: {held}")
     vocab = _vocab_for(text, vocab, docs_mode, data_cfg.path)
     ids = vocab.encode(text)
     if docs_mode:
@@ -241,3 +242,18 @@ def _vocab_for(text: str, vocab: Vocab | None, docs_mode: bool, path) -> Vocab:
         raise DataError(f"{path} has {len(missing)} characters that the checkpoint's vocabulary "
                         f"lacks ({shown!r}); train a new model on this text instead.")
     return vocab
+
+
+# -- novelty of samples -------------------------------------------------------------------------
+
+def novelty_marker(data_cfg, vocab: Vocab | None = None):
+    """mark(sample) -> 'train', 'val' or 'new': whether the sample is one of the training split's
+    documents, one of validation's, or neither (as makemore reports). Without documents, whether
+    it occurs in the training text, in the validation text, or in neither. Reads data.path
+    again (DataError when it is gone)."""
+    corpus = read_corpus(data_cfg, vocab, warn=lambda message: None)
+    if corpus.documents:
+        train, val = set(corpus.train_docs), set(corpus.val_docs)
+        return lambda s: "train" if s in train else "val" if s in val else "new"
+    train_text, val_text = corpus.train_docs[0], corpus.val_docs[0]
+    return lambda s: "train" if s in train_text else "val" if s in val_text else "new"
