@@ -158,9 +158,10 @@ CHECKPOINT = click.Path()
     "charrnn train --resume runs/my --set train.max_minutes=30"))
 @click.argument("config_file", metavar="[CONFIG.yaml]", required=False,
                 type=click.Path(dir_okay=False))
-@click.option("--data", "data_path", metavar="FILE|-", type=click.Path(dir_okay=False, allow_dash=True),
-              help="The UTF-8 text to train on (sets data.path; '-': stdin). With no "
-                   "train.out_dir the run goes to runs/<FILE's name>.")
+@click.option("--data", "data_path", metavar="FILE|DIR|GLOB|-", type=click.Path(allow_dash=True),
+              help="The UTF-8 text to train on (sets data.path): a file, a folder (its text "
+                   "files, recursively), a quoted glob, or '-' for stdin. With no "
+                   "train.out_dir the run goes to runs/<its name>.")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override a config value (repeatable), e.g. --set train.lr=0.001.")
 @click.option("--resume", "resume_dir", metavar="RUN_DIR", type=click.Path(),
@@ -296,7 +297,7 @@ def diagnose_command(checkpoint, text_file, window, offset, as_json, plot_path):
         plot_path = output_path(plot_path)[0]      # a bad suffix fails before the work
     checkpoint = _checkpoint(checkpoint)
     model, vocab, _ = load_model(checkpoint)
-    result = diagnose_text(model, vocab, read_text(text_file), window, offset)
+    result = diagnose_text(model, vocab, read_text(text_file, warn=_warn), window, offset)
     result["checkpoint"] = checkpoint
     if plot_path:
         written = plot_decay(result, plot_path, title=f"{checkpoint}: gradient through time")
@@ -394,7 +395,7 @@ def sample_command(checkpoint, length, temperature, greedy, top_k, top_p, prime,
         separator = r"\n"                           # one document per line
     marker = _novelty_marker(ckpt, vocab, novelty, documents != "none" and as_json)
     if prime_file is not None:
-        prime_text = read_text(prime_file)
+        prime_text = read_text(prime_file, warn=_warn)
     else:
         prime_text = saved.prime if prime is None else prime
     write_samples(model, vocab, sys.stdout, prime=prime_text, unknown=unknown, length=length,
@@ -456,7 +457,8 @@ def eval_command(checkpoint, text_file, as_json, unknown, chunk_len, streams, wa
 
     CHECKPOINT is a .safetensors file or a run folder (its best checkpoint, else its last).
     One sequential pass from a zero state: every character but the first is predicted from all
-    the characters before it. --streams 32 is about 1.5x faster, and approximate: each
+    the characters before it. A model trained with data.documents scores each document of the
+    text from a zero state, its end-of-document symbol included (--json: each one's figures). --streams 32 is about 1.5x faster, and approximate: each
     segment is read from --warmup characters before it instead of from the start.
     """
     import json
@@ -467,9 +469,16 @@ def eval_command(checkpoint, text_file, as_json, unknown, chunk_len, streams, wa
 
     if text_file == "-" and sys.stdin.isatty():
         raise UserError("give a text FILE, or pipe the text into standard input", exit_code=2)
-    model, vocab, _ = load_model(_checkpoint(checkpoint))
-    result = evaluate_text(model, vocab, read_text(text_file), unknown, chunk_len, streams, warmup,
-                           pipeline=not one_process)
+    model, vocab, ckpt = load_model(_checkpoint(checkpoint))
+    if vocab.eod is not None:           # documents mode: each document from a zero state
+        from charrnn.infer.evaluate import evaluate_document_list
+        from charrnn.train.corpus import split_documents
+
+        docs = split_documents(read_text(text_file, warn=_warn), ckpt.config.data.documents)
+        result = evaluate_document_list(model, vocab, docs, unknown, chunk_len)
+    else:
+        result = evaluate_text(model, vocab, read_text(text_file, warn=_warn), unknown, chunk_len,
+                               streams, warmup, pipeline=not one_process)
     if result.chars_skipped:
         _warn(f"skipped {result.chars_skipped} character(s) not in the model's vocabulary")
     click.echo(json.dumps(result.to_dict()) if as_json else format_result(result))

@@ -34,6 +34,8 @@ Public API:
                 warmup=0, pipeline=True) -> EvalResult
   EvalResult(loss, bits_per_char, perplexity, chars_scored, chars_skipped, streams,
              warmup).to_dict()
+  evaluate_documents(model, ids, eod_id, max_chars=None) -> (nll per document, scored per document)
+  evaluate_document_list(model, vocab, docs, unknown="error") -> EvalResult with .documents
   format_result(result) -> str                     the lines `charrnn eval` prints
   encode_text(vocab, text, unknown, what) -> (ids, n_skipped, unknown_chars)
   EvalError        a text that cannot be evaluated (empty, one character)
@@ -94,9 +96,13 @@ class EvalResult:
     chars_skipped: int = 0  # characters dropped as outside the vocabulary (--unknown skip)
     streams: int = 1        # parallel streams (1: the exact protocol)
     warmup: int = 0         # characters each stream reads before its segment (streams > 1)
+    documents: list | None = None   # documents mode: [{"document", "chars_scored", "loss"}]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.documents is None:
+            del d["documents"]
+        return d
 
 
 def _chunk_nll(logits: np.ndarray, targets: np.ndarray) -> float:
@@ -248,6 +254,25 @@ def evaluate_text(model, vocab, text: str, unknown: str = "error",
                       warmup=warmup if streams > 1 else 0)
 
 
+def evaluate_document_list(model, vocab, docs: list[str], unknown: str = "error",
+                           chunk_len: int = DEFAULT_CHUNK) -> EvalResult:
+    """Evaluate documents (a documents-mode model: vocab.eod set), each from a zero state: it
+    reads EOD then the document and scores the document's characters and the EOD after it.
+    loss = the sum over documents / the characters scored; result.documents has each one's."""
+    if not docs:
+        raise EvalError("the text has no document (documents mode: no non-empty line or "
+                        "paragraph); evaluation needs at least one")
+    eod = vocab.eod
+    ids, skipped, _ = encode_text(vocab, eod + eod.join(docs) + eod, unknown, "the text")
+    nll, counts = evaluate_documents(model, ids, vocab.eod_id, chunk_len=chunk_len)
+    loss = float(nll.sum() / counts.sum())
+    per = [{"document": i, "chars_scored": int(n), "loss": float(v / n)}
+           for i, (v, n) in enumerate(zip(nll, counts))]
+    return EvalResult(loss=loss, bits_per_char=loss / math.log(2),
+                      perplexity=math.exp(loss) if loss < 700 else math.inf,
+                      chars_scored=int(counts.sum()), chars_skipped=int(skipped), documents=per)
+
+
 def format_result(r: EvalResult) -> str:
     """The human-readable lines of `charrnn eval` (without --json)."""
     lines = [f"loss:          {r.loss:.6f} nats/char",
@@ -256,6 +281,8 @@ def format_result(r: EvalResult) -> str:
              f"chars scored:  {r.chars_scored}"]
     if r.chars_skipped:
         lines.append(f"chars skipped: {r.chars_skipped}")
+    if r.documents is not None:
+        lines.append(f"documents:     {len(r.documents)}, each from a zero state (--json: each one's loss)")
     if r.streams > 1:
         lines.append(f"protocol:      {r.streams} parallel streams, {r.warmup} characters of "
                      f"warm-up each (approximate; --streams 1 is exact)")

@@ -99,8 +99,8 @@ def _walk(path: str) -> list[str]:
     found = []
     for root, dirs, files in os.walk(path):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.join(root, f) for f in sorted(files) if not f.startswith(".")]
-    return found
+        found += [os.path.join(root, f) for f in files if not f.startswith(".")]
+    return sorted(found)
 
 
 def is_binary(raw: bytes) -> bool:
@@ -129,7 +129,7 @@ def read_files(spec, skip_invalid: bool = False, warn=None) -> tuple[list[tuple[
     if binary:
         notes.append(f"skipped {binary} binary file{'s' if binary > 1 else ''}")
     if invalid:
-        notes.append(f"skipped {invalid} file{'s' if invalid > 1 else ''} that are not UTF-8")
+        notes.append(f"skipped {invalid} file{'s that are' if invalid > 1 else ' that is'} not UTF-8")
     if not texts:
         raise DataError(f"data.path ({spec}) has no text file to read")
     return texts, notes
