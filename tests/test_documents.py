@@ -231,3 +231,32 @@ def test_checkpoints_without_documents_store_no_symbol_and_load_as_before(tmp_pa
     assert "eod" not in meta and load_checkpoint(path).vocab.eod is None
     with pytest.raises(ValueError, match="not among the symbols"):
         Vocab(["a", "b"], eod=EOD)
+
+
+def test_a_documents_run_resumes_bit_for_bit(tmp_path):
+    (tmp_path / "names.txt").write_text("\n".join(NAMES * 3) + "\n")
+    common = ["--data", str(tmp_path / "names.txt"), "-q", "--set", "data.documents=lines",
+              "--set", "model.hidden_size=8", "--set", "model.layers=1", "--set",
+              "train.batch_size=4", "--set", "train.seq_len=5", "--set", "train.threads=1",
+              "--set", "train.eval_every=5"]
+    for out, steps in (("a", 12), ("b", 7)):
+        r = CliRunner().invoke(cli, ["train", *common, "--set", f"train.max_steps={steps}",
+                                     "--set", f"train.out_dir={tmp_path / out}"])
+        assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "b"), "-q",
+                                 "--set", "train.max_steps=12"])
+    assert r.exit_code == 0, r.output
+    a, b = (load_checkpoint(str(tmp_path / d / "last.safetensors")) for d in "ab")
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name])
+
+
+def test_the_periodic_sample_shows_one_document_per_line(names_run):
+    from charrnn.train import loop
+    from charrnn.train.run import open_run
+
+    ckpt = load_checkpoint(str(names_run / "run" / "last.safetensors"))
+    cfg = ckpt.config
+    cfg.train.out_dir = str(names_run / "other")
+    text = loop.sample_text(open_run(cfg))
+    assert EOD not in text and text.count("\n") >= 2

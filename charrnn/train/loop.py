@@ -216,11 +216,15 @@ def evaluate_and_keep_best(run: Run, metrics: Metrics, started: float, log, quie
 def sample_text(run: Run) -> str:
     from charrnn.infer.sample import generate
 
-    opts = run.config.sample                   # the settings `charrnn sample` will default to
-    chars = generate(run.model, run.vocab, length=run.config.train.sample_chars,
-                     prime=opts.prime, temperature=opts.temperature, top_k=opts.top_k,
+    opts, vocab = run.config.sample, run.vocab   # the settings `charrnn sample` will default to
+    prime = opts.prime
+    if vocab.eod is not None:                  # documents: from the start symbol, one per line
+        prime = [vocab.eod_id, *vocab.encode(prime).tolist()]
+    chars = generate(run.model, vocab, length=run.config.train.sample_chars,
+                     prime=prime, temperature=opts.temperature, top_k=opts.top_k,
                      top_p=opts.top_p, seed=run.progress.step)
-    return "".join(chars)
+    text = "".join(chars)
+    return text if vocab.eod is None else opts.prime + text.replace(vocab.eod, "\n" + opts.prime)
 
 
 def run_training(cfg, resume_dir: str | None = None, init_from: str | None = None,
