@@ -301,6 +301,10 @@ def write_samples(model, vocab: Vocab, out, *, prime: str = "", unknown: str = "
                              as_json=as_json, echo=echo, novelty=novelty, temperature=t)
         last = marks.pop("", last)
         if novelty is not None:
+            if not as_json and not last.endswith("\n"):     # the samples' last line, then the note
+                out.write("\n")
+                out.flush()
+                last = "\n"
             note(novelty_line(marks, num_samples, t if len(temperatures) > 1 else None))
     if not as_json and not last.endswith("\n"):
         out.write("\n")
