@@ -158,9 +158,10 @@ CHECKPOINT = click.Path()
     "charrnn train --resume runs/my --set train.max_minutes=30"))
 @click.argument("config_file", metavar="[CONFIG.yaml]", required=False,
                 type=click.Path(dir_okay=False))
-@click.option("--data", "data_path", metavar="FILE|-", type=click.Path(dir_okay=False, allow_dash=True),
-              help="The UTF-8 text to train on (sets data.path; '-': stdin). With no "
-                   "train.out_dir the run goes to runs/<FILE's name>.")
+@click.option("--data", "data_path", metavar="FILE|DIR|GLOB|-", type=click.Path(allow_dash=True),
+              help="The UTF-8 text to train on (sets data.path): a file, a folder (its text "
+                   "files, recursively), a quoted glob, or '-' for stdin. With no "
+                   "train.out_dir the run goes to runs/<its name>.")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override a config value (repeatable), e.g. --set train.lr=0.001.")
 @click.option("--resume", "resume_dir", metavar="RUN_DIR", type=click.Path(),
@@ -314,7 +315,7 @@ def diagnose_command(checkpoint, text_file, window, offset, as_json, plot_path):
         plot_path = output_path(plot_path)[0]      # a bad suffix fails before the work
     checkpoint = _checkpoint(checkpoint)
     model, vocab, _ = load_model(checkpoint)
-    result = diagnose_text(model, vocab, read_text(text_file), window, offset)
+    result = diagnose_text(model, vocab, read_text(text_file, warn=_warn), window, offset)
     result["checkpoint"] = checkpoint
     if plot_path:
         written = plot_decay(result, plot_path, title=f"{checkpoint}: gradient through time")
@@ -355,8 +356,10 @@ def _warn(message: str) -> None:
 @click.argument("checkpoint", metavar="CHECKPOINT|RUN_DIR", type=CHECKPOINT)
 @click.option("-n", "--length", type=int,
               help="Characters to generate per sample, not counting the prime.  [default: 500]")
-@click.option("-t", "--temperature", type=float,
-              help="> 0; below 1 is safer and more repetitive, above 1 wilder.  [default: 1.0]")
+@click.option("-t", "--temperature", metavar="T[,T...]",
+              help="> 0; below 1 is safer and more repetitive, above 1 wilder. Several "
+                   "(0.5,0.8,1.2): the samples once per temperature, labelled, from the same "
+                   "prime and seed.  [default: 1.0]")
 @click.option("--greedy", is_flag=True, help="Always take the most likely character (--temperature is ignored).")
 @click.option("--top-k", type=int, metavar="K", help="Sample only from the K most likely characters.")
 @click.option("--top-p", type=float, metavar="P",
@@ -374,8 +377,12 @@ def _warn(message: str) -> None:
 @click.option("--echo/--no-echo", default=True, show_default=True, help="Print the prime first.")
 @click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True,
               help="Prime characters outside the vocabulary: fail, or drop them with a warning.")
+@click.option("--novelty/--no-novelty", default=None,
+              help="Mark each sample as in the training split, in validation, or new, and print "
+                   "the share of new ones on stderr (reads the run's data.path again). Default: "
+                   "on for a documents-mode model with --json.")
 def sample_command(checkpoint, length, temperature, greedy, top_k, top_p, prime, prime_file, seed,
-                   num_samples, separator, stop, as_json, echo, unknown):
+                   num_samples, separator, stop, as_json, echo, unknown, novelty):
     """Generate text from CHECKPOINT, streamed to stdout as it is produced.
 
     CHECKPOINT is a .safetensors file or a run folder (its best checkpoint, else its last).
@@ -393,21 +400,54 @@ def sample_command(checkpoint, length, temperature, greedy, top_k, top_p, prime,
     model, vocab, ckpt = load_model(_checkpoint(checkpoint))
     saved = ckpt.config.sample
     length = saved.length if length is None else length
-    temperature = saved.temperature if temperature is None else temperature
+    temperature = saved.temperature if temperature is None else _temperatures(temperature)
     if greedy:
         temperature = 1.0       # the argmax does not depend on it: -t is ignored, not checked
     top_k = saved.top_k if top_k is None else top_k
     top_p = saved.top_p if top_p is None else top_p
     seed = saved.seed if seed is None else seed
-    check_settings(length, temperature, top_k, top_p)
+    for t in temperature if isinstance(temperature, list) else [temperature]:
+        check_settings(length, t, top_k, top_p)
+    documents = ckpt.config.data.documents if vocab.eod is not None else "none"
+    if separator is None and documents == "lines":
+        separator = r"\n"                           # one document per line
+    marker = _novelty_marker(ckpt, vocab, novelty, documents != "none" and as_json)
     if prime_file is not None:
-        prime_text = read_text(prime_file)
+        prime_text = read_text(prime_file, warn=_warn)
     else:
         prime_text = saved.prime if prime is None else prime
     write_samples(model, vocab, sys.stdout, prime=prime_text, unknown=unknown, length=length,
                   temperature=temperature, greedy=greedy, top_k=top_k, top_p=top_p,
                   seed=seed, num_samples=num_samples, separator=unescape(separator),
-                  stop=unescape(stop), as_json=as_json, echo=echo, warn=_warn)
+                  stop=unescape(stop), as_json=as_json, echo=echo, warn=_warn, novelty=marker,
+                  note=_note)
+
+
+def _temperatures(text: str):
+    """A -t value: one number, or a list of them for 't1,t2,...'."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise SampleError(f"--temperature must be a number > 0, or several separated by commas "
+                          f"(0.5,0.8,1.2); got {text!r}") from None
+    return values if len(values) > 1 else values[0]
+
+
+def _novelty_marker(ckpt, vocab, novelty: bool | None, by_default: bool):
+    """The novelty mark of `charrnn sample` (corpus.novelty_marker), or None when off. On by
+    default only: a training text that cannot be read is a warning, not an error."""
+    from charrnn.train.corpus import novelty_marker
+
+    if novelty is False or (novelty is None and not by_default):
+        return None
+    try:
+        return novelty_marker(ckpt.config.data, vocab)
+    except DataError as error:
+        if novelty:
+            raise DataError(f"--novelty reads the run's training text (data.path), which "
+                            f"failed: {error}") from None
+        _warn(f"samples not marked for novelty: the run's training text cannot be read ({error})")
+        return None
 
 
 @cli.command("eval", epilog=examples(
@@ -435,7 +475,8 @@ def eval_command(checkpoint, text_file, as_json, unknown, chunk_len, streams, wa
 
     CHECKPOINT is a .safetensors file or a run folder (its best checkpoint, else its last).
     One sequential pass from a zero state: every character but the first is predicted from all
-    the characters before it. --streams 32 is about 1.5x faster, and approximate: each
+    the characters before it. A model trained with data.documents scores each document of the
+    text from a zero state, its end-of-document symbol included (--json: each one's figures). --streams 32 is about 1.5x faster, and approximate: each
     segment is read from --warmup characters before it instead of from the start.
     """
     import json
@@ -446,9 +487,16 @@ def eval_command(checkpoint, text_file, as_json, unknown, chunk_len, streams, wa
 
     if text_file == "-" and sys.stdin.isatty():
         raise UserError("give a text FILE, or pipe the text into standard input", exit_code=2)
-    model, vocab, _ = load_model(_checkpoint(checkpoint))
-    result = evaluate_text(model, vocab, read_text(text_file), unknown, chunk_len, streams, warmup,
-                           pipeline=not one_process)
+    model, vocab, ckpt = load_model(_checkpoint(checkpoint))
+    if vocab.eod is not None:           # documents mode: each document from a zero state
+        from charrnn.infer.evaluate import evaluate_document_list
+        from charrnn.train.corpus import split_documents
+
+        docs = split_documents(read_text(text_file, warn=_warn), ckpt.config.data.documents)
+        result = evaluate_document_list(model, vocab, docs, unknown, chunk_len)
+    else:
+        result = evaluate_text(model, vocab, read_text(text_file, warn=_warn), unknown, chunk_len,
+                               streams, warmup, pipeline=not one_process)
     if result.chars_skipped:
         _warn(f"skipped {result.chars_skipped} character(s) not in the model's vocabulary")
     click.echo(json.dumps(result.to_dict()) if as_json else format_result(result))

@@ -20,6 +20,7 @@ import math
 import re
 import sys
 import tokenize
+import types
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -37,13 +38,20 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    path: str = "data/shakespeare.txt"  # a UTF-8 text file, or '-' for stdin
+    # a UTF-8 text file, '-' for stdin, a folder (its text files, recursively, in sorted
+    # order), a glob such as lyrics/*.txt, or a list of these
+    path: str | list = "data/shakespeare.txt"
     val_fraction: float = 0.1  # the last fraction is validation (as nanoGPT, so figures compare)
     batching: str = "contiguous"  # contiguous: char-rnn streams, state carried; random: windows
     # contiguous: the chance, per batch and stream, that the carried state is zeroed. Sampling
     # and evaluation start from a zero state; a model that only met one at epoch starts
     # predicts its first few characters worse than a unigram model (0 = reset at epochs only)
     reset_prob: float = 0.01
+    # none: one stream of text | lines: each line is a document (names, titles) | blank:
+    # documents separated by empty lines. Documents end with a reserved symbol, training starts
+    # each from a zero state, samples are one document each (docs/documents.md)
+    documents: str = "none"
+    skip_invalid: bool = False  # skip files that are not UTF-8 (with a warning) instead of failing
 
 
 @dataclass
@@ -128,6 +136,7 @@ SECTIONS = ("data", "model", "train", "sample")
 # Allowed values of the string fields that are choices.
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.batching": ("contiguous", "random"),
+    "data.documents": ("none", "lines", "blank"),
     "model.cell": tuple(CELLS),
     "model.nonlinearity": ("tanh", "relu"),
     "model.init": ("default", "orthogonal", "identity"),
@@ -293,6 +302,12 @@ def _coerce(name: str, value: Any, base: type, nullable: bool) -> Any:
         if nullable:
             return None
         raise ConfigError(f"{name} must not be null; set a value or remove the key")
+    if isinstance(base, types.UnionType):          # data.path: a string or a list of them
+        return _coerce_paths(name, value)
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name} must be true or false; got {_show(value)}")
     if base is int:
         # bool is a subclass of int in Python; `layers: true` is a mistake, not 1.
         if isinstance(value, int) and not isinstance(value, bool):
@@ -311,6 +326,17 @@ def _coerce(name: str, value: Any, base: type, nullable: bool) -> Any:
     if name in CHOICES and value not in CHOICES[name]:
         raise ConfigError(f"{name} must be one of {', '.join(CHOICES[name])}; got {value!r}")
     return value
+
+
+def _coerce_paths(name: str, value: Any) -> str | list:
+    """A path string, or a non-empty list of path strings (data.path)."""
+    if isinstance(value, str):
+        return value
+    if (isinstance(value, list) and value
+            and all(isinstance(v, str) and v.strip() for v in value)):
+        return list(value)
+    raise ConfigError(f"{name} must be a string; got {_show(value)} (quote it in YAML), or a "
+                      f"non-empty list of path strings")
 
 
 def _set(cfg: Config, section: str, key: str, value: Any) -> None:
@@ -356,7 +382,8 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         raise _unknown_section(section)
     if key not in _section_fields(section):
         raise _unknown_key(section, key)
-    if _field_type(section, key)[0] is str:
+    base = _field_type(section, key)[0]
+    if base is str or isinstance(base, types.UnionType):   # data.path too: one path, literally
         return section, key, raw
     try:
         value = yaml.safe_load(raw) if raw.strip() else None

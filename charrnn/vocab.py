@@ -6,8 +6,10 @@ of CHUNK characters written into one preallocated output array, so encoding a 10
 about the text plus the ids plus a few MB, never the 4x of a whole-text UTF-32 copy.
 
 API summary:
-  Vocab.from_text(text) / Vocab(symbols) / Vocab.from_list(symbols) / Vocab.from_json(s)
+  Vocab.from_text(text, eod=None) / Vocab(symbols, eod=None) / Vocab.from_list(symbols, eod=None)
+  / Vocab.from_json(s)
   vocab.symbols, len(vocab), char in vocab, vocab.index(char), vocab.dtype
+  vocab.eod, vocab.eod_id                    the reserved end-of-document symbol (documents mode) or None
   vocab.encode(text) -> ids                  raises UnknownCharactersError on unseen characters
   vocab.encode_skipping(text) -> (ids, n_skipped, unknown_chars)   drops unseen characters
   vocab.decode(ids) -> str
@@ -24,6 +26,10 @@ import numpy as np
 CHUNK = 1 << 18  # characters per encoding chunk: ~4 MB of temporaries (int64 indices, int32 ids), few calls
 
 _SENTINEL = -1  # lookup-table value for "not in the vocabulary"
+
+# The end-of-document symbol of documents mode (U+0003, ASCII's END OF TEXT): a vocabulary
+# reserves it with `eod`, and checkpoints store it beside the symbol list.
+EOD = "\x03"
 
 
 class UnknownCharactersError(ValueError):
@@ -67,10 +73,16 @@ def _ids_dtype(n: int) -> np.dtype:
 
 
 class Vocab:
-    """An ordered set of single characters; a character's id is its position in `symbols`."""
+    """An ordered set of single characters; a character's id is its position in `symbols`.
 
-    def __init__(self, symbols: Iterable[str]):
+    eod: the symbol reserved as end of document (one of `symbols`), or None: no documents.
+    """
+
+    def __init__(self, symbols: Iterable[str], eod: str | None = None):
         symbols = list(symbols)
+        if eod is not None and eod not in symbols:
+            raise ValueError(f"the end-of-document symbol {eod!r} is not among the symbols")
+        self.eod = eod
         for s in symbols:
             if not isinstance(s, str) or len(s) != 1:
                 raise ValueError(f"vocabulary symbols must be single characters; got {s!r}")
@@ -84,20 +96,22 @@ class Vocab:
         top = int(self._codes.max()) + 1 if symbols else 0
         self._table = np.full(top + 1, _SENTINEL, dtype=np.int32)
         self._table[self._codes] = np.arange(len(symbols), dtype=np.int32)
+        self.eod_id = None if eod is None else self._index[eod]
 
     @classmethod
-    def from_text(cls, text: str) -> Vocab:
-        """Every distinct character of `text`, in code-point order (as char-rnn and nanoGPT)."""
-        seen = np.zeros(0, dtype=np.int64)
+    def from_text(cls, text: str, eod: str | None = None) -> Vocab:
+        """Every distinct character of `text` (and `eod`, reserved), in code-point order (as
+        char-rnn and nanoGPT)."""
+        seen = np.zeros(0, dtype=np.int64) if eod is None else np.array([ord(eod)])
         for chunk in _chunks(text):
             present = np.flatnonzero(np.bincount(_code_points(chunk)))
             seen = np.union1d(seen, present)
-        return cls(chr(int(c)) for c in seen)
+        return cls((chr(int(c)) for c in seen), eod=eod)
 
     @classmethod
-    def from_list(cls, symbols: list[str]) -> Vocab:
-        """Rebuild from `to_list()` output (symbols in id order)."""
-        return cls(symbols)
+    def from_list(cls, symbols: list[str], eod: str | None = None) -> Vocab:
+        """Rebuild from `to_list()` output (symbols in id order) and the stored `eod`."""
+        return cls(symbols, eod=eod)
 
     @classmethod
     def from_json(cls, text: str) -> Vocab:
@@ -120,7 +134,7 @@ class Vocab:
         return char in self._index
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocab) and self.symbols == other.symbols
+        return isinstance(other, Vocab) and (self.symbols, self.eod) == (other.symbols, other.eod)
 
     def __repr__(self) -> str:
         return f"Vocab({len(self)} symbols)"

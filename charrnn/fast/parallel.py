@@ -25,6 +25,8 @@ the same numbers as one full-batch call up to float rounding (the sums run in an
 where each shard's backward already scales its gradient by B_k / B (loss_backward's scale), so
 merging is one addition per worker over the flat buffer rather than two scalings and an add,
 and the same bits whichever of processes or threads run the shards.
+With padded targets (documents mode: charrnn/train/docbatch.py) the loss is the mean over the
+scored targets, so B_k / B becomes shard k's share of them; without padding nothing changes.
 Dropout masks come from one generator per shard, seeded from the run's dropout generator in
 shard order, so a run is reproducible and resumes exactly whatever the workers' timing.
 """
@@ -209,6 +211,9 @@ class DataParallel:
             raise ValueError("dropout in training needs an rng")
         seeds = rng.integers(0, 2**63, size=shards) if drop else [None] * shards
         weights = np.diff(bounds) / B
+        if targets.min(initial=0) < 0:      # padding (documents mode): weigh by scored targets
+            scored = np.add.reduceat((targets >= 0).sum(axis=1), bounds[:-1])
+            weights = scored / max(int(scored.sum()), 1)
 
         def job(k):
             rows = slice(bounds[k], bounds[k + 1])

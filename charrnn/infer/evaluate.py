@@ -34,6 +34,8 @@ Public API:
                 warmup=0, pipeline=True) -> EvalResult
   EvalResult(loss, bits_per_char, perplexity, chars_scored, chars_skipped, streams,
              warmup).to_dict()
+  evaluate_documents(model, ids, eod_id, max_chars=None) -> (nll per document, scored per document)
+  evaluate_document_list(model, vocab, docs, unknown="error") -> EvalResult with .documents
   format_result(result) -> str                     the lines `charrnn eval` prints
   encode_text(vocab, text, unknown, what) -> (ids, n_skipped, unknown_chars)
   EvalError        a text that cannot be evaluated (empty, one character)
@@ -95,9 +97,13 @@ class EvalResult:
     chars_skipped: int = 0  # characters dropped as outside the vocabulary (--unknown skip)
     streams: int = 1        # parallel streams (1: the exact protocol)
     warmup: int = 0         # characters each stream reads before its segment (streams > 1)
+    documents: list | None = None   # documents mode: [{"document", "chars_scored", "loss"}]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.documents is None:
+            del d["documents"]
+        return d
 
 
 def _chunk_nll(logits: np.ndarray, targets: np.ndarray) -> float:
@@ -181,6 +187,59 @@ def _evaluate_streams(model, ids: np.ndarray, streams: int, warmup: int, chunk_l
     return total
 
 
+def document_spans(ids: np.ndarray, eod_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the documents of EOD d_1 EOD ... d_n EOD: document i is read from
+    ids[starts[i]] (its EOD) and scores ids[starts[i] + 1 : ends[i] + 1] (itself, then EOD)."""
+    eods = np.flatnonzero(np.asarray(ids) == eod_id)
+    return eods[:-1], eods[1:]
+
+
+def evaluate_documents(model, ids, eod_id: int, max_chars: int | None = None,
+                       chunk_len: int = DEFAULT_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """(nll [D] float64 in nats, scored [D]) of each document of ids (EOD d_1 EOD ... d_n EOD),
+    each read from a zero state: the first D documents whose scored characters fit in max_chars
+    (at least one). Documents up to chunk_len characters run side by side, padded, in batches of
+    about BATCH_CHARS positions; longer ones alone through evaluate_ids. The figures are those of
+    evaluate_ids(EOD + d_i + EOD), up to float rounding."""
+    ids = np.asarray(ids).reshape(-1)
+    starts, ends = document_spans(ids, eod_id)
+    if len(starts) == 0:
+        raise EvalError("the text has no document; evaluation needs at least one")
+    lengths = ends - starts
+    if max_chars is not None:
+        lengths = lengths[:max(1, int(np.searchsorted(np.cumsum(lengths), max_chars, "right")))]
+    nll = np.zeros(len(lengths))
+    for i in np.flatnonzero(lengths > chunk_len):
+        nll[i] = evaluate_ids(model, ids[starts[i]:ends[i] + 1], chunk_len, pipeline=False)[0]
+    short = np.flatnonzero(lengths <= chunk_len)
+    short = short[np.argsort(lengths[short], kind="stable")]
+    at = 0
+    while at < len(short):
+        width = int(lengths[short[min(at + BATCH_ROWS, len(short)) - 1]])
+        rows = short[at:at + max(1, min(BATCH_ROWS, BATCH_CHARS // width))]
+        nll[rows] = _padded_nll(model, ids, starts[rows], lengths[rows], eod_id)
+        at += len(rows)
+    return nll, lengths.astype(np.int64)
+
+
+BATCH_ROWS, BATCH_CHARS = 256, 1 << 15   # documents per forward call, and positions
+
+
+def _padded_nll(model, ids, starts, lengths, eod_id) -> np.ndarray:
+    """Per-row nll of documents read side by side from a zero state, padded after their end."""
+    width = int(lengths.max())
+    t = np.arange(width)
+    valid = t[None, :] < lengths[:, None]
+    pos = np.where(valid, starts[:, None] + t[None, :], 0)
+    x = np.where(valid, ids[pos].astype(np.int64), eod_id)
+    logits, _, _ = model.forward(x)
+    z = logits.astype(np.float64)
+    z -= z.max(axis=2, keepdims=True)
+    lse = np.log(np.exp(z).sum(axis=2))
+    target = np.take_along_axis(z, ids[pos + 1].astype(np.int64)[:, :, None], axis=2)[:, :, 0]
+    return np.where(valid, lse - target, 0.0).sum(axis=1)
+
+
 def evaluate_text(model, vocab, text: str, unknown: str = "error",
                   chunk_len: int = DEFAULT_CHUNK, streams: int = 1,
                   warmup: int = 0, pipeline: bool = True) -> EvalResult:
@@ -204,6 +263,25 @@ def evaluate_text(model, vocab, text: str, unknown: str = "error",
                       warmup=warmup if streams > 1 else 0)
 
 
+def evaluate_document_list(model, vocab, docs: list[str], unknown: str = "error",
+                           chunk_len: int = DEFAULT_CHUNK) -> EvalResult:
+    """Evaluate documents (a documents-mode model: vocab.eod set), each from a zero state: it
+    reads EOD then the document and scores the document's characters and the EOD after it.
+    loss = the sum over documents / the characters scored; result.documents has each one's."""
+    if not docs:
+        raise EvalError("the text has no document (documents mode: no non-empty line or "
+                        "paragraph); evaluation needs at least one")
+    eod = vocab.eod
+    ids, skipped, _ = encode_text(vocab, eod + eod.join(docs) + eod, unknown, "the text")
+    nll, counts = evaluate_documents(model, ids, vocab.eod_id, chunk_len=chunk_len)
+    loss = float(nll.sum() / counts.sum())
+    per = [{"document": i, "chars_scored": int(n), "loss": float(v / n)}
+           for i, (v, n) in enumerate(zip(nll, counts))]
+    return EvalResult(loss=loss, bits_per_char=loss / math.log(2),
+                      perplexity=math.exp(loss) if loss < 700 else math.inf,
+                      chars_scored=int(counts.sum()), chars_skipped=int(skipped), documents=per)
+
+
 def format_result(r: EvalResult) -> str:
     """The human-readable lines of `charrnn eval` (without --json)."""
     lines = [f"loss:          {r.loss:.6f} nats/char",
@@ -212,6 +290,8 @@ def format_result(r: EvalResult) -> str:
              f"chars scored:  {r.chars_scored}"]
     if r.chars_skipped:
         lines.append(f"chars skipped: {r.chars_skipped}")
+    if r.documents is not None:
+        lines.append(f"documents:     {len(r.documents)}, each from a zero state (--json: each one's loss)")
     if r.streams > 1:
         lines.append(f"protocol:      {r.streams} parallel streams, {r.warmup} characters of "
                      f"warm-up each (approximate; --streams 1 is exact)")

@@ -14,7 +14,8 @@ Public API:
       .prime(text)                       feed a prime (or the default start character)
       .sample(length, rng, stop=None)    one sample from the primed state, as an iterator of chars
   write_samples(model, vocab, out, *, prime, unknown, num_samples, separator, echo, as_json,
-                warn, ...)                 what `charrnn sample` does: stream samples to `out`
+                warn, temperature (one or a list), novelty, note, ...)
+                                         what `charrnn sample` does: stream samples to `out`
   unescape(text)                         \\n, \\t, \\r and \\\\ in --stop / --separator values
   SampleError                            a bad sampling setting (the CLI exits with status 2)
 """
@@ -245,21 +246,34 @@ def _stream(chars: Iterator[str], out) -> str:
 
 
 def write_samples(model, vocab: Vocab, out, *, prime: str = "", unknown: str = "error",
-                  length: int = 500, temperature: float = 1.0, greedy: bool = False,
+                  length: int = 500, temperature=1.0, greedy: bool = False,
                   top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
                   num_samples: int = 1, separator: str | None = None, stop: str | None = None,
                   as_json: bool = False, echo: bool = True,
-                  warn: Callable[[str], None] = lambda message: None) -> None:
+                  warn: Callable[[str], None] = lambda message: None,
+                  novelty: Callable[[str], str] | None = None,
+                  note: Callable[[str], None] = lambda message: None) -> None:
     """Generate `num_samples` samples and stream them to the text file `out`.
 
     Text mode: each sample is the prime (unless echo is False) then the generated characters,
     written as they are generated; samples are separated by exactly one blank line, or by
     `separator` written as given; the output ends with a newline. JSON mode: one object per
-    line and sample, {"sample", "prime", "text", "length", "stopped"}, where text is the
-    generated part only. A prime with characters outside the vocabulary raises UnknownTextError,
-    or with unknown='skip' drops them and calls `warn`. The same seed gives the same output.
+    line and sample, {"sample", "prime", "text", "length", "stopped", "temperature"}, where text
+    is the generated part only. A prime with characters outside the vocabulary raises
+    UnknownTextError, or with unknown='skip' drops them and calls `warn`. The same seed gives
+    the same output.
+
+    temperature: a number, or a list of them: then the samples are drawn once per temperature,
+    each time from the same prime and seed (a random one when seed is None), under a label line
+    `--- temperature T ---` (JSON: the record's temperature). A vocabulary with an
+    end-of-document symbol (documents mode): every sample is one document, read from that
+    symbol then the prime, and ends before the symbol ("stopped": true). novelty(document) ->
+    'train' | 'val' | 'new' marks each sample (JSON: "novelty"; text: a tab and the mark after
+    it), and note(line) hears the share of new samples of each temperature.
     """
-    check_settings(length, temperature, top_k, top_p)
+    temperatures = list(temperature) if isinstance(temperature, (list, tuple)) else [temperature]
+    for t in temperatures:
+        check_settings(length, t, top_k, top_p)
     if num_samples < 1:
         raise SampleError(f"--num-samples must be >= 1; got {num_samples}")
     ids, skipped, chars = encode_text(vocab, prime, unknown, "the prime")
@@ -268,17 +282,74 @@ def write_samples(model, vocab: Vocab, out, *, prime: str = "", unknown: str = "
         warn(f"skipped {skipped} character(s) of the prime that are not in the model's "
              f"vocabulary ({shown})")
     prime_text = vocab.decode(ids)
-    rng = np.random.default_rng(seed)
-    sampler = Sampler(model, vocab, temperature=temperature, greedy=greedy, top_k=top_k,
-                      top_p=top_p)
-    sampler.prime(ids, rng)
+    if vocab.eod_id is not None:                 # a document starts from its start symbol
+        ids = np.concatenate([[vocab.eod_id], ids]).astype(np.int64)
+    if len(temperatures) > 1 and seed is None:   # the same draws for every temperature
+        seed = int(np.random.SeedSequence().generate_state(1)[0])
     last = ""
+    for n, t in enumerate(temperatures):
+        if len(temperatures) > 1 and not as_json:
+            label = ("\n" if last and not last.endswith("\n") else "") + \
+                    ("\n" if n else "") + f"--- temperature {t:g} ---\n"
+            out.write(label)
+            last = label[-2:]
+        sampler = Sampler(model, vocab, temperature=t, greedy=greedy, top_k=top_k, top_p=top_p)
+        rng = np.random.default_rng(seed)
+        sampler.prime(ids, rng)
+        marks = _write_group(sampler, rng, out, last, prime_text=prime_text, length=length,
+                             num_samples=num_samples, separator=separator, stop=stop,
+                             as_json=as_json, echo=echo, novelty=novelty, temperature=t)
+        last = marks.pop("", last)
+        if novelty is not None:
+            if not as_json and not last.endswith("\n"):     # the samples' last line, then the note
+                out.write("\n")
+                out.flush()
+                last = "\n"
+            note(novelty_line(marks, num_samples, t if len(temperatures) > 1 else None))
+    if not as_json and not last.endswith("\n"):
+        out.write("\n")
+        out.flush()
+
+
+def novelty_line(marks: dict, total: int, temperature: float | None = None) -> str:
+    """'novelty: 17 of 20 samples new (85%); 2 in the training split, 1 in validation'."""
+    new = marks.get("new", 0)
+    at = f" at temperature {temperature:g}" if temperature is not None else ""
+    return (f"novelty{at}: {new} of {total} samples new ({new / total:.0%}); "
+            f"{marks.get('train', 0)} in the training split, {marks.get('val', 0)} in validation")
+
+
+def _until(chars: Iterator[str], end: str, seen: list) -> Iterator[str]:
+    """The characters before `end` (not yielded); seen[0] becomes True when it came."""
+    for ch in chars:
+        if ch == end:
+            seen[0] = True
+            return
+        yield ch
+
+
+def _write_group(sampler, rng, out, last, *, prime_text, length, num_samples, separator, stop,
+                 as_json, echo, novelty, temperature) -> dict:
+    """The samples of one temperature -> {mark: count, "": the last two characters written}."""
+    eod = sampler.vocab.eod
+    marks: dict = {}
     for i in range(num_samples):
+        ended = [False]
         chars = sampler.sample(length, rng, stop)
-        if as_json:
+        if eod is not None:
+            chars = _until(chars, eod, ended)
+        if as_json or novelty is not None:
             text = "".join(chars)
+            chars = iter(text)
+        if novelty is not None:
+            mark = novelty(prime_text + text)
+            marks[mark] = marks.get(mark, 0) + 1
+        if as_json:
             record = {"sample": i, "prime": prime_text, "text": text, "length": len(text),
-                      "stopped": bool(stop) and text.endswith(stop)}
+                      "stopped": ended[0] or (bool(stop) and text.endswith(stop)),
+                      "temperature": temperature}
+            if novelty is not None:
+                record["novelty"] = mark
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             out.flush()
             continue
@@ -290,6 +361,8 @@ def write_samples(model, vocab: Vocab, out, *, prime: str = "", unknown: str = "
             out.write(prime_text)
             last += prime_text
         last = (last + _stream(chars, out))[-2:]
-    if not as_json and not last.endswith("\n"):
-        out.write("\n")
-        out.flush()
+        if novelty is not None:
+            out.write(f"\t{mark}")
+            last = mark[-2:]
+    marks[""] = last
+    return marks

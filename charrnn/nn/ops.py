@@ -78,23 +78,35 @@ def softmax_cross_entropy_forward(logits: np.ndarray, targets: np.ndarray):
 
     loss = (1/N) sum_n [log sum_v exp(logits[n, v]) - logits[n, targets[n]]]
     logits [N, V], targets [N] -> (loss as a Python float, probs [N, V] for the backward).
-    The max is subtracted per row first so exp never overflows.
+    The max is subtracted per row first so exp never overflows. A negative target (padding,
+    charrnn/train/docbatch.py) is ignored: N counts only the others (loss 0 when none is left).
     """
-    n = logits.shape[0]
+    padded = targets.min(initial=0) < 0
+    rows = np.arange(logits.shape[0])
+    n = int(np.count_nonzero(targets >= 0)) if padded else logits.shape[0]
     shifted = logits - logits.max(axis=1, keepdims=True)
     probs = np.exp(shifted)
     sums = probs.sum(axis=1, keepdims=True)
-    rows = np.arange(n)
     # float64 accumulation: the mean over many rows must not lose digits in float32
-    nll = np.log(sums[:, 0]).astype(np.float64) - shifted[rows, targets]
+    if padded:
+        keep = targets >= 0
+        nll = np.log(sums[keep, 0]).astype(np.float64) - shifted[rows[keep], targets[keep]]
+    else:
+        nll = np.log(sums[:, 0]).astype(np.float64) - shifted[rows, targets]
     probs /= sums
-    return float(nll.sum() / n), probs
+    return float(nll.sum() / max(n, 1)), probs
 
 
 def softmax_cross_entropy_backward(probs: np.ndarray, targets: np.ndarray,
                                    weight: float = 1.0) -> np.ndarray:
     """dlogits = weight * (softmax(logits) - onehot(targets)) / N, the gradient of weight times
-    the mean loss.  Reuses (overwrites) probs [N, V]."""
+    the mean loss.  Reuses (overwrites) probs [N, V]. Rows with a negative target get zero."""
+    if targets.min(initial=0) < 0:
+        keep = targets >= 0
+        probs[np.flatnonzero(keep), targets[keep]] -= 1.0
+        probs[~keep] = 0
+        probs *= probs.dtype.type(weight / max(int(np.count_nonzero(keep)), 1))
+        return probs
     n = probs.shape[0]
     probs[np.arange(n), targets] -= 1.0
     probs *= probs.dtype.type(weight / n)

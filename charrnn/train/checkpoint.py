@@ -4,8 +4,9 @@ tensors:  model parameters under PyTorch's names (embedding.weight, rnn.weight_i
           optimizer slots as optim.<slot>.<parameter name> (optim.exp_avg.rnn.weight_hh_l0);
           the carried hidden state of truncated BPTT as carry.<state> ([L, B, H] each, one per
           name in the cell's STATE: carry.h, and carry.c for the LSTM).
-metadata: format = "charrnn/1"; charrnn = JSON {version, config, vocab, train_state, created,
-          checksums}, train_state as TrainState below describes it; checksums = JSON
+metadata: format = "charrnn/1"; charrnn = JSON {version, config, vocab, [eod,] train_state,
+          created, checksums} (eod: the vocabulary's end-of-document symbol, only in documents
+          mode), train_state as TrainState below describes it; checksums = JSON
           {"algorithm": "crc32", "charrnn": crc of the charrnn text, "tensors": {name: [dtype,
           shape, crc of its bytes]}} (crc: zlib.crc32 as 8 hex digits). The charrnn JSON's
           "checksums": "crc32" says the record was written, so a file that lost it is refused.
@@ -142,6 +143,7 @@ def save_checkpoint(path: str, model: CharRNN, vocab: Vocab, config: Config,
         "version": __version__,
         "config": config_to_dict(config),
         "vocab": vocab.to_list(),
+        **({"eod": vocab.eod} if vocab.eod is not None else {}),    # documents mode only
         "train_state": train_state or {},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         CHECKSUMS: ALGORITHM,
@@ -230,7 +232,7 @@ def load_checkpoint(path: str) -> Checkpoint:
         raise CorruptCheckpoint(str(e).removesuffix(".") + _fallback(path) + ".") from None
     try:
         config = config_from_dict(meta["config"])
-        vocab = Vocab.from_list(meta["vocab"])
+        vocab = Vocab.from_list(meta["vocab"], eod=meta.get("eod"))
     except (KeyError, TypeError, ValueError, ConfigError) as e:
         raise CheckpointError(f"{path} has unreadable charrnn metadata ({e}).") from None
     params = _checked_params(path, tensors, config, vocab)

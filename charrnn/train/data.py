@@ -18,42 +18,58 @@ import sys
 
 import numpy as np
 
-_BOM = b"\xef\xbb\xbf"
+from charrnn.train import encoding
 
 
 class DataError(ValueError):
     """A corpus that cannot be used; the message is one sentence naming the problem and the fix."""
 
 
-def read_text(path: str) -> str:
+def read_text(path: str, warn=None) -> str:
     """The text of a UTF-8 file, or of stdin when path is '-'.
 
     A leading UTF-8 BOM is dropped; newlines are kept exactly as they are (a model trained on
-    CRLF text should generate CRLF). Raises DataError for a missing/unreadable file or bad UTF-8.
+    CRLF text should generate CRLF). Raises DataError for a missing/unreadable file, or for
+    bytes that are not UTF-8 (charrnn/train/encoding.py: the message names the encoding and the
+    iconv command). warn(message) hears about a text where NUL is frequent (default: stderr).
     """
-    name = "standard input" if path == "-" else path
+    return decode_text(read_bytes(path), path, warn)
+
+
+def read_bytes(path: str) -> bytes:
+    """The bytes of a file, or of stdin when path is '-'; DataError when it cannot be read."""
+    name = display_name(path)
     try:
         if path == "-":
-            raw = sys.stdin.buffer.read()
-        else:
-            with open(path, "rb") as f:
-                raw = f.read()
+            return sys.stdin.buffer.read()
+        with open(path, "rb") as f:
+            return f.read()
     except FileNotFoundError:
         raise DataError(f"{name} does not exist; check the path (or pass '-' for stdin)") from None
     except IsADirectoryError:
         raise DataError(f"{name} is a directory; give the path of a UTF-8 text file") from None
     except OSError as e:
         raise DataError(f"cannot read {name}: {e.strerror or e}") from None
-    start = len(_BOM) if raw.startswith(_BOM) else 0
+
+
+def decode_text(raw: bytes, path: str, warn=None) -> str:
+    """read_text's decoding of bytes read from `path` (DataError, warn: as read_text's)."""
     try:
-        # str(memoryview, ...) decodes without copying the bytes after the BOM.
-        return str(memoryview(raw)[start:], "utf-8")
-    except UnicodeDecodeError as e:
-        offset = start + e.start
-        raise DataError(
-            f"{name} is not valid UTF-8: invalid byte 0x{raw[offset]:02x} at byte offset {offset} "
-            f"({e.reason}); convert it to UTF-8, for example with iconv -f latin1 -t utf-8"
-        ) from None
+        text, warning = encoding.decode(raw, display_name(path))
+    except encoding.EncodingError as e:
+        raise DataError(str(e)) from None
+    if warning:
+        (warn or _stderr_warning)(warning)
+    return text
+
+
+def display_name(path: str) -> str:
+    """How messages name a path: 'standard input' for '-'."""
+    return "standard input" if path == "-" else path
+
+
+def _stderr_warning(message: str) -> None:
+    print(f"charrnn: warning: {message}", file=sys.stderr)
 
 
 def split_train_val(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:

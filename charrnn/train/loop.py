@@ -65,8 +65,12 @@ class SignalCatcher:
 
 def validation_loss(run: Run) -> float:
     """Mean nats/char over the validation text: the same protocol as `charrnn eval`."""
-    from charrnn.infer.evaluate import evaluate_ids
+    from charrnn.infer.evaluate import evaluate_documents, evaluate_ids
 
+    if run.vocab.eod_id is not None:        # documents: each one from a zero state
+        nll, counts = evaluate_documents(run.model, run.val_ids, run.vocab.eod_id,
+                                         max_chars=run.config.train.eval_chars)
+        return float(nll.sum() / counts.sum())
     # a run kept in one process (train.threads: 1) keeps its validation there too
     total, n = evaluate_ids(run.model, run.val_ids, max_chars=run.config.train.eval_chars,
                             pipeline=run.engine.workers > 1)
@@ -121,6 +125,16 @@ def reset_some_streams(carry: tuple | None, prob: float, seed: int, step: int) -
     return carry
 
 
+def zero_rows(carry: tuple | None, rows: np.ndarray) -> tuple | None:
+    """The carried state ([L, B, H] arrays) with the streams where rows is True zeroed."""
+    if carry is None or not rows.any():
+        return carry
+    carry = tuple(part.copy() for part in carry)
+    for part in carry:
+        part[:, rows] = 0
+    return carry
+
+
 def train_step(run: Run, before_update=None) -> tuple[float, float]:
     """One update on the next batch -> (loss, gradient norm before clipping).
 
@@ -133,6 +147,8 @@ def train_step(run: Run, before_update=None) -> tuple[float, float]:
     rng_states = run.rng_states()           # as the previous step left them
     if p.position == 0 or not b.stateful:
         carry = None                        # new epoch (or random windows): start from zeros
+    elif hasattr(b, "resets"):              # documents: zero the rows whose document starts
+        carry = zero_rows(run.carry, b.resets(p.position))
     else:
         carry = reset_some_streams(run.carry, run.config.data.reset_prob, cfg.seed, p.step)
     x, y = b.get(p.position)
@@ -278,11 +294,15 @@ def evaluate_and_keep_best(run: Run, metrics: Metrics, started: float, log,
 def sample_text(run: Run) -> str:
     from charrnn.infer.sample import generate
 
-    opts = run.config.sample                   # the settings `charrnn sample` will default to
-    chars = generate(run.model, run.vocab, length=run.config.train.sample_chars,
-                     prime=opts.prime, temperature=opts.temperature, top_k=opts.top_k,
+    opts, vocab = run.config.sample, run.vocab   # the settings `charrnn sample` will default to
+    prime = opts.prime
+    if vocab.eod is not None:                  # documents: from the start symbol, one per line
+        prime = [vocab.eod_id, *vocab.encode(prime).tolist()]
+    chars = generate(run.model, vocab, length=run.config.train.sample_chars,
+                     prime=prime, temperature=opts.temperature, top_k=opts.top_k,
                      top_p=opts.top_p, seed=run.progress.step)
-    return "".join(chars)
+    text = "".join(chars)
+    return text if vocab.eod is None else opts.prime + text.replace(vocab.eod, "\n" + opts.prime)
 
 
 def run_training(cfg, resume_dir: str | None = None, init_from: str | None = None,

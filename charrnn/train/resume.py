@@ -5,7 +5,8 @@ missing), so a resumed run either takes a change, saying what it does to exactne
 with one sentence naming the setting:
 
   EXACT    the run goes on exactly as if it had never stopped: limits, logging, evaluation and
-           checkpoint cadence, sampling, and where the corpus file is (its contents are checked)
+           checkpoint cadence, sampling, and where the corpus is and which files it skips (its
+           contents are checked)
   CHANGES  taken, with a note: the run goes on from the same state but no longer equals an
            uninterrupted run with the old value (learning rate and optimizer settings, clipping,
            dropout, stream resets, worker count)
@@ -33,6 +34,7 @@ _ARCH = "the saved weights have this shape"
 REFUSED_WHY: dict[str, str] = {
     "data.val_fraction": "it moves the boundary between training and validation text",
     "data.batching": _SHAPE,
+    "data.documents": "the vocabulary and the batches depend on it",
     "model.cell": _ARCH, "model.nonlinearity": "the saved weights were trained with it",
     "model.layers": _ARCH, "model.hidden_size": _ARCH, "model.embed_size": _ARCH,
     "model.init": _START_ONLY, "model.identity_scale": _START_ONLY,
@@ -56,7 +58,7 @@ CHANGES_WHAT: dict[str, str] = {
         "plateau_factor", "plateau_patience")},
 }
 
-EXACT_KEYS = {"data.path"} | {f"train.{k}" for k in (
+EXACT_KEYS = {"data.path", "data.skip_invalid"} | {f"train.{k}" for k in (
     "max_steps", "max_epochs", "max_minutes", "patience", "eval_every", "eval_chars", "checkpoint_every",
     "sample_every", "sample_chars", "log_every")} | {
     f"sample.{f.name}" for f in dataclasses.fields(Config().sample)}

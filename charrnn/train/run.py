@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shlex
 import zlib
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import numpy as np
 from charrnn.config import Config, ConfigError, apply_overrides, load_config, parse_override
 from charrnn.fileio import remove_stale_temporaries
 from charrnn.nn.model import CharRNN
+from charrnn.train import corpus as corpus_mod
 from charrnn.train import data as data_mod
 from charrnn.train.checkpoint import (
     RUN_CHECKPOINTS,
@@ -31,6 +33,7 @@ from charrnn.train.checkpoint import (
     save_checkpoint,
     saved_steps,
 )
+from charrnn.train.docbatch import make_document_batches
 from charrnn.train.engine import Local, make_engine
 from charrnn.train.errors import TrainingError
 from charrnn.train.lock import LOCK_NAME, FolderInUse, FolderLock
@@ -64,6 +67,7 @@ class Run:
     lock: FolderLock | None = None  # held while the run owns its folder
     created_dir: bool = False      # the run created its folder (and removes it if left empty)
     notes: list = field(default_factory=list)   # what changed on resume, for announce()
+    corpus_notes: tuple = ()       # what reading the corpus found (files, documents, the split)
     train_ids: np.ndarray | None = None   # the training text's ids (batches cut from them)
     step_seconds: float | None = None     # quick timings of the start-of-run report
     eval_seconds: float | None = None
@@ -115,9 +119,9 @@ def resolve_checkpoint(path: str, say=None) -> str:
 
 
 def out_dir_for(data_path: str) -> str:
-    """The run folder for a corpus given with --data: runs/<file name without its suffix>,
-    runs/stdin for '-'."""
-    stem = "stdin" if data_path == "-" else Path(data_path).stem.lstrip(".")
+    """The run folder for a corpus given with --data: runs/<file or folder name without its
+    suffix> (of a glob: of the part before its first wildcard), runs/stdin for '-'."""
+    stem = "stdin" if data_path == "-" else Path(re.split(r"[*?[]", data_path)[0]).stem.lstrip(".")
     return os.path.join(RUNS_FOLDER, stem or "text")
 
 
@@ -199,28 +203,26 @@ def remove_empty_folder(out_dir: str) -> None:
 
 def load_corpus(cfg: Config, vocab: Vocab | None):
     """(vocab, train ids, val ids) of data.path; the given vocab (from a checkpoint) if any."""
-    text = data_mod.read_text(cfg.data.path)
-    if not text:
+    corpus = read_checked_corpus(cfg, vocab)
+    return corpus.vocab, corpus.train_ids, corpus.val_ids
+
+
+def read_checked_corpus(cfg: Config, vocab: Vocab | None) -> corpus_mod.Corpus:
+    """The corpus of data.path (charrnn/train/corpus.py), checked to make a batch and a
+    validation pass; the given vocab (from a checkpoint) if any."""
+    try:
+        corpus = corpus_mod.read_corpus(cfg.data, vocab)
+    except data_mod.DataError as e:
+        if "is empty" not in str(e):
+            raise
         need = data_mod.min_corpus_chars(cfg.data.val_fraction, cfg.train.batch_size,
                                          cfg.train.seq_len, cfg.data.batching)
-        name = "standard input" if cfg.data.path == "-" else cfg.data.path
-        raise data_mod.DataError(f"the corpus {name} is empty; give data.path a UTF-8 text "
-                                 f"file of at least {need} characters")
-    if vocab is None:
-        vocab = Vocab.from_text(text)
-    else:
-        missing = sorted(set(text) - set(vocab.symbols))
-        if missing:
-            shown = "".join(missing[:20])
-            raise data_mod.DataError(
-                f"{cfg.data.path} has {len(missing)} characters that the checkpoint's vocabulary "
-                f"lacks ({shown!r}); train a new model on this text instead.")
-    ids = vocab.encode(text)
-    del text
-    train_ids, val_ids = data_mod.split_train_val(ids, cfg.data.val_fraction)
-    data_mod.validate_split(train_ids, val_ids, cfg.data.val_fraction, cfg.train.batch_size,
-                            cfg.train.seq_len, cfg.data.batching)
-    return vocab, train_ids, val_ids
+        raise data_mod.DataError(f"{str(e).removesuffix('some UTF-8 text')}a UTF-8 text "
+                                 f"file of at least {need} characters") from None
+    if not corpus.documents:       # documents mode: its batcher checks the pieces (docbatch.py)
+        data_mod.validate_split(corpus.train_ids, corpus.val_ids, cfg.data.val_fraction,
+                                cfg.train.batch_size, cfg.train.seq_len, cfg.data.batching)
+    return corpus
 
 
 def corpus_fingerprint(train_ids: np.ndarray, val_ids: np.ndarray) -> dict:
@@ -283,7 +285,8 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     if init_from is not None:
         _check_same_architecture(cfg, init_from, "--init-from")
     source = resume or init_from
-    vocab, train_ids, val_ids = load_corpus(cfg, source.vocab if source else None)
+    text = read_checked_corpus(cfg, source.vocab if source else None)
+    vocab, train_ids, val_ids = text.vocab, text.train_ids, text.val_ids
     corpus = corpus_fingerprint(train_ids, val_ids)
     if state is not None:
         check_same_corpus(cfg, state, corpus)
@@ -295,7 +298,11 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     optimizer = make_optimizer(None, model.params, cfg.train)
     seeds = np.random.SeedSequence(cfg.train.seed).spawn(2)
     dropout_rng, batch_rng = (np.random.default_rng(s) for s in seeds)
-    batches = data_mod.make_batches(train_ids, cfg.train, cfg.data.batching, batch_rng)
+    if vocab.eod_id is not None:
+        batches = make_document_batches(train_ids, vocab.eod_id, cfg.train, cfg.data.batching,
+                                        batch_rng)
+    else:
+        batches = data_mod.make_batches(train_ids, cfg.train, cfg.data.batching, batch_rng)
     notes = []
     if resume is not None:
         notes = change_notes(resumed_config or resume.config, cfg, state.progress,
@@ -304,7 +311,7 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
                               own_out_dir(cfg.train.out_dir, resume is None))
     run = Run(cfg, vocab, model, optimizer, batches, val_ids, dropout_rng, batch_rng, Progress(),
               out_dir=cfg.train.out_dir, corpus=corpus, removed=removed, lock=lock, notes=notes,
-              train_ids=train_ids, created_dir=created)
+              train_ids=train_ids, created_dir=created, corpus_notes=tuple(text.notes))
     try:
         if resume is not None:
             _restore(run, resume, state)
@@ -434,7 +441,7 @@ def announce(run: Run, resumed: bool, say=None, warn=None) -> None:
     samples; warn() (shown even with -q) what the user may not expect: what changed on resume,
     and a run with no limit."""
     data = run.config.data.path
-    source = "standard input" if data == "-" else data
+    source = ", ".join(data_mod.display_name(p) for p in ([data] if isinstance(data, str) else data))
     if say is not None:
         if run.removed:
             say(f"removed {len(run.removed)} temporary file(s) of interrupted writes from "
@@ -444,6 +451,8 @@ def announce(run: Run, resumed: bool, say=None, warn=None) -> None:
         else:
             say(f"training on {source} ({run.corpus['chars']:,} characters, {len(run.vocab)} "
                 f"distinct); the run goes to {run.out_dir}")
+            if run.corpus_notes:
+                say("; ".join(run.corpus_notes))
         say(f"sample from it with: charrnn sample {shlex.quote(run.out_dir)}")
         run.step_seconds, run.eval_seconds = quick_timing(run)
         for line in report_lines(run, run.step_seconds, run.eval_seconds):
