@@ -479,6 +479,9 @@ def inspect_command(checkpoint, text_file, html_path, as_json, top_k, per_featur
 
     if text_file == "-" and sys.stdin.isatty():
         raise UserError("give a text FILE, or pipe the text into standard input", exit_code=2)
+    folder = os.path.dirname(os.path.abspath(html_path)) if html_path else ""
+    if html_path and not os.path.isdir(folder):             # before the work, not after
+        raise UserError(f"cannot write {html_path}: the folder {folder} does not exist")
     checkpoint = _checkpoint(checkpoint)
     model, vocab, _ = load_model(checkpoint)
     ins = inspect_text(model, vocab, read_text(text_file), top_k, gates, unknown)
