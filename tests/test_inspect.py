@@ -311,3 +311,23 @@ def test_cli_errors_are_one_line(quote_checkpoint, tmp_path):
     assert r.stdout.startswith("ab  ab\n")
     one_line_error(run("inspect", quote_checkpoint, unknown, "--html",
                        tmp_path / "no" / "such" / "p.html"), 1, "cannot write", "does not exist")
+
+
+def test_the_page_cuts_characters_and_unit_values_beyond_its_limits(monkeypatch):
+    """Beyond PAGE_MAX_CHARS the text is cut; unit values stop at UNIT_BYTES / units; each
+    stored byte decodes to its value within half a step."""
+    from charrnn.tools import inspect_html
+
+    model, _ = quote_model()
+    text = quote_text(300)
+    ins = inspect_text(model, QUOTE_VOCAB, text)
+    monkeypatch.setattr(inspect_html, "PAGE_MAX_CHARS", 250)
+    monkeypatch.setattr(inspect_html, "UNIT_BYTES", 4 * 100)          # 4 units: 100 characters
+    data = inspect_html.page_data(ins, [], "q")
+    assert (data["chars"], data["page_chars"], data["unit_chars"]) == (len(text), 250, 100)
+    assert data["text"] == text[:250]
+    q = np.frombuffer(__import__("base64").b64decode(data["units"]["0/h"]), np.uint8)
+    q = q.reshape(4, 100).astype(float)
+    scale = np.array(data["scales"]["0/h"])
+    decoded = (q - 128) / 127 * scale[:, None]
+    np.testing.assert_allclose(decoded.T, ins.states[(0, "h")][:100], atol=0.5 / 127 * scale.max())
