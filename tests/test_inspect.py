@@ -136,7 +136,7 @@ def test_surprising_spans_are_the_largest_windows_not_overlapping():
 # -- the features and the finder ------------------------------------------------------------------
 
 def test_text_features_by_hand():
-    text = 'a "b" (c(d)) don\'t \'e\'\nXy'
+    text = 'a "b" (c(d)) don\'t th\' \'e\'\nXy'
     f = text_features(text, after=" ")
     expect_dq = [0, 0, 1, 1, 0] + [0] * (len(text) - 5)
     np.testing.assert_array_equal(f["double_quote"], expect_dq)
@@ -146,7 +146,7 @@ def test_text_features_by_hand():
     np.testing.assert_array_equal(f["in_brackets"][i:i + 6], [1, 1, 1, 1, 1, 0])
     # the apostrophe of don't is not a quote; 'e' is quoted
     j = text.index("'e'")
-    assert f["single_quote"][text.index("n't") + 1] == 0
+    assert f["single_quote"][:j].max() == 0                    # don't, th' are apostrophes
     np.testing.assert_array_equal(f["single_quote"][j:j + 4], [1, 1, 0, 0])
     assert f["in_word"][text.index("n't") + 1] == 1 and f["in_word"][text.index(" ")] == 0
     nl = text.index("\n")

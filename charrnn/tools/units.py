@@ -15,8 +15,10 @@ The features of character t, from the text x_0 .. x_t alone:
 
     double_quote   inside "...": an odd number of '"' in x_0 .. x_t (the opening quote is inside,
                    the closing one outside)
-    single_quote   inside '...' on the current line: a "'" between two letters (an apostrophe:
-                   don't) is not a quote; a newline closes an open quote
+    single_quote   inside '...' on the current line: a "'" opens a quote when a letter follows
+                   and none precedes it, and closes an open one when it follows a non-space
+                   and no letter follows; other "'" are apostrophes (don't, th'), and a
+                   newline closes an open quote ('tis still opens one: the rule is a guess)
     in_brackets    inside (), [] or {}: depth > 0
     bracket_depth  the depth: openings minus closings so far, never below 0
     line_position  characters since the last newline (0 at the newline itself)
@@ -46,7 +48,7 @@ _ROWS = 16384                   # characters per block of the correlation sums (
 
 DESCRIPTIONS = {
     "double_quote": 'inside double quotes "..."',
-    "single_quote": "inside single quotes '...' (apostrophes excepted)",
+    "single_quote": "inside single quotes '...'",
     "in_brackets": "inside brackets (), [], {}",
     "bracket_depth": "depth of brackets",
     "line_position": "position in the line",
@@ -79,8 +81,10 @@ def text_features(text: str, after=DEFAULT_AFTER) -> dict[str, np.ndarray]:
         next_alpha = t + 1 < n and text[t + 1].isalpha()
         if ch == '"':
             inside_dq = not inside_dq
-        elif ch == "'" and not (prev_alpha and next_alpha):
-            inside_sq = not inside_sq
+        elif ch == "'" and not inside_sq:
+            inside_sq = not prev_alpha and next_alpha          # 'word opens; th' does not
+        elif ch == "'":
+            inside_sq = text[t - 1].isspace() or next_alpha    # word' and word.' close
         elif ch == "\n":
             inside_sq = False
         if ch in _OPEN:
