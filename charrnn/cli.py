@@ -444,7 +444,7 @@ cli.add_command(eval_command, "perplexity")
 @cli.command("inspect", epilog=examples(
     "charrnn inspect runs/my passage.txt                  # the text shaded by surprisal, a summary",
     "charrnn inspect runs/my passage.txt --html page.html # hover characters, colour by a unit",
-    "charrnn inspect runs/my passage.txt --json --gates > figures.json"))
+    "charrnn inspect runs/my/last.safetensors notes.txt --json --gates  # every figure, as JSON"))
 @click.argument("checkpoint", metavar="CHECKPOINT|RUN_DIR", type=CHECKPOINT)
 @click.argument("text_file", metavar="[FILE|-]", required=False, default="-")
 @click.option("--html", "html_path", metavar="FILE.html", type=click.Path(dir_okay=False),
