@@ -331,3 +331,14 @@ def test_the_page_cuts_characters_and_unit_values_beyond_its_limits(monkeypatch)
     scale = np.array(data["scales"]["0/h"])
     decoded = (q - 128) / 127 * scale[:, None]
     np.testing.assert_allclose(decoded.T, ins.states[(0, "h")][:100], atol=0.5 / 127 * scale.max())
+
+
+def test_colour_shows_control_characters_as_pictures():
+    """A text cannot drive the terminal: its escape character is shown as the picture ␛."""
+    from charrnn.tools.inspect_term import format_text
+
+    vocab = Vocab(list("ab\x1b"))
+    model = tiny_model("rnn", layers=1, vocab=vocab, seed=3, scale=3.0)
+    ins = inspect_text(model, vocab, "ab\x1bab")
+    shown = ANSI.sub("", format_text(ins, color=True))
+    assert shown == "ab\u241bab" and format_text(ins, color=False) == "ab\x1bab"

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 # background per whole bit of surprisal: [0, 1) none, [1, 2) pale yellow ... [8, inf) red
 SHADES = (None, 230, 229, 228, 221, 214, 208, 202, 196)
 _RESET = "\x1b[0m"
@@ -94,10 +92,3 @@ def format_summary(ins, ranked: list[dict], spans: list[tuple[int, float]], colo
             lines.append(f"  {feature['description']:<{width}}  {units}")
     return "\n".join(lines)
 
-
-def top_predictions(ins, t: int) -> list[tuple[str, float]]:
-    """What the model expected at character t (its top-k after reading t - 1); [] at t = 0."""
-    if t <= 0:
-        return []
-    return [(ins.vocab[int(i)], float(p)) for i, p in zip(ins.top_ids[t - 1], ins.top_probs[t - 1])
-            if np.isfinite(p)]
