@@ -505,6 +505,81 @@ def eval_command(checkpoint, text_file, as_json, unknown, chunk_len, streams, wa
 cli.add_command(eval_command, "perplexity")
 
 
+# -- inspect: what the model sees, character by character and unit by unit -------------------
+
+@cli.command("inspect", epilog=examples(
+    "charrnn inspect runs/my passage.txt                  # the text shaded by surprisal, a summary",
+    "charrnn inspect runs/my passage.txt --html page.html # hover characters, colour by a unit",
+    "charrnn inspect runs/my/last.safetensors notes.txt --json --gates  # every figure, as JSON"))
+@click.argument("checkpoint", metavar="CHECKPOINT|RUN_DIR", type=CHECKPOINT)
+@click.argument("text_file", metavar="[FILE|-]", required=False, default="-")
+@click.option("--html", "html_path", metavar="FILE.html", type=click.Path(dir_okay=False),
+              help="Write a self-contained page: surprisal, top-k on hover, any unit's values, "
+                   "the interpretable units (stdout then gets the summary only).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print every figure as one JSON object (schema: docs/inspect.md).")
+@click.option("--top-k", type=click.IntRange(1), default=5, show_default=True,
+              help="Predictions kept per character.")
+@click.option("--units", "per_feature", type=click.IntRange(0), default=3, show_default=True,
+              help="Interpretable units listed per feature (0: no search).")
+@click.option("--after", metavar="CHARS", default="\\n .,", show_default=True,
+              help="Characters c for the 'after c' features (\\n and \\t are understood).")
+@click.option("--gates", is_flag=True, help="Also keep the gates' activations (LSTM i f g o, GRU r z n).")
+@click.option("--color/--no-color", default=None,
+              help="Shade the text by surprisal.  [default: on a terminal, unless NO_COLOR is set]")
+@click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+              help="Characters outside the vocabulary: fail, or skip them and count them.")
+def inspect_command(checkpoint, text_file, html_path, as_json, top_k, per_feature, after, gates,
+                    color, unknown):
+    """Run a text through CHECKPOINT once (eval's exact pass) and show, per character, its
+    surprisal (bits), the model's top-k predictions and every layer's state; and which units
+    track simple features of the text (quotes, brackets, position in the line, ...).
+
+    CHECKPOINT is a .safetensors file or a run folder (its best checkpoint, else its last).
+    """
+    from charrnn.infer.sample import unescape
+    from charrnn.tools.inspect import SPAN_WIDTH, find_units, inspect_text, surprising_spans
+    from charrnn.tools.inspect_term import format_summary, format_text
+    from charrnn.train.checkpoint import load_model
+    from charrnn.train.data import read_text
+
+    if text_file == "-" and sys.stdin.isatty():
+        raise UserError("give a text FILE, or pipe the text into standard input", exit_code=2)
+    folder = os.path.dirname(os.path.abspath(html_path)) if html_path else ""
+    if html_path and not os.path.isdir(folder):             # before the work, not after
+        raise UserError(f"cannot write {html_path}: the folder {folder} does not exist")
+    checkpoint = _checkpoint(checkpoint)
+    model, vocab, _ = load_model(checkpoint)
+    ins = inspect_text(model, vocab, read_text(text_file), top_k, gates, unknown)
+    if ins.chars_skipped:
+        _warn(f"skipped {ins.chars_skipped} character(s) not in the model's vocabulary")
+    ranked = find_units(ins, unescape(after), per_feature)
+    spans = surprising_spans(ins.surprisal)
+    if html_path:
+        _write_page(html_path, ins, ranked, checkpoint)
+    if as_json:
+        from charrnn.tools.inspect_json import write_json
+
+        write_json(sys.stdout, ins, ranked, spans, checkpoint, SPAN_WIDTH)
+        return
+    if color is None:
+        color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    if not html_path:
+        click.echo(format_text(ins, color), color=color)    # click strips escapes unless told
+        click.echo()
+    click.echo(format_summary(ins, ranked, spans, color), color=color)
+
+
+def _write_page(path, ins, ranked, checkpoint):
+    from charrnn.tools.inspect_html import write_html
+
+    try:
+        write_html(path, ins, ranked, checkpoint)
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
+    _note(f"wrote {path} (open it in a browser)")
+
+
 # -- throughput benchmark (the same measurement as the PyTorch reference script) ---------------
 
 @cli.command("bench", epilog=examples(

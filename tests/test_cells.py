@@ -19,8 +19,8 @@ from charrnn.nn.stepper import Stepper
 from charrnn.tools import gradcheck
 from tests.conftest import CELL_CASES, tiny_model
 
-REQUIRED = ("GATES", "STATE", "forward", "backward", "kinks", "step_columns", "step_layout",
-            "step_body", "reference_step", "reference_step_backward")
+REQUIRED = ("GATES", "STATE", "forward", "backward", "kinks", "trace", "step_columns",
+            "step_layout", "step_body", "reference_step", "reference_step_backward")
 ids_of = pytest.mark.parametrize("cell,nonlinearity", CELL_CASES,
                                  ids=["-".join(case) for case in CELL_CASES])
 

@@ -37,6 +37,9 @@ Public API:
   evaluate_documents(model, ids, eod_id, max_chars=None) -> (nll per document, scored per document)
   evaluate_document_list(model, vocab, docs, unknown="error") -> EvalResult with .documents
   format_result(result) -> str                     the lines `charrnn eval` prints
+  sequential_forward(model, ids, chunk_len) -> iterator of (start, logits, cache)
+      the exact pass's forward calls (charrnn inspect reads its states from the caches)
+  char_nll(logits, targets) -> per-character nll [T] (nats, float64)
   encode_text(vocab, text, unknown, what) -> (ids, n_skipped, unknown_chars)
   EvalError        a text that cannot be evaluated (empty, one character)
   UnknownTextError characters outside the vocabulary (an UnknownCharactersError)
@@ -106,19 +109,37 @@ class EvalResult:
         return d
 
 
-def _chunk_nll(logits: np.ndarray, targets: np.ndarray) -> float:
-    """Sum over rows of -log softmax(logits)[target], in float64.  logits [T, V], targets [T].
-    One float64 copy of the logits, worked on in place."""
+def char_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """-log softmax(logits)[target] of each row, in nats, float64.  logits [T, V], targets [T]
+    -> [T]: the per-character losses whose mean is eval's loss. One float64 copy of the
+    logits, worked on in place."""
     z = logits.astype(np.float64)
     z -= z.max(axis=1, keepdims=True)
-    picked = z[np.arange(len(targets)), targets].sum()
+    picked = z[np.arange(len(targets)), targets]
     np.exp(z, out=z)
-    return float(np.log(z.sum(axis=1)).sum() - picked)
+    return np.log(z.sum(axis=1)) - picked
+
+
+def _chunk_nll(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Sum over rows of -log softmax(logits)[target], in float64.  logits [T, V], targets [T]."""
+    return float(char_nll(logits, targets).sum())
 
 
 def chunk_for(vocab_size: int, chunk_len: int = DEFAULT_CHUNK) -> int:
     """chunk_len, shortened so that a chunk's float64 logits [chunk, V] fit LOGITS_BUDGET."""
     return max(1, min(chunk_len, LOGITS_BUDGET // (8 * max(vocab_size, 1))))
+
+
+def sequential_forward(model, ids, chunk_len: int = DEFAULT_CHUNK):
+    """The exact pass's forward calls: read ids (1-D) once, in order, from a zero state, in
+    chunks of chunk_len characters with the state carried. Yields (start, logits [T, V], cache)
+    per chunk: row t of logits is the prediction after reading ids[start + t]; cache is
+    CharRNN.forward's (per-layer states: charrnn.nn.cells' trace)."""
+    state, chunk_len = None, chunk_for(model.vocab_size, chunk_len)
+    for start in range(0, len(ids), chunk_len):       # ids are converted a chunk at a time
+        x = np.asarray(ids[start:start + chunk_len]).astype(np.int64)
+        logits, state, cache = model.forward(x[None, :], state)
+        yield start, logits[0], cache
 
 
 def evaluate_ids(model, ids, chunk_len: int = DEFAULT_CHUNK, max_chars: int | None = None,
@@ -145,11 +166,9 @@ def evaluate_ids(model, ids, chunk_len: int = DEFAULT_CHUNK, max_chars: int | No
         return _evaluate_streams(model, ids, streams, warmup, chunk_len), n - 1
     if pipeline and model.layers >= 2 and can_fork() and n - 1 > PIPELINE_MIN_CHUNKS * chunk_len:
         return pipelined_nll(model, ids, chunk_len, _chunk_nll), n - 1
-    state, total = None, 0.0
-    for start in range(0, n - 1, chunk_len):          # ids are converted a chunk at a time
-        x = ids[start:start + chunk_len + 1].astype(np.int64)
-        logits, state, _ = model.forward(x[None, :-1], state)
-        total += _chunk_nll(logits[0], x[1:])
+    total = 0.0
+    for start, logits, _ in sequential_forward(model, ids[:-1], chunk_len):
+        total += _chunk_nll(logits, ids[start + 1:start + 1 + len(logits)].astype(np.int64))
     return total, n - 1
 
 

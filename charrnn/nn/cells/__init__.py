@@ -10,6 +10,9 @@ A cell module holds everything about its cell (see docs/adding-a-cell.md):
              the sequence kernels over T steps (x [T, B, D] or a TokenInput, state tuples of
              [B, H]; grads a dict weight_ih, weight_hh, bias_ih, bias_hh); the backward may
              consume its cache
+    trace(cache) -> {name: [T, B, H]}
+             every STATE array after each step, and each gate's activation, by name, read
+             from forward's cache (`charrnn inspect` shows them)
     kinks(cache) -> bytes | None
              where a non-smooth activation sits (relu), for finite-difference checks
     step_columns, step_layout, step_body

@@ -101,6 +101,14 @@ def backward(dout, dstate, cache, grads=None, dh_trace=None):
     return dx, (dh,), grads
 
 
+def trace(cache):
+    """{"h", "r", "z", "n": [T, B, H]}: the state after every step and the gates' activations
+    (r, z after the sigmoid, n after the tanh), read from forward's cache (views)."""
+    hs, gates = cache[1], cache[2]
+    H = hs.shape[-1]
+    return {"h": hs[1:], "r": gates[:, :, :H], "z": gates[:, :, H:2 * H], "n": gates[:, :, 2 * H:]}
+
+
 def kinks(cache):
     """None: the GRU is smooth everywhere."""
     return None

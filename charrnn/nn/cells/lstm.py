@@ -144,6 +144,13 @@ def backward(dout, dstate, cache, grads=None, dh_trace=None):
     return dx, (dh, dc), grads
 
 
+def trace(cache):
+    """{"h", "c", "i", "f", "g", "o": [T, B, H]}: both states after every step and the gates'
+    activations, read from forward's cache (views; before a backward, which spends the cache)."""
+    _, hs, cs, _, gates, _, _ = cache
+    return {"h": hs[1:], "c": cs[1:], **{name: gates[:, k] for k, name in enumerate(GATES)}}
+
+
 def kinks(cache):
     """None: the LSTM is smooth everywhere."""
     return None

@@ -65,6 +65,11 @@ def backward(dout, dstate, cache, grads=None, dh_trace=None):
     return dx, (dh,), grads
 
 
+def trace(cache):
+    """{"h": [T, B, H]}: the state after every step, read from forward's cache (views)."""
+    return {"h": cache[1][1:]}
+
+
 def kinks(cache):
     """Which units sit on the relu's kink side (h > 0), as bytes, or None when tanh: a
     finite-difference check is only valid while this pattern does not change."""
