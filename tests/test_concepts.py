@@ -9,6 +9,7 @@ The commands run in the page's order, in one temporary folder laid out like the 
 
 import contextlib
 import functools
+import importlib.util
 import io
 import json
 import math
@@ -25,6 +26,7 @@ from click.testing import CliRunner
 from charrnn.cli import cli
 from charrnn.tools import diagnose
 
+HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None   # an optional extra
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "concepts.md"
 
@@ -126,7 +128,7 @@ def page_run(tmp_path_factory):
                           functools.partial(diagnose.check_random_model, **GRADCHECK_SIZE))
             for command in page_commands():
                 results[command] = run(QUICK.get(command) or command)
-        for code in blocks("python"):
+        for code in blocks("python") if HAVE_MATPLOTLIB else ():   # the first block draws
             with contextlib.redirect_stdout(io.StringIO()) as printed:
                 exec(compile(code, str(PAGE), "exec"), {})
             results[code] = {"code": 0, "out": printed.getvalue(), "err": ""}
@@ -188,8 +190,10 @@ def test_eval_figures_agree_with_each_other(page_run):
 def test_samples_at_three_temperatures(page_run):
     outs = [output(page_run, f'charrnn sample runs/demo --prime "ROMEO:" -n 200 --seed 1 '
                              f'--temperature {t}') for t in ("0.5", "1.0", "1.5")]
-    for out in outs:
-        assert out.startswith("ROMEO:") and len(out.rstrip("\n")) >= len("ROMEO:") + 150
+    vocab = set((page_run[0] / "data" / "shakespeare.txt").read_text())
+    for out in outs:         # the prime, the 200 characters asked for, a final newline
+        assert out.startswith("ROMEO:") and len(out) == len("ROMEO:") + 200 + 1, out
+        assert set(out) <= vocab
     assert len(set(outs)) == 3
 
 
@@ -220,6 +224,7 @@ def test_both_irnn_runs_explode_and_only_the_unclipped_one_keeps_it_in_adam(page
     """The bursts of the picture, and the reason the page gives for the unclipped run's stall:
     Adam's running mean of squared gradients remembers the burst, unless clipping (at 1.0)
     kept every gradient entry, hence that mean, at most 1."""
+    pytest.importorskip("matplotlib")
     folder, results = page_run
     for run_dir in ("runs/clip-none", "runs/clip-norm"):
         norms = grad_norms(folder, run_dir)
@@ -231,6 +236,7 @@ def test_both_irnn_runs_explode_and_only_the_unclipped_one_keeps_it_in_adam(page
 
 
 def test_the_python_block_draws_the_picture(page_run):
+    pytest.importorskip("matplotlib")
     picture = (page_run[0] / "docs" / "clipping.png").read_bytes()
     assert picture.startswith(b"\x89PNG") and len(picture) > 10_000
 
