@@ -100,14 +100,60 @@ def test_a_checkpoint_waits_for_the_next_steps_loss(tmp_path, corpus, monkeypatc
         "progress"]["step"] == 5
 
 
-def test_an_exploding_loss_counts_as_divergence():
+def test_the_ceiling_has_a_uniform_guess_as_floor():
     ceiling = health.loss_ceiling(4.0, 65)               # 3 x max(4.0, ln 65 = 4.17)
     assert ceiling == pytest.approx(3 * math.log(65))
     assert health.loss_ceiling(1.0, 65) == ceiling        # a fine-tuned run: the ln V floor
-    assert health.step_problem(ceiling * 0.99, 1e6, ceiling) is None
-    assert "reached" in health.step_problem(ceiling * 1.01, 1.0, ceiling)
-    assert "gradient norm became infinite" in health.step_problem(1.0, math.inf, ceiling)
-    assert "not a number" in health.val_problem(float("nan"), ceiling)
+    assert health.loss_ceiling(35.0, 65) == 105.0         # an IRNN's large first loss
+    assert health.step_problem(1e9, 1e9) is None          # finite: judged against the ceiling
+    assert "gradient norm became infinite" in health.step_problem(1.0, math.inf)
+    assert "not a number" in health.val_problem(float("nan"))
+
+
+def exploding_losses(monkeypatch, steps):
+    """CharRNN.loss_and_grad reporting 1000x its loss at the given (1-based) calls."""
+    real = CharRNN.loss_and_grad
+    calls = {"n": 0}
+
+    def boosted(self, *args, **kwargs):
+        calls["n"] += 1
+        loss, state, d0 = real(self, *args, **kwargs)
+        return (loss * 1000 if calls["n"] in steps else loss), state, d0
+
+    monkeypatch.setattr(CharRNN, "loss_and_grad", boosted)
+
+
+def spy_saves(monkeypatch):
+    import charrnn.train.loop as loop_mod
+    saved, real = [], loop_mod.save
+
+    def spy(run, name, *args):
+        saved.append((name, run.progress.step))
+        real(run, name, *args)
+
+    monkeypatch.setattr(loop_mod, "save", spy)
+    return saved
+
+
+def test_a_burst_is_survived_but_its_states_are_never_saved(tmp_path, corpus, monkeypatch):
+    exploding_losses(monkeypatch, {6, 7})         # the losses of the states of steps 5 and 6
+    saved = spy_saves(monkeypatch)
+    r = run_cli("train", write_config(tmp_path, corpus), "-q", *SMALL, "--set", "train.threads=1",
+                "--set", "train.checkpoint_every=1", "--set", "train.eval_every=100",
+                "--set", "train.max_steps=10")
+    assert r.exit_code == 0, r.output
+    last_steps = [step for name, step in saved if name == "last.safetensors"]
+    assert last_steps == [1, 2, 3, 4, 7, 8, 9, 10]
+
+
+def test_a_lasting_explosion_stops_the_run(tmp_path, corpus, monkeypatch):
+    monkeypatch.setattr(health, "EXPLODED_STEPS", 4)
+    exploding_losses(monkeypatch, set(range(3, 100)))
+    r = run_cli("train", write_config(tmp_path, corpus), "-q", *SMALL, "--set", "train.threads=1",
+                "--set", "train.checkpoint_every=1", "--set", "train.eval_every=100",
+                "--set", "train.max_steps=50")
+    one_line_error(r, 1, "the run diverged at step 6: the training loss reached",
+                   "4 steps in a row", "keeps last.safetensors (step 1)")
 
 
 def test_metrics_stay_standard_json(tmp_path):

@@ -138,10 +138,11 @@ def zero_rows(carry: tuple | None, rows: np.ndarray) -> tuple | None:
 def train_step(run: Run, before_update=None) -> tuple[float, float]:
     """One update on the next batch -> (loss, gradient norm before clipping).
 
-    Diverged (nothing changed) when the step's figures show the current weights diverged;
-    otherwise before_update(rng_states), if given, runs while the weights, optimizer, progress
-    and carried state are still those of the previous step: the loop saves a checkpoint there,
-    once that state's figures are known to be healthy.
+    Diverged (nothing changed) when the step's figures show the current weights diverged
+    (train/health.py); otherwise, when its loss is under the explosion ceiling,
+    before_update(rng_states), if given, runs while the weights, optimizer, progress and carried
+    state are still those of the previous step: the loop saves a checkpoint there, once that
+    state's figures are known to be healthy.
     """
     cfg, p, b = run.config.train, run.progress, run.batches
     rng_states = run.rng_states()           # as the previous step left them
@@ -162,13 +163,18 @@ def train_step(run: Run, before_update=None) -> tuple[float, float]:
         norm = run.engine.grad_norm()
         coef = clip_coefficient(norm, cfg.clip_value if cfg.clip == "norm" else math.inf)
     first = p.first_loss if p.first_loss is not None else loss
-    problem = health.step_problem(loss, norm, health.loss_ceiling(first, len(run.vocab)))
+    problem = health.step_problem(loss, norm)
     if problem is not None:
         raise diverged(run, problem, p.step + 1)
-    if before_update is not None:
+    ceiling = health.loss_ceiling(first, len(run.vocab))
+    exploded = p.exploded_steps + 1 if loss > ceiling else 0     # steps in a row
+    if exploded >= health.EXPLODED_STEPS:
+        raise diverged(run, f"{health.explosion('training', loss, ceiling)}, {exploded} steps "
+                            f"in a row", p.step + 1)
+    if before_update is not None and not exploded:
         before_update(rng_states)
     run.engine.update(lr, coef)
-    p.first_loss, p.lr, run.carry = first, lr, carry
+    p.first_loss, p.lr, p.exploded_steps, run.carry = first, lr, exploded, carry
     p.step += 1
     p.chars += x.size
     p.position += 1
@@ -181,7 +187,7 @@ def diverged(run: Run, problem: str, step: int) -> health.Diverged:
     """The error that stops a diverged run: what went wrong, what is on disk, the way out."""
     kept = " and ".join(f"{name} (step {run.saved[name]})" for name in (LAST, BEST)
                         if name in run.saved)
-    on_disk = (f"{run.out_dir} keeps {kept}, the last states whose figures were finite"
+    on_disk = (f"{run.out_dir} keeps {kept}, the last states whose figures were healthy"
                if kept else "no checkpoint was written")
     t = run.config.train
     lower = f"--set train.lr={t.lr / 10:g}" + (" --set train.clip=norm" if t.clip == "none" else "")
@@ -201,24 +207,18 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
     bar = tqdm(total=cfg.max_steps, initial=run.progress.step, unit="step", file=sys.stderr,
                disable=True if quiet else None, dynamic_ncols=True, leave=False)
     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
-    pending = False           # last.safetensors is due, for a state whose figures are not known yet
+    last = LastCheckpoint(run)
     early = None              # the reason patience gave to stop, if it did
     timer = StepTimer()
-
-    def save_pending(rng_states):
-        nonlocal pending
-        if pending:
-            save(run, LAST, rng_states)
-            pending = False
-
     try:
         # overflow on the way to a divergence is reported by the health checks, in one line
         with SignalCatcher() as signals, np.errstate(over="ignore", invalid="ignore"):
             fix_horizon(run, started, timer)
             while (reason := early or _stop_reason(run, started)) is None:
                 timer.start()
-                loss, norm = train_step(run, before_update=save_pending)
+                loss, norm = train_step(run, before_update=last.before_update)
                 timer.stop()
+                last.stepped()
                 fix_horizon(run, started, timer)
                 window_loss, window_steps = window_loss + loss, window_steps + 1
                 p = run.progress
@@ -233,24 +233,19 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
                     bar.set_postfix(loss=f"{window_loss / window_steps:.3f}", val=_fmt(p.last_val_loss),
                                     lr=f"{p.lr:.2e}", cps=f"{speed:,.0f}")
                     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
-                evaluated = p.step % cfg.eval_every == 0
-                if evaluated:
-                    early = evaluate_and_keep_best(run, metrics, started, log, bar.disable)
+                healthy = None
+                if p.step % cfg.eval_every == 0:
+                    early, healthy = evaluate_and_keep_best(run, metrics, started, log, bar.disable)
+                last.judged(healthy)
                 if p.step % cfg.checkpoint_every == 0:
-                    # a state just validated is saved now; any other once the next step's
-                    # loss shows it is healthy (train_step's before_update)
-                    pending = not evaluated
-                    if evaluated:
-                        save(run, LAST)
+                    last.due()
                 if signals.received is not None:
-                    save(run, LAST)
-                    raise TrainingInterrupted(
-                        f"interrupted at step {p.step}; saved {run.path(LAST)}. "
-                        f"Resume with: charrnn train --resume {run.out_dir}",
-                        SIGNAL_EXIT[signals.received])
+                    raise TrainingInterrupted(f"interrupted at step {p.step}; {last.on_interrupt()}. "
+                                              f"Resume with: charrnn train --resume {run.out_dir}",
+                                              SIGNAL_EXIT[signals.received])
             if run.progress.step % cfg.eval_every != 0 or run.progress.last_val_loss is None:
-                evaluate_and_keep_best(run, metrics, started, log, bar.disable)
-            save(run, LAST)
+                last.judged(evaluate_and_keep_best(run, metrics, started, log, bar.disable)[1])
+            last.final()
     finally:
         bar.close()
         metrics.close()
@@ -259,23 +254,70 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
     return run.progress
 
 
+class LastCheckpoint:
+    """When last.safetensors is written (train/health.py): a state that its evaluation just found
+    healthy, at once; any other once the next step's loss, computed on its weights, shows it
+    healthy (train_step's before_update); a state whose figures exploded, never."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.pending = False          # due, for a state whose figures are not known yet
+        self.healthy = None           # the current state's evaluation: None (none), True, False
+
+    def judged(self, healthy: bool | None) -> None:
+        self.healthy = healthy
+
+    def due(self) -> None:
+        self.pending = not self.healthy
+        if self.healthy:
+            save(self.run, LAST)
+
+    def before_update(self, rng_states: dict) -> None:
+        if self.pending and self.healthy is not False:
+            save(self.run, LAST, rng_states)
+            self.pending = False
+
+    def stepped(self) -> None:
+        self.healthy = None
+
+    def on_interrupt(self) -> str:
+        """Save the current state if nothing says it diverged; the words for what was done."""
+        if self.healthy is False or self.run.progress.exploded_steps:
+            kept = self.run.saved.get(LAST)
+            return ("the current state had exploded, so it was not saved" +
+                    (f" ({self.run.path(LAST)} of step {kept} is kept)" if kept else ""))
+        save(self.run, LAST)
+        return f"saved {self.run.path(LAST)}"
+
+    def final(self) -> None:
+        """Save the run's last state, or raise Diverged when its evaluation found it exploded."""
+        if self.healthy is False:
+            p = self.run.progress
+            ceiling = health.loss_ceiling(p.first_loss, len(self.run.vocab))
+            raise diverged(self.run, health.explosion("validation", p.last_val_loss, ceiling),
+                           p.step)
+        save(self.run, LAST)
+
+
 def _fmt(x):
     return "-" if x is None else f"{x:.3f}"
 
 
 def evaluate_and_keep_best(run: Run, metrics: Metrics, started: float, log,
-                           quiet_bar: bool) -> str | None:
-    """Validation pass; best.safetensors when it improves; optional sample. Returns the reason
-    to stop early (train.patience), or None."""
+                           quiet_bar: bool) -> tuple[str | None, bool]:
+    """Validation pass; best.safetensors when it improves; optional sample. Returns (the reason
+    to stop early (train.patience) or None, whether the state is healthy: its loss under the
+    explosion ceiling). Diverged for a loss that is not finite."""
     p = run.progress
     val = validation_loss(run)
     metrics.log(step=p.step, chars=p.chars, time=round(time.perf_counter() - started, 3),
                 val_loss=val, val_bpc=val / math.log(2))
-    problem = health.val_problem(val, health.loss_ceiling(p.first_loss, len(run.vocab)))
+    problem = health.val_problem(val)
     if problem is not None:
         raise diverged(run, problem, p.step)
     p.last_val_loss = val
-    improved = val < p.best_val_loss
+    healthy = val <= health.loss_ceiling(p.first_loss, len(run.vocab))
+    improved = healthy and val < p.best_val_loss
     scale = p.lr_scale
     stop = after_evaluation(run.config.train, p, improved)
     if improved:
@@ -283,12 +325,12 @@ def evaluate_and_keep_best(run: Run, metrics: Metrics, started: float, log,
         save(run, BEST)
     if quiet_bar:   # no progress bar (not a terminal): a plain log line instead
         log(f"step {p.step}: val loss {val:.4f} ({val / math.log(2):.3f} bits/char)"
-            + (" *best*" if improved else ""))
+            + (" *best*" if improved else "") + ("" if healthy else " (exploded: not saved)"))
     if p.lr_scale != scale:
         log(f"step {p.step}: validation stalled; the rate is now {run.config.train.lr * p.lr_scale:.3g}")
     if run.config.train.sample_every and p.step % run.config.train.sample_every == 0:
         log(f"--- sample at step {p.step} ---\n{sample_text(run)}\n---")
-    return stop
+    return stop, healthy
 
 
 def sample_text(run: Run) -> str:
