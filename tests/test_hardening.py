@@ -23,7 +23,7 @@ from charrnn.infer.evaluate import DEFAULT_CHUNK, chunk_for, evaluate_ids
 from charrnn.nn.model import CharRNN
 from charrnn.train import health, resume
 from charrnn.train.checkpoint import load_checkpoint, save_checkpoint
-from charrnn.train.lock import LOCK_NAME, FolderLock
+from charrnn.train.folder import LOCK_NAME, FolderLock
 from charrnn.train.metrics import Metrics
 from charrnn.train.run import open_run
 from charrnn.vocab import Vocab
@@ -330,7 +330,7 @@ def test_a_second_run_into_a_running_runs_folder_is_refused(tmp_path, corpus):
 def test_a_killed_runs_lock_does_not_stick(tmp_path, corpus):
     folder = tmp_path / "run"
     folder.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from charrnn.train.lock "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from charrnn.train.folder "
                                "import FolderLock; lock = FolderLock(sys.argv[1]); print('held', "
                                "flush=True); time.sleep(60)", str(folder)], stdout=subprocess.PIPE)
     try:

@@ -33,8 +33,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from charrnn.infer.evaluate import (DEFAULT_CHUNK, EvalError, char_nll, encode_text,
-                                    sequential_forward)
+from charrnn.infer.evaluate import (
+    DEFAULT_CHUNK,
+    EvalError,
+    char_nll,
+    encode_text,
+    sequential_forward,
+)
 from charrnn.tools import units as unit_finder
 
 DEFAULT_TOP_K = 5

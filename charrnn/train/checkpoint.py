@@ -43,7 +43,7 @@ OPTIM_PREFIX = "optim."
 CARRY_PREFIX = "carry."
 CHECKSUMS = "checksums"          # the metadata key of the checksum record (absent in older files)
 ALGORITHM = "crc32"              # catches any change within 4 consecutive bytes, at memory speed
-# the checkpoints of a run folder, as charrnn train names them (train/run.py's RUN_FILES)
+# the checkpoints of a run folder, as charrnn train names them
 RUN_CHECKPOINTS = ("last.safetensors", "best.safetensors")
 
 

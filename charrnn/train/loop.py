@@ -116,13 +116,7 @@ def reset_some_streams(carry: tuple | None, prob: float, seed: int, step: int) -
     """
     if carry is None or prob <= 0:
         return carry
-    chosen = np.random.default_rng([seed, step]).random(carry[0].shape[1]) < prob
-    if not chosen.any():
-        return carry
-    carry = tuple(part.copy() for part in carry)
-    for part in carry:
-        part[:, chosen] = 0
-    return carry
+    return zero_rows(carry, np.random.default_rng([seed, step]).random(carry[0].shape[1]) < prob)
 
 
 def zero_rows(carry: tuple | None, rows: np.ndarray) -> tuple | None:

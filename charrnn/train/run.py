@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from charrnn.config import Config, ConfigError, apply_overrides, load_config, parse_override
-from charrnn.fileio import remove_stale_temporaries
 from charrnn.nn.model import CharRNN
 from charrnn.train import corpus as corpus_mod
 from charrnn.train import data as data_mod
@@ -36,7 +35,7 @@ from charrnn.train.checkpoint import (
 from charrnn.train.docbatch import make_document_batches
 from charrnn.train.engine import Local, make_engine
 from charrnn.train.errors import TrainingError
-from charrnn.train.lock import LOCK_NAME, FolderInUse, FolderLock
+from charrnn.train.folder import FolderLock, own_out_dir, refuse_existing_run, remove_empty_folder
 from charrnn.train.optim import flatten_state, make_optimizer, unflatten_state
 from charrnn.train.report import quick_timing, report_lines
 from charrnn.train.resume import change_notes, horizon_kept, refuse_changes
@@ -95,7 +94,6 @@ class Run:
                 "batch": self.batch_rng.bit_generator.state}
 
 
-RUN_FILES = RUN_CHECKPOINTS
 LAST, BEST = RUN_CHECKPOINTS
 RUNS_FOLDER = "runs"           # where `charrnn train --data FILE` puts a run with no out_dir
 
@@ -139,66 +137,6 @@ def train_config(config_file: str | None, data_path: str | None, overrides=()) -
             and cfg.train.out_dir == Config().train.out_dir):
         cfg.train.out_dir = out_dir_for(cfg.data.path)
     return cfg
-
-
-def refuse_existing_run(out_dir: str) -> None:
-    """ConfigError when out_dir already holds a run's checkpoints: a new run would overwrite them
-    and append to its metrics.jsonl. Called before anything in the folder is touched."""
-    if any(os.path.exists(os.path.join(out_dir, name)) for name in RUN_FILES):
-        raise ConfigError(f"the output folder {out_dir} already holds a run; continue it with "
-                          f"`charrnn train --resume {out_dir}`, or set train.out_dir to another "
-                          f"folder for a new run (--set train.out_dir={out_dir.rstrip(os.sep)}-2).")
-
-
-def prepare_out_dir(out_dir: str) -> bool:
-    """Create the run folder if needed and prove it is writable; True if it was created here."""
-    created = not os.path.isdir(out_dir)
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as e:
-        raise TrainingError(f"cannot create the output folder {out_dir}: {e.strerror}; "
-                            f"set train.out_dir to a writable folder.") from None
-    probe = os.path.join(out_dir, ".write-test")
-    try:
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.unlink(probe)
-    except OSError as e:
-        raise TrainingError(f"the output folder {out_dir} is not writable ({e.strerror}); "
-                            f"set train.out_dir to a writable folder.") from None
-    return created
-
-
-def own_out_dir(out_dir: str, new_run: bool) -> tuple[FolderLock, tuple, bool]:
-    """(lock, removed temporaries, created): the run folder, created if needed (created says
-    so), locked for this run, and
-    cleaned of temporary files of interrupted writes (safe now that no other run writes there).
-    A folder created here is removed again if it cannot be owned."""
-    created = prepare_out_dir(out_dir)
-    try:
-        lock = FolderLock(out_dir)
-    except FolderInUse:
-        if created:
-            remove_empty_folder(out_dir)
-        raise
-    try:
-        if new_run:
-            refuse_existing_run(out_dir)     # again, under the lock: a run may have just begun
-        return lock, tuple(remove_stale_temporaries(out_dir)), created
-    except BaseException:
-        lock.close()
-        raise
-
-
-def remove_empty_folder(out_dir: str) -> None:
-    """Remove a run folder that holds nothing but its lock file (a run that never began)."""
-    try:
-        if set(os.listdir(out_dir)) <= {LOCK_NAME}:
-            for name in os.listdir(out_dir):
-                os.unlink(os.path.join(out_dir, name))
-            os.rmdir(out_dir)
-    except OSError:
-        pass
 
 
 def load_corpus(cfg: Config, vocab: Vocab | None):
