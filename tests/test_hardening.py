@@ -191,7 +191,7 @@ def five_steps(tmp_path, corpus):
     ("train.seq_len=16", "the saved batch position and carried state depend on it"),
     ("train.optimizer=sgd", "optimizer state"),
     ("data.val_fraction=0.2", "boundary between training and validation"),
-    ("model.forget_bias=0", "acts only when a run starts"),
+    ("model.forget_bias=1", "acts only when a run starts"),
     ("train.out_dir=elsewhere", "the run lives in its folder")])
 def test_a_resume_refuses_a_setting_its_state_depends_on(five_steps, setting, reason):
     before = {p.name: p.read_bytes() for p in five_steps.iterdir()}
