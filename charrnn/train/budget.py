@@ -4,9 +4,10 @@ It is the first of the run's limits, counted in steps:
 
   max_steps                     as given
   max_epochs                    max_epochs x batches per epoch
-  max_minutes                   step + (budget left - a final evaluation) / (time per step), with
-                                the time per step measured over TIMED_STEPS steps after
-                                WARMUP_STEPS untimed ones, plus each evaluation's share
+  max_minutes                   step + (budget left) / (time per step), with the time per step
+                                measured over TIMED_STEPS steps after WARMUP_STEPS untimed ones,
+                                plus each evaluation's share (the final evaluation comes after
+                                the budget, as it does when a run without a schedule stops)
 
 The horizon is fixed once (at the start, or after the timed steps when max_minutes is set) and
 saved in the checkpoint's progress, so a resumed run follows the same schedule bit for bit and
@@ -35,10 +36,10 @@ def time_horizon(step: int, seconds_left: float, step_seconds: float, eval_secon
     """The step at which seconds_left runs out: at least step + 1.
 
     seconds_left: the budget not yet spent; step_seconds: one training step; eval_seconds: one
-    evaluation, of which one ends the run and one comes every eval_every steps.
+    evaluation, of which one comes every eval_every steps.
     """
     per_step = step_seconds + eval_seconds / eval_every
-    steps = (seconds_left - eval_seconds) / per_step
+    steps = seconds_left / per_step
     return step + max(1, math.floor(steps))
 
 
