@@ -3,7 +3,6 @@ the plateau schedule, the start-of-run report and --dry-run."""
 
 import itertools
 import json
-import math
 import os
 import signal
 
@@ -39,8 +38,8 @@ def weights(run_dir, name="last.safetensors"):
 # -- the horizon ----------------------------------------------------------------------------
 
 def test_time_horizon_counts_steps_and_evaluations():
-    # 60 s left, 0.1 s a step, 2 s an evaluation every 10 steps: 60 / (0.1 + 0.2) steps
-    assert budget.time_horizon(100, 60.0, 0.1, 2.0, 10) == 100 + math.floor(60 / 0.3)
+    # 60 s left, 0.25 s a step, 2.5 s an evaluation every 10 steps: 60 / (0.25 + 0.25) steps
+    assert budget.time_horizon(100, 60.0, 0.25, 2.5, 10) == 100 + 120
     assert budget.time_horizon(7, 0.0, 1.0, 5.0, 10) == 8          # always at least one step
     cfg = Config().train
     cfg.max_steps, cfg.max_epochs = 500, 3
