@@ -187,6 +187,8 @@ def test_irnn_config_builds_an_identity_relu_rnn():
                       ["model.hidden_size=6", "model.embed_size=3"])
     assert (cfg.model.cell, cfg.model.nonlinearity, cfg.model.init) == ("rnn", "relu", "identity")
     assert cfg.train.clip == "norm" and cfg.train.clip_value <= 1.0 and cfg.train.lr <= 5e-4
+    scale = cfg.model.identity_scale      # below 1: an exact identity bursts (configs/irnn.yaml)
+    assert 0.5 <= scale < 1.0, scale
     model = CharRNN(5, cfg.model, dtype=np.float64)
     for k in range(cfg.model.layers):
-        np.testing.assert_array_equal(model.params[f"rnn.weight_hh_l{k}"], np.eye(6))
+        np.testing.assert_array_equal(model.params[f"rnn.weight_hh_l{k}"], scale * np.eye(6))
