@@ -38,7 +38,8 @@ def test_defaults_match_the_schema():
     assert (c.model.cell, c.model.layers, c.model.hidden_size, c.model.embed_size) == (
         "lstm", 2, 256, 64)
     assert (c.train.batch_size, c.train.seq_len, c.train.optimizer, c.train.lr) == (
-        32, 64, "adam", 0.002)
+        32, 64, "adam", 0.004)
+    assert (c.train.lr_schedule, c.model.forget_bias) == ("auto", 0.0)   # docs/defaults.md
     assert c.train.max_steps is None and c.train.max_minutes is None
     assert (c.train.eval_every, c.train.checkpoint_every, c.train.seed) == (200, 200, 1337)
     assert (c.sample.length, c.sample.temperature, c.sample.top_k) == (500, 1.0, None)

@@ -153,9 +153,10 @@ def test_init_comments_are_the_config_sources_comments():
             assert above or end, f"{name} has no comment in charrnn/config.py"
         for comment in above + end:
             assert f"# {comment}" in text
-    assert notes["train.lr"] == ([], ["peak learning rate (after warmup)"])
+    assert notes["train.lr"] == ([], ["peak learning rate (after warmup); measured with auto: "
+                                      "docs/defaults.md"])
     assert notes["train.threads"][0][0].startswith("workers per training step")   # a block above
-    assert "  lr: 0.002" in text and "  prime: ''" in text and "  max_steps: null" in text
+    assert "  lr: 0.004" in text and "  prime: ''" in text and "  max_steps: null" in text
 
 
 def test_init_to_a_file_refuses_to_overwrite_unless_forced(tmp_path):
