@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shlex
 
 # The temporary file of a write to NAME is TEMP_PREFIX + 8 random characters + "." + NAME,
 # beside NAME (e.g. .tmp-3f9a0c1e.last.safetensors).
@@ -77,3 +78,8 @@ def remove_stale_temporaries(folder: str) -> list[str]:
             except FileNotFoundError:
                 pass
     return sorted(removed)
+
+
+def shell_path(path: str) -> str:
+    """path as a shell word in a command we print: quoted, and never read as an option."""
+    return shlex.quote(f"./{path}" if path.startswith("-") else path)

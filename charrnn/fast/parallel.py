@@ -380,9 +380,13 @@ def _serve(pipe, replicas, k: int, part: slice, optimizer) -> None:
             return
         kind = message[0]
         if kind == "shard":
-            pipe.send(_shard_step_or_error(replicas[k], message[1]))
+            reply = _shard_step_or_error(replicas[k], message[1])
         elif kind == "merge":
-            pipe.send(_merge_or_error(replicas, message[1], part))
+            reply = _merge_or_error(replicas, message[1], part)
         else:                                            # "step", lr, count, coef
             _, lr, count, coef = message
-            pipe.send(_clip_and_step_or_error(own_part, grads, lr, count, coef, part))
+            reply = _clip_and_step_or_error(own_part, grads, lr, count, coef, part)
+        try:
+            pipe.send(reply)
+        except OSError:                                  # the parent left (Ctrl-C): end quietly
+            return

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from charrnn.config import ConfigError
-from charrnn.fileio import remove_stale_temporaries
+from charrnn.fileio import remove_stale_temporaries, shell_path
 from charrnn.train.checkpoint import RUN_CHECKPOINTS
 from charrnn.train.errors import TrainingError
 
@@ -80,7 +80,7 @@ def refuse_existing_run(out_dir: str) -> None:
     and append to its metrics.jsonl. Called before anything in the folder is touched."""
     if any(os.path.exists(os.path.join(out_dir, name)) for name in RUN_CHECKPOINTS):
         raise ConfigError(f"the output folder {out_dir} already holds a run; continue it with "
-                          f"`charrnn train --resume {out_dir}`, or set train.out_dir to another "
+                          f"`charrnn train --resume {shell_path(out_dir)}`, or set train.out_dir to another "
                           f"folder for a new run (--set train.out_dir={out_dir.rstrip(os.sep)}-2).")
 
 

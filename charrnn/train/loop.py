@@ -10,7 +10,6 @@ bit for bit where the run stopped.
 from __future__ import annotations
 
 import math
-import shlex
 import signal
 import sys
 import time
@@ -19,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from charrnn.config import save_config
+from charrnn.fileio import shell_path
 from charrnn.train import health
 from charrnn.train.budget import StepTimer, step_horizon, time_horizon
 from charrnn.train.checkpoint import Progress
@@ -185,7 +185,7 @@ def diverged(run: Run, problem: str, step: int) -> health.Diverged:
                if kept else "no checkpoint was written")
     t = run.config.train
     lower = f"--set train.lr={t.lr / 10:g}" + (" --set train.clip=norm" if t.clip == "none" else "")
-    way = (f"resume with a lower rate: charrnn train --resume {shlex.quote(run.out_dir)} {lower}"
+    way = (f"resume with a lower rate: charrnn train --resume {shell_path(run.out_dir)} {lower}"
            if kept else f"start again with a lower rate ({lower})")
     return health.Diverged(f"the run diverged at step {step}: {problem}; nothing from that state "
                            f"was saved and {on_disk}. {way[0].upper()}{way[1:]}.")
@@ -235,7 +235,7 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
                     last.due()
                 if signals.received is not None:
                     raise TrainingInterrupted(f"interrupted at step {p.step}; {last.on_interrupt()}. "
-                                              f"Resume with: charrnn train --resume {run.out_dir}",
+                                              f"Resume with: charrnn train --resume {shell_path(run.out_dir)}",
                                               SIGNAL_EXIT[signals.received])
             if run.progress.step % cfg.eval_every != 0 or run.progress.last_val_loss is None:
                 last.judged(evaluate_and_keep_best(run, metrics, started, log, bar.disable)[1])

@@ -22,7 +22,7 @@ import os
 
 from charrnn.config import Config, ConfigError
 from charrnn.train.budget import step_horizon
-from charrnn.train.schedule import lr_at, resolved_schedule
+from charrnn.train.schedule import DECAYING, lr_at, resolved_schedule
 
 EXACT, CHANGES, REFUSED = "exact", "changes", "refused"
 HORIZON_KEYS = ("max_steps", "max_epochs", "max_minutes", "lr_schedule")
@@ -46,6 +46,9 @@ REFUSED_WHY: dict[str, str] = {
     "train.out_dir": "the run lives in its folder (copy the folder to continue it elsewhere: "
                      "cp -r RUN NEW && charrnn train --resume NEW)",
 }
+
+# changes a new run from the same weights (--init-from) cannot take either
+NEW_RUN_ONLY = {k for k, why in REFUSED_WHY.items() if why == _ARCH} | {"data.documents"}
 
 CHANGES_WHAT: dict[str, str] = {
     "data.reset_prob": "other streams are reset from now on",
@@ -96,7 +99,7 @@ def refuse_changes(old: Config, new: Config) -> None:
     config, new: with the --set values)."""
     for key, was, now in differences(old, new):
         if rule(key) == REFUSED and not (key == "train.out_dir" and same_folder(was, now)):
-            way = ("start a new run" if REFUSED_WHY[key] == _ARCH else
+            way = ("start a new run" if key in NEW_RUN_ONLY else
                    "start a new run from these weights with --init-from")
             raise ConfigError(f"{key} cannot change when a run resumes ({REFUSED_WHY[key]}); "
                               f"remove that --set, or {way}")
@@ -107,16 +110,20 @@ def change_notes(old: Config, new: Config, progress, batches_per_epoch: int,
     """Notes for the user on what the allowed changes from old to new do; ConfigError when the
     run has already reached its new limits. saved_workers: the run's worker count so far (a
     train.threads equal to it changes nothing)."""
-    notes = [f"{key} changes from {was} to {now}: the run goes on from the saved state, not as "
-             f"it would have ({CHANGES_WHAT[key]})"
+    notes = [f"{key} changes from {_show(was)} to {_show(now)}: the run goes on from the saved "
+             f"state, not as it would have ({CHANGES_WHAT[key]})"
              for key, was, now in differences(old, new) if rule(key) == CHANGES
              and not (key == "train.threads" and now is not None
                       and min(now, new.train.batch_size) == saved_workers)]
     lr_note = _lr_note(old, new, progress, batches_per_epoch)
     if lr_note:
         notes.append(lr_note)
-    _check_limits(new.train, progress)
+    _check_limits(new.train, progress, horizon_kept(old, new))
     return notes
+
+
+def _show(value) -> str:
+    return "null" if value is None else str(value)
 
 
 def horizon_kept(old: Config, new: Config) -> bool:
@@ -144,11 +151,16 @@ def _lr_note(old: Config, new: Config, progress, batches_per_epoch: int) -> str 
             f"{was:.3g}){why}")
 
 
-def _check_limits(t, progress) -> None:
+def _check_limits(t, progress, horizon_kept: bool) -> None:
     """ConfigError when the resumed run has nothing left to do."""
     for key, limit, reached in (("max_steps", t.max_steps, progress.step),
                                 ("max_epochs", t.max_epochs, progress.epoch)):
         if limit is not None and reached >= limit:
-            raise ConfigError(f"the run is at {key.removeprefix('max_')} {reached}, which already "
-                              f"meets train.{key}={limit}; raise it to train on, e.g. --set "
-                              f"train.{key}={2 * max(limit, 1)}")
+            raise ConfigError(f"the run is at {key.removeprefix('max_').rstrip('s')} {reached}, "
+                              f"which already meets train.{key}={limit}; raise it to train on, "
+                              f"e.g. --set train.{key}={2 * max(reached, 1)}")
+    if (horizon_kept and t.max_minutes is not None and progress.horizon is not None
+            and progress.step >= progress.horizon and resolved_schedule(t) in DECAYING):
+        raise ConfigError(f"the run's schedule already ended at step {progress.horizon} (fixed "
+                          f"from train.max_minutes={t.max_minutes:g}); give it more time to "
+                          f"train on, e.g. --set train.max_minutes={2 * (t.max_minutes or 1):g}")

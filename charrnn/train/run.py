@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import shlex
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from charrnn.config import Config, ConfigError, apply_overrides, load_config, parse_override
+from charrnn.fileio import shell_path
 from charrnn.nn.model import CharRNN
 from charrnn.train import corpus as corpus_mod
 from charrnn.train import data as data_mod
@@ -320,7 +320,7 @@ def save(run: Run, name: str, rng_states: dict | None = None) -> None:
 def _way_on(run: Run) -> str:
     """How to go on after a failed write: resume if the folder holds a checkpoint, else start."""
     if run.saved:
-        return f"resume with: charrnn train --resume {shlex.quote(run.out_dir)}"
+        return f"resume with: charrnn train --resume {shell_path(run.out_dir)}"
     return "start the run again"
 
 
@@ -343,7 +343,7 @@ def resume_checkpoint(resume_dir: str) -> tuple[str, str | None]:
         raise CheckpointError(f"there is no run folder {resume_dir} to resume; check the path")
     raise CheckpointError(f"{resume_dir} holds no checkpoint to resume (the run stopped before "
                           f"saving one); start it again: charrnn train ... --set "
-                          f"train.out_dir={shlex.quote(resume_dir)}")
+                          f"train.out_dir={shell_path(resume_dir)}")
 
 
 def open_run(cfg: Config | None, resume_dir: str | None = None, init_from: str | None = None,
@@ -357,8 +357,8 @@ def open_run(cfg: Config | None, resume_dir: str | None = None, init_from: str |
         path, note = resume_checkpoint(resume_dir)
         resume = load_checkpoint(path)
         before = copy.deepcopy(resume.config)
-        if not resume_dir.endswith(".safetensors"):
-            before.train.out_dir = resume_dir     # the run folder may have been moved
+        # the run goes on in the folder it is read from (which may have been moved or copied)
+        before.train.out_dir = os.path.dirname(path) or os.curdir
         cfg = apply_overrides(before, overrides)
     init = load_checkpoint(resolve_checkpoint(init_from, say)) if init_from else None
     run = prepare(cfg, resume=resume, init_from=init, resumed_config=before, dry_run=dry_run)
@@ -391,7 +391,7 @@ def announce(run: Run, resumed: bool, say=None, warn=None) -> None:
                 f"distinct); the run goes to {run.out_dir}")
             if run.corpus_notes:
                 say("; ".join(run.corpus_notes))
-        say(f"sample from it with: charrnn sample {shlex.quote(run.out_dir)}")
+        say(f"sample from it with: charrnn sample {shell_path(run.out_dir)}")
         run.step_seconds, run.eval_seconds = quick_timing(run)
         for line in report_lines(run, run.step_seconds, run.eval_seconds):
             say(line)
