@@ -17,17 +17,16 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from charrnn.config import save_config
 from charrnn.fileio import shell_path
 from charrnn.train import health
 from charrnn.train.budget import StepTimer, step_horizon, time_horizon
 from charrnn.train.checkpoint import Progress
-from charrnn.train.errors import TrainingInterrupted
+from charrnn.train.errors import TrainingError, TrainingInterrupted
 from charrnn.train.metrics import Metrics
 from charrnn.train.optim import clip_coefficient, clip_grad_value
 from charrnn.train.plateau import after_evaluation
 from charrnn.train.report import time_eval
-from charrnn.train.run import BEST, LAST, Run, open_run, save
+from charrnn.train.run import BEST, LAST, Run, open_run, save, way_on
 from charrnn.train.schedule import DECAYING, lr_at, resolved_schedule
 
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -177,6 +176,11 @@ def train_step(run: Run, before_update=None) -> tuple[float, float]:
     return loss, norm
 
 
+def cannot_write(run: Run, name: str, error: OSError) -> TrainingError:
+    return TrainingError(f"could not write {run.path(name)} ({error.strerror or error}); free "
+                         f"some space (or fix the folder), then {way_on(run)}.")
+
+
 def diverged(run: Run, problem: str, step: int) -> health.Diverged:
     """The error that stops a diverged run: what went wrong, what is on disk, the way out."""
     kept = " and ".join(f"{name} (step {run.saved[name]})" for name in (LAST, BEST)
@@ -185,7 +189,11 @@ def diverged(run: Run, problem: str, step: int) -> health.Diverged:
                if kept else "no checkpoint was written")
     t = run.config.train
     lower = f"--set train.lr={t.lr / 10:g}" + (" --set train.clip=norm" if t.clip == "none" else "")
+    limits = "".join(f" --set train.{k}={getattr(t, k):g}" for k in ("max_steps", "max_epochs",
+                                                                      "max_minutes")
+                     if getattr(t, k) is not None)     # the limits this invocation was given
     way = (f"resume with a lower rate: charrnn train --resume {shell_path(run.out_dir)} {lower}"
+           f"{limits}"
            if kept else f"start again with a lower rate ({lower})")
     return health.Diverged(f"the run diverged at step {step}: {problem}; nothing from that state "
                            f"was saved and {on_disk}. {way[0].upper()}{way[1:]}.")
@@ -195,8 +203,10 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
     """Train until a limit; checkpoint, evaluate and log along the way. Returns the progress."""
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     cfg = run.config.train
-    save_config(run.config, run.path("config.yaml"))
-    metrics = Metrics(run.path("metrics.jsonl"), resumed_at=run.progress.step)
+    try:
+        metrics = Metrics(run.path("metrics.jsonl"), resumed_at=run.progress.step)
+    except OSError as e:
+        raise cannot_write(run, "metrics.jsonl", e) from None
     started = time.perf_counter()
     bar = tqdm(total=cfg.max_steps, initial=run.progress.step, unit="step", file=sys.stderr,
                disable=True if quiet else None, dynamic_ncols=True, leave=False)
@@ -240,6 +250,8 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
             if run.progress.step % cfg.eval_every != 0 or run.progress.last_val_loss is None:
                 last.judged(evaluate_and_keep_best(run, metrics, started, log, bar.disable)[1])
             last.final()
+    except OSError as e:                     # metrics.jsonl (checkpoints say so themselves)
+        raise cannot_write(run, "metrics.jsonl", e) from None
     finally:
         bar.close()
         metrics.close()

@@ -15,7 +15,7 @@ from charrnn.train.budget import TIMED_STEPS, WARMUP_STEPS, step_horizon
 from charrnn.train.schedule import DECAYING, resolved_schedule
 
 TIMED = 3               # forward/backward passes timed (after one untimed)
-EVAL_SLICE = 4096       # validation characters timed, scaled to the whole pass
+EVAL_SLICE = 8192       # validation characters timed, scaled to the whole pass
 
 # char-rnn's rule of thumb (its README): parameters and training characters should be of the
 # same order of magnitude; far more parameters overfit, far fewer underfit
@@ -50,7 +50,7 @@ def time_eval(run) -> float:
     val_chars = len(run.val_ids) if t.eval_chars is None else min(t.eval_chars, len(run.val_ids))
     piece = run.val_ids[:EVAL_SLICE + 1]
     start = time.perf_counter()
-    evaluate_ids(run.model, piece, pipeline=False)
+    evaluate_ids(run.model, piece, pipeline=run.engine.workers > 1)   # as validation_loss does
     return (time.perf_counter() - start) * val_chars / max(len(piece) - 1, 1)
 
 

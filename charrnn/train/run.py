@@ -17,7 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.config import Config, ConfigError, apply_overrides, load_config, parse_override
+from charrnn.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    load_config,
+    parse_override,
+    save_config,
+)
 from charrnn.fileio import shell_path
 from charrnn.nn.model import CharRNN
 from charrnn.train import corpus as corpus_mod
@@ -306,6 +313,7 @@ def save(run: Run, name: str, rng_states: dict | None = None) -> None:
     tensors, scalars = flatten_state(run.optimizer.state_dict())
     state = TrainState(p, scalars, rng_states or run.rng_states(), run.engine.workers, run.corpus)
     try:
+        save_config(run.config, run.path("config.yaml"))     # the settings of the newest checkpoint
         save_checkpoint(run.path(name), run.model, run.vocab, run.config, tensors,
                         state.to_dict(), carry=run.carry or ())
     except OSError as e:                 # disk full, folder removed, ...: the old file is intact
@@ -313,11 +321,11 @@ def save(run: Run, name: str, rng_states: dict | None = None) -> None:
                   if name in run.saved else f"no {name} had been written yet")
         raise TrainingError(f"could not write {run.path(name)} at step {p.step} "
                             f"({e.strerror or e}); {before}. Free some space (or fix the folder) "
-                            f"and {_way_on(run)}") from None
+                            f"and {way_on(run)}") from None
     run.saved[name] = p.step
 
 
-def _way_on(run: Run) -> str:
+def way_on(run: Run) -> str:
     """How to go on after a failed write: resume if the folder holds a checkpoint, else start."""
     if run.saved:
         return f"resume with: charrnn train --resume {shell_path(run.out_dir)}"
