@@ -165,11 +165,13 @@ CHECKPOINT = click.Path()
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override a config value (repeatable), e.g. --set train.lr=0.001.")
 @click.option("--resume", "resume_dir", metavar="RUN_DIR", type=click.Path(),
-              help="Continue the run saved in RUN_DIR/last.safetensors exactly where it stopped.")
+              help="Continue the run in RUN_DIR exactly where it stopped (its last.safetensors, "
+                   "else its best.safetensors; or a .safetensors file, continued in its folder).")
 @click.option("--init-from", metavar="CHECKPOINT", type=CHECKPOINT,
               help="Start a new run from the weights of CHECKPOINT or a run folder (same vocabulary).")
 @click.option("-q", "--quiet", is_flag=True,
-              help="No progress bar and no opening lines (warnings still show).")
+              help="No progress bar and no opening lines: one plain line per evaluation "
+                   "(warnings still show).")
 @click.option("--dry-run", is_flag=True,
               help="Check everything, print the start-of-run report (stderr) and the resolved "
                    "config (stdout), and exit without training or writing anything.")

@@ -27,7 +27,7 @@ from charrnn.train.folder import LOCK_NAME, FolderLock
 from charrnn.train.metrics import Metrics
 from charrnn.train.run import open_run
 from charrnn.vocab import Vocab
-from tests.conftest import wait_until
+from tests.conftest import make_corpus, wait_until
 from tests.test_train import SMALL, write_config
 
 
@@ -384,3 +384,135 @@ def test_validation_of_a_large_vocabulary_is_chunked_by_its_size():
     tracemalloc.stop()
     assert total == pytest.approx(small, rel=1e-6) and n == 1499
     assert peak < 3 * (32 << 20), peak / 2**20      # was ~1024 x V x 8 bytes, three times over
+
+
+# -- found by trying to break the above ------------------------------------------------------
+
+def test_resuming_a_checkpoint_file_goes_on_in_its_own_folder(five_steps, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(five_steps, copy)
+    before = {p.name: p.read_bytes() for p in five_steps.iterdir()}
+    r = run_cli("train", "--resume", copy / "last.safetensors", "-q", "--set", "train.max_steps=7")
+    assert r.exit_code == 0, r.output
+    assert {p.name: p.read_bytes() for p in five_steps.iterdir()} == before   # untouched
+    assert load_checkpoint(str(copy / "last.safetensors")).train_state["progress"]["step"] == 7
+
+
+def test_the_evaluation_is_timed_the_way_validation_runs(monkeypatch, corpus, tmp_path):
+    import charrnn.infer.evaluate as evaluate_mod
+    from charrnn.train.report import time_eval
+
+    seen = []
+    monkeypatch.setattr(evaluate_mod, "evaluate_ids",
+                        lambda model, ids, pipeline=True, **kw: seen.append(pipeline) or (1.0, 1))
+    cfg = Config()
+    cfg.data.path, cfg.train.out_dir = str(corpus), str(tmp_path / "run")
+    cfg.train.batch_size, cfg.train.seq_len, cfg.train.threads = 8, 8, 2
+    run = open_run(cfg, dry_run=True)
+    try:
+        time_eval(run)
+    finally:
+        run.close()
+    assert seen == [True]                     # two workers: validation uses the pipeline
+
+
+def test_a_full_disk_at_the_metrics_is_one_line(tmp_path, corpus, monkeypatch):
+    def disk_full(self, **fields):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Metrics, "log", disk_full)
+    r = run_cli("train", write_config(tmp_path, corpus), "-q", *SMALL, "--set", "train.max_steps=9")
+    one_line_error(r, 1, "could not write", "metrics.jsonl (No space left on device)",
+                   "free some space")
+
+
+def test_a_run_that_cannot_take_a_folder_leaves_it_to_its_owner(tmp_path, corpus, monkeypatch):
+    import charrnn.train.folder as folder_mod
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    held = FolderLock(str(folder))
+    real = folder_mod.prepare_out_dir
+    monkeypatch.setattr(folder_mod, "prepare_out_dir", lambda d: real(d) or True)   # "created"
+    monkeypatch.setattr(folder_mod, "in_use", lambda d: False)     # both started at once
+    try:
+        r = run_cli("train", write_config(tmp_path, corpus), "-q", *SMALL, "--set", "train.max_steps=2")
+        one_line_error(r, 1, "is in use by another charrnn train")
+        assert os.listdir(folder) == [LOCK_NAME]                 # the owner's folder stays
+    finally:
+        held.close()
+
+
+def test_a_new_run_into_a_running_runs_folder_is_told_it_is_in_use(five_steps, corpus, tmp_path):
+    held = FolderLock(str(five_steps))
+    try:
+        r = run_cli("train", write_config(tmp_path, corpus), "-q", *SMALL)
+        one_line_error(r, 1, "is in use by another charrnn train")
+        assert "--resume" not in r.stderr
+    finally:
+        held.close()
+
+
+def test_a_diverged_resume_suggests_the_limits_it_was_given(five_steps, monkeypatch):
+    monkeypatch.setattr(CharRNN, "loss_and_grad", lambda self, *a, **k: (float("nan"), None, None))
+    r = run_cli("train", "--resume", five_steps, "-q", "--set", "train.max_steps=40")
+    one_line_error(r, 1, "--set train.lr=0.0002 --set train.max_steps=40")
+
+
+def test_the_suggested_limit_is_above_the_current_step(five_steps):
+    r = run_cli("train", "--resume", five_steps, "-q", "--set", "train.max_steps=3")
+    one_line_error(r, 2, "the run is at step 5, which already meets train.max_steps=3",
+                   "--set train.max_steps=10")
+
+
+def test_a_finished_minutes_schedule_is_not_run_again():
+    from charrnn.config import ConfigError
+    from charrnn.train.checkpoint import Progress
+
+    cfg = Config()
+    cfg.train.max_minutes = 1.0
+    with pytest.raises(ConfigError, match="schedule already ended at step 100"):
+        resume.change_notes(cfg, cfg, Progress(step=100, horizon=100), 50)
+
+
+def test_a_run_folder_inside_a_corpus_folder_is_not_corpus(tmp_path, monkeypatch):
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for k in range(3):
+        make_corpus(texts / f"part{k}.txt", seed=k)
+    monkeypatch.chdir(texts)
+    r = run_cli("train", "--data", ".", "-q", *SMALL, "--set", "train.max_steps=5",
+                "--set", "train.out_dir=runs/here")
+    assert r.exit_code == 0, r.output
+    r = run_cli("train", "--resume", "runs/here", "-q", "--set", "train.max_steps=7")
+    assert r.exit_code == 0, r.output           # its config.yaml and metrics.jsonl were not read
+
+
+def test_sigterm_while_a_run_is_set_up_stops_it_like_ctrl_c():
+    from charrnn.train.errors import TrainingInterrupted
+    from charrnn.train.loop import set_up_signals
+
+    with pytest.raises(TrainingInterrupted, match="before training began"):
+        with set_up_signals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            wait_until(lambda: False, timeout=5, what="the signal")
+
+
+def test_words_for_what_a_stopped_run_keeps(tmp_path):
+    from types import SimpleNamespace
+
+    from charrnn.train.loop import kept_words
+
+    run = SimpleNamespace(saved={}, path=lambda name: f"R/{name}")
+    assert kept_words(run) == "no checkpoint was saved"
+    run.saved = {"last.safetensors": 4}
+    assert kept_words(run) == "R/last.safetensors (step 4) is intact"
+
+
+def test_printed_paths_are_shell_words():
+    from charrnn.fileio import shell_path
+
+    assert shell_path("runs/my run") == "'runs/my run'"
+    assert shell_path("-weird") == "./-weird"

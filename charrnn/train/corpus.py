@@ -98,9 +98,18 @@ def _walk(path: str) -> list[str]:
         return [path] if os.path.isfile(path) else []
     found = []
     for root, dirs, files in os.walk(path):
+        if _is_run_folder(root) and root != path:
+            dirs[:] = []                   # a charrnn run's own files are not corpus text
+            continue
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found += [os.path.join(root, f) for f in files if not f.startswith(".")]
     return sorted(found)
+
+
+def _is_run_folder(path: str) -> bool:
+    """Whether path holds a charrnn run (its metrics.jsonl, or a checkpoint of a run)."""
+    return any(os.path.isfile(os.path.join(path, name))
+               for name in ("metrics.jsonl", "last.safetensors", "best.safetensors"))
 
 
 def is_binary(raw: bytes) -> bool:

@@ -9,6 +9,7 @@ bit for bit where the run stopped.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import sys
@@ -32,6 +33,24 @@ from charrnn.train.schedule import DECAYING, lr_at, resolved_schedule
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
+@contextlib.contextmanager
+def set_up_signals():
+    """While a run is set up (before SignalCatcher), SIGTERM stops it as Ctrl-C does: an
+    exception, so the folder it created is removed again (not a kill that leaves it)."""
+    def stop(signum, frame):
+        raise TrainingInterrupted("stopped before training began; nothing was saved.",
+                                  SIGNAL_EXIT[signum])
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:                      # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class SignalCatcher:
     """Turns the first SIGINT / SIGTERM into a flag the loop checks after each step.
 
@@ -39,9 +58,10 @@ class SignalCatcher:
     stays whole: checkpoints are written atomically).
     """
 
-    def __init__(self):
+    def __init__(self, kept=lambda: "the last saved checkpoint is intact"):
         self.received: int | None = None
         self.previous = {}
+        self.kept = kept              # () -> the words for what is on disk
 
     def __enter__(self):
         for sig in SIGNAL_EXIT:
@@ -53,8 +73,8 @@ class SignalCatcher:
 
     def _handle(self, signum, frame):
         if self.received is not None:
-            raise TrainingInterrupted("stopped at once by a second signal; the last saved "
-                                      "checkpoint is intact.", SIGNAL_EXIT[signum])
+            raise TrainingInterrupted(f"stopped at once by a second signal; {self.kept()}.",
+                                      SIGNAL_EXIT[signum])
         self.received = signum
 
     def __exit__(self, *exc):
@@ -176,6 +196,15 @@ def train_step(run: Run, before_update=None) -> tuple[float, float]:
     return loss, norm
 
 
+def kept_words(run: Run) -> str:
+    """What a stopped run leaves: its checkpoints and their steps, or that there is none."""
+    kept = " and ".join(f"{run.path(name)} (step {run.saved[name]})" for name in (LAST, BEST)
+                        if name in run.saved)
+    if not kept:
+        return "no checkpoint was saved"
+    return f"{kept} {'are' if ' and ' in kept else 'is'} intact"
+
+
 def cannot_write(run: Run, name: str, error: OSError) -> TrainingError:
     return TrainingError(f"could not write {run.path(name)} ({error.strerror or error}); free "
                          f"some space (or fix the folder), then {way_on(run)}.")
@@ -216,7 +245,8 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
     timer = StepTimer()
     try:
         # overflow on the way to a divergence is reported by the health checks, in one line
-        with SignalCatcher() as signals, np.errstate(over="ignore", invalid="ignore"):
+        with SignalCatcher(lambda: kept_words(run)) as signals, \
+                np.errstate(over="ignore", invalid="ignore"):
             fix_horizon(run, started, timer)
             while (reason := early or _stop_reason(run, started)) is None:
                 timer.start()
@@ -247,9 +277,13 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
                     raise TrainingInterrupted(f"interrupted at step {p.step}; {last.on_interrupt()}. "
                                               f"Resume with: charrnn train --resume {shell_path(run.out_dir)}",
                                               SIGNAL_EXIT[signals.received])
-            if run.progress.step % cfg.eval_every != 0 or run.progress.last_val_loss is None:
-                last.judged(evaluate_and_keep_best(run, metrics, started, log, bar.disable)[1])
-            last.final()
+            if timer.steps == 0 and run.saved:
+                pass                         # nothing changed since the checkpoint it resumed
+            else:
+                if run.progress.step % cfg.eval_every != 0 or run.progress.last_val_loss is None:
+                    last.judged(evaluate_and_keep_best(run, metrics, started, log,
+                                                       bar.disable)[1])
+                last.final()
     except OSError as e:                     # metrics.jsonl (checkpoints say so themselves)
         raise cannot_write(run, "metrics.jsonl", e) from None
     finally:
@@ -357,7 +391,8 @@ def run_training(cfg, resume_dir: str | None = None, init_from: str | None = Non
                  overrides=(), quiet: bool = False, say=None, warn=None):
     """`charrnn train`: a new run from cfg, or the run in resume_dir continued. Returns the
     progress at the end. say(line) and warn(line) hear the run's first lines (open_run)."""
-    run = open_run(cfg, resume_dir, init_from, overrides, say=say, warn=warn)
+    with set_up_signals():
+        run = open_run(cfg, resume_dir, init_from, overrides, say=say, warn=warn)
     try:
         return train(run, quiet=quiet)
     finally:
