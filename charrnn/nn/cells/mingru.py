@@ -31,18 +31,17 @@ def forward(x, state0, w_ih, w_hh, b_ih, b_hh, **_):
     """Over T steps.  x [T, B, D], state0 = (h0 [B, H],) -> (out [T, B, H], (h_T,), cache)."""
     H = w_ih.shape[0] // 2
     gates = input_projection(x, w_ih, b_ih)               # [T, B, 2H]: z (pre-activation), n
-    z, n = gates[..., :H], gates[..., H:]
-    with np.errstate(over="ignore"):                      # exp -> inf gives the limit z = 0
-        np.negative(z, out=z)
-        np.exp(z, out=z)
-        z += 1
-        np.reciprocal(z, out=z)
-    a = np.subtract(1, z)
+    a, n = gates[..., :H], gates[..., H:]
+    with np.errstate(over="ignore"):                      # exp -> inf gives the limit a = 0
+        np.exp(a, out=a)
+        a += 1
+        np.reciprocal(a, out=a)                           # a = 1 - z = sigmoid(-z_pre)
     hs = np.empty((x.shape[0] + 1,) + state0[0].shape, gates.dtype)
     hs[0] = state0[0]
-    np.multiply(z, n, out=hs[1:])
-    linear_scan(a, hs[1:], state0[0], out=hs[1:])
-    cache = (x, hs, gates, a, w_ih)
+    b = np.multiply(a, n, out=hs[1:])
+    np.subtract(n, b, out=b)                              # z n = n - a n
+    linear_scan(a, b, state0[0], out=b)
+    cache = (x, hs, gates, w_ih)
     return hs[1:], (hs[-1].copy(),), cache
 
 
@@ -51,20 +50,19 @@ def backward(dout, dstate, cache, grads=None, dh_trace=None):
 
     dh_trace, an optional [T, B, H] array, receives dL/dh_t of every step. Consumes the cache.
     """
-    x, hs, gates, a, w_ih = cache
-    H = a.shape[-1]
-    z, n = gates[..., :H], gates[..., H:]
+    x, hs, gates, w_ih = cache
+    H = gates.shape[-1] // 2
+    a, n = gates[..., :H], gates[..., H:]
     g = linear_scan_reverse(a, dout, np.asarray(dstate[0], a.dtype))
     if dh_trace is not None:
         dh_trace[...] = g
     dh0 = a[0] * g[0]
-    # dz_pre = g (n - h_prev) z (1 - z), dn = g z; written over the gates they came from
-    dz = np.subtract(n, hs[:-1])          # hs[1:] is the caller's output: not overwritten
-    dz *= g
-    dz *= z
-    dz *= a
-    np.multiply(g, z, out=n)
-    np.copyto(z, dz)
+    # dz_pre = g z (n - h_prev) a,  dn = g z = g - g a: written over the gates they came from
+    d = np.subtract(n, hs[:-1])           # hs[1:] is the caller's output: not overwritten
+    gz = np.multiply(g, a, out=n)
+    np.subtract(g, gz, out=gz)
+    d *= gz
+    np.multiply(d, a, out=a)
     dx, grads = weight_grads(gates, None, x, None, w_ih, grads)
     return dx, (dh0,), grads
 

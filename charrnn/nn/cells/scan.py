@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 # below this many elements per step the blocked form is faster (docs/min-cells.md)
-BLOCKED_BELOW = 2048
+BLOCKED_BELOW = 1024
 
 
 def linear_scan(a, b, h0, out=None, form=None):
