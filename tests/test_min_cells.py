@@ -96,3 +96,32 @@ def test_minlstm_normalises_gates_that_both_underflow(dtype):
         h = fp * h + (1 - fp) * np.array([1.0, 2.0])
         expected.append(h)
     np.testing.assert_allclose(out[:, 0], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("cell", MIN_CELLS)
+def test_diagnose_sees_the_gradient_carried_back_by_the_gates(cell):
+    """charrnn diagnose's dL/dh_t of a 1-layer model: with only the last step's loss, each step
+    back multiplies it by the forget-side gate, dL/dh_{t-1} = a_t * dL/dh_t (the textbook
+    step's direct gradient)."""
+    from charrnn.nn.reference import reference_forward
+    from charrnn.tools.diagnose import gradient_decay
+    from tests.conftest import tiny_model
+
+    model = tiny_model(cell, layers=1, hidden=6, vocab=7, seed=4)
+    ids = np.random.default_rng(5).integers(0, 7, 30)
+    result = gradient_decay(model, ids, target=3)
+    norms = result["layers"][0]["norms"]
+    traces = [np.zeros((30, 1, 6))]
+    logits, _, cache = model.forward(ids[None])
+    dlogits = np.zeros_like(logits)
+    dlogits[0, -1] = np.exp(logits[0, -1]) / np.exp(logits[0, -1]).sum()
+    dlogits[0, -1, 3] -= 1
+    model.backward(dlogits, cache, dh_traces=traces)
+    _, _, (_, saved, _) = reference_forward(model.params.to_dict(), model.spec, ids[None],
+                                            model.initial_state(1))
+    trace = traces[0][:, 0]
+    for t in range(29, 0, -1):
+        _, _, direct = cells.get(cell).reference_step_backward((trace[t][None],), saved[0][t][1])
+        np.testing.assert_allclose(trace[t - 1], direct[0][0], rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(norms, np.linalg.norm(trace[::-1], axis=1), rtol=1e-12)
+    assert 0 < norms[-1] < norms[0]
