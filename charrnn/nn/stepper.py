@@ -11,6 +11,8 @@ NumPy calls per character as it can:
   [W_ih^T; b_ih; W_hh^T; b_hh], so its input product, recurrent product and both biases are a
   single np.dot(..., out=); the decoder reads [h_{L-1}, 1] against [W_dec^T; b_dec] x 1/T;
 - layer 0's input product is a row lookup in a precomputed table  emb W_ih0^T + b_ih0  [V, G*H];
+- a cell without weight_hh (cells.has_recurrent_weights: minGRU, minLSTM) multiplies only
+  [h_{k-1}, 1] by [W_ih^T; b_ih], and its layer 0 is the table row alone, with no product;
 - each cell decides its columns (reordered, pre-scaled: the cell module's `step_columns`), its
   buffer (`step_layout`: the gate columns, and extra state such as the LSTM's c kept right
   after them) and the element-wise work after the products (`step_body`);
