@@ -56,7 +56,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    cell: str = "lstm"  # rnn | gru | lstm (charrnn/nn/cells): the gated ones learn longer context
+    cell: str = "lstm"  # rnn | gru | lstm | mingru | minlstm (charrnn/nn/cells)
     nonlinearity: str = "tanh"  # rnn only: tanh | relu (relu + identity init = IRNN)
     layers: int = 2  # stacked recurrent layers: more depth, more time per step
     hidden_size: int = 256  # units per layer: capacity grows ~ hidden_size^2 in params and time

@@ -48,12 +48,14 @@ def test_parameter_names_and_shapes_are_pytorchs(name):
     spec = tiny_model(name).spec
     spec.layers, spec.hidden_size, spec.embed_size = 3, 7, 5
     shapes = parameter_shapes(11, spec)
-    G = len(cells.get(name).GATES)
+    G, weights = len(cells.get(name).GATES), cells.weights_of(cells.get(name))
+    assert weights[0] == "weight_ih" and set(weights) <= set(cells.LAYER_WEIGHTS)
     expected = {"embedding.weight": (11, 5), "decoder.weight": (11, 7), "decoder.bias": (11,)}
     for k in range(3):
-        expected.update({f"rnn.weight_ih_l{k}": (G * 7, 5 if k == 0 else 7),
-                         f"rnn.weight_hh_l{k}": (G * 7, 7),
-                         f"rnn.bias_ih_l{k}": (G * 7,), f"rnn.bias_hh_l{k}": (G * 7,)})
+        layer = {f"rnn.weight_ih_l{k}": (G * 7, 5 if k == 0 else 7),
+                 f"rnn.weight_hh_l{k}": (G * 7, 7),
+                 f"rnn.bias_ih_l{k}": (G * 7,), f"rnn.bias_hh_l{k}": (G * 7,)}
+        expected.update({n: shape for n, shape in layer.items() if n.split("_l")[0][4:] in weights})
     assert shapes == expected
     assert all(re.fullmatch(r"embedding\.weight|decoder\.(weight|bias)|"
                             r"rnn\.(weight|bias)_(ih|hh)_l\d+", n) for n in shapes)
@@ -61,8 +63,9 @@ def test_parameter_names_and_shapes_are_pytorchs(name):
 
 def layer_problem(cell, seed=0, T=7, B=3, D=4, H=5):
     rng = np.random.default_rng(seed)
-    G = len(cells.get(cell).GATES)
-    w = [rng.uniform(-0.6, 0.6, shape) for shape in ((G * H, D), (G * H, H), (G * H,), (G * H,))]
+    G, weights = len(cells.get(cell).GATES), cells.weights_of(cells.get(cell))
+    w = [rng.uniform(-0.6, 0.6, shape) if name in weights else None     # None: not the cell's
+         for name, shape in zip(cells.LAYER_WEIGHTS, ((G * H, D), (G * H, H), (G * H,), (G * H,)))]
     x = rng.standard_normal((T, B, D))
     state0 = tuple(0.5 * rng.standard_normal((B, H)) for _ in cells.get(cell).STATE)
     dout = rng.standard_normal((T, B, H))
@@ -88,21 +91,25 @@ def test_one_layer_equals_its_textbook_step_in_a_loop(cell, nonlinearity):
         np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-12)
 
     dx, dstate0, grads = module.backward(dout, dstate, cache)
-    ref = {k: np.zeros_like(v) for k, v in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
-                                                (w_ih, w_hh, b_ih, b_hh))}
+    ref = {k: np.zeros_like(v) for k, v in zip(cells.LAYER_WEIGHTS, (w_ih, w_hh, b_ih, b_hh))
+           if v is not None}
     ds, ref_dx = dstate, np.zeros_like(x)
     for t in range(x.shape[0] - 1, -1, -1):
         (h_prev, *_), step = saved[t]
         dgi, dgh, direct = module.reference_step_backward((ds[0] + dout[t],) + ds[1:], step)
         ref["weight_ih"] += dgi.T @ x[t]
-        ref["weight_hh"] += dgh.T @ h_prev
         ref["bias_ih"] += dgi.sum(0)
-        ref["bias_hh"] += dgh.sum(0)
         ref_dx[t] = dgi @ w_ih
+        if w_hh is None:                          # no recurrent product: dh is all direct
+            ds = tuple(direct)
+            continue
+        ref["weight_hh"] += dgh.T @ h_prev
+        ref["bias_hh"] += dgh.sum(0)
         ds = (dgh @ w_hh + direct[0],) + tuple(direct[1:])
     np.testing.assert_allclose(dx, ref_dx, rtol=0, atol=1e-10)
     for mine, theirs in zip(dstate0, ds):
         np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-10)
+    assert set(grads) == set(ref)
     for name in ref:
         np.testing.assert_allclose(grads[name], ref[name], rtol=0, atol=1e-10, err_msg=name)
 
@@ -121,8 +128,8 @@ def test_one_layer_backward_matches_finite_differences(cell, nonlinearity):
 
     _, _, cache = module.forward(x, state0, *weights, nonlinearity=nonlinearity)
     dx, dstate0, grads = module.backward(dout, dstate, cache)
-    analytic = [grads[n] for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-    for array, grad in [*zip(weights, analytic), (x, dx), *zip(state0, dstate0)]:
+    present = [(w, grads[n]) for w, n in zip(weights, cells.LAYER_WEIGHTS) if w is not None]
+    for array, grad in [*present, (x, dx), *zip(state0, dstate0)]:
         numeric = gradcheck.numeric_gradient(objective, array)
         assert gradcheck.relative_error(grad, numeric) < 1e-6
 

@@ -33,14 +33,15 @@ def parameter_shapes(vocab_size: int, spec) -> dict[str, tuple[int, ...]]:
     spec: a config.ModelConfig (cell, layers, hidden_size, embed_size). ValueError for an
     unknown cell.
     """
-    G, H = len(cells.get(spec.cell).GATES), spec.hidden_size
+    cell = cells.get(spec.cell)
+    G, H, weights = len(cell.GATES), spec.hidden_size, cells.weights_of(cell)
     shapes = {"embedding.weight": (vocab_size, spec.embed_size)}
     for k in range(spec.layers):
         d_in = spec.embed_size if k == 0 else H
-        shapes[f"rnn.weight_ih_l{k}"] = (G * H, d_in)
-        shapes[f"rnn.weight_hh_l{k}"] = (G * H, H)
-        shapes[f"rnn.bias_ih_l{k}"] = (G * H,)
-        shapes[f"rnn.bias_hh_l{k}"] = (G * H,)
+        layer = {"weight_ih": (G * H, d_in), "weight_hh": (G * H, H),
+                 "bias_ih": (G * H,), "bias_hh": (G * H,)}
+        shapes.update({f"rnn.{name}_l{k}": shape for name, shape in layer.items()
+                       if name in weights})
     shapes["decoder.weight"] = (vocab_size, H)
     shapes["decoder.bias"] = (vocab_size,)
     return shapes
@@ -87,9 +88,10 @@ class CharRNN:
                 view[...] = rng.uniform(-bound, bound, view.shape)
         gates = self.cell_module.GATES
         G = len(gates)
+        recurrent = cells.has_recurrent_weights(self.cell_module)
         for k in range(self.layers):
-            w_hh = p[f"rnn.weight_hh_l{k}"]
-            for gate in range(G):
+            for gate in range(G if recurrent else 0):
+                w_hh = p[f"rnn.weight_hh_l{k}"]
                 block = w_hh[gate * H:(gate + 1) * H]
                 if spec.init == "orthogonal":
                     q, r = np.linalg.qr(rng.standard_normal((H, H)))
@@ -98,7 +100,8 @@ class CharRNN:
                     block[...] = spec.identity_scale * np.eye(H)
             if spec.init == "identity":
                 p[f"rnn.bias_ih_l{k}"][...] = 0
-                p[f"rnn.bias_hh_l{k}"][...] = 0
+                if recurrent:
+                    p[f"rnn.bias_hh_l{k}"][...] = 0
             if "f" in gates:
                 f = gates.index("f")
                 p[f"rnn.bias_ih_l{k}"][f * H:(f + 1) * H] += spec.forget_bias
@@ -165,10 +168,9 @@ class CharRNN:
         """Layer k alone (no dropout): x [T, B, D], state0 (h,) or (h, c) of [B, H]
         -> (out [T, B, H], final state, cache)."""
         p = self.params
-        return self.cell_module.forward(x, state0, p[f"rnn.weight_ih_l{k}"],
-                                        p[f"rnn.weight_hh_l{k}"], p[f"rnn.bias_ih_l{k}"],
-                                        p[f"rnn.bias_hh_l{k}"],
-                                        nonlinearity=self.spec.nonlinearity)
+        w = [p[f"rnn.{name}_l{k}"] if f"rnn.{name}_l{k}" in p else None    # None: not the cell's
+             for name in cells.LAYER_WEIGHTS]
+        return self.cell_module.forward(x, state0, *w, nonlinearity=self.spec.nonlinearity)
 
     def decode(self, top):
         """Logits [N, V] of the top layer's outputs top [N, H]."""
@@ -211,7 +213,7 @@ class CharRNN:
             dfinal = tuple(np.zeros((B, self.hidden_size), self.dtype) if dstate is None
                            else np.asarray(d[k], self.dtype) for d in (dstate or [None] * n_state))
             layer_grads = {name: g[f"rnn.{name}_l{k}"]
-                           for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+                           for name in cells.weights_of(self.cell_module)}
             trace = None if dh_traces is None else dh_traces[k]
             dx, d0, _ = self.cell_module.backward(dx, dfinal, cache["layers"][k], layer_grads, trace)
             cache["layers"][k] = None          # spent (the lstm backward reuses it): free it now

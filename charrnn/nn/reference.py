@@ -13,7 +13,7 @@ import numpy as np
 
 from charrnn.nn import cells
 
-WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+WEIGHTS = cells.LAYER_WEIGHTS
 
 
 def reference_forward(params, spec, ids, state0, masks=None):
@@ -26,7 +26,7 @@ def reference_forward(params, spec, ids, state0, masks=None):
     inputs = [[params["embedding.weight"][ids[:, t]] for t in range(T)]]
     saved, finals = [], []
     for k in range(L):
-        w = [params[f"rnn.{n}_l{k}"] for n in WEIGHTS]
+        w = [params.get(f"rnn.{n}_l{k}") for n in WEIGHTS]    # None: a weight the cell lacks
         state = tuple(s[k] for s in state0)
         steps, outs = [], []
         for t in range(T):
@@ -81,7 +81,7 @@ def reference_loss_and_grads(params, spec, ids, targets, state0, masks=None, dst
         douts.append(dlogits[:, t] @ wd)
     dstate0 = [np.zeros_like(s) for s in state0]
     for k in range(L - 1, -1, -1):
-        w_ih, w_hh = params[f"rnn.weight_ih_l{k}"], params[f"rnn.weight_hh_l{k}"]
+        w_ih, w_hh = params[f"rnn.weight_ih_l{k}"], params.get(f"rnn.weight_hh_l{k}")
         ds = tuple(np.zeros_like(s[k]) if dstate is None else dstate[j][k].copy()
                    for j, s in enumerate(state0))
         dxs = [None] * T
@@ -90,10 +90,13 @@ def reference_loss_and_grads(params, spec, ids, targets, state0, masks=None, dst
             (h_prev, *_), step_saved = saved[k][t]
             dgi, dgh, direct = cell.reference_step_backward((ds[0] + dout,) + ds[1:], step_saved)
             grads[f"rnn.weight_ih_l{k}"] += dgi.T @ inputs[k][t]
-            grads[f"rnn.weight_hh_l{k}"] += dgh.T @ h_prev
             grads[f"rnn.bias_ih_l{k}"] += dgi.sum(axis=0)
-            grads[f"rnn.bias_hh_l{k}"] += dgh.sum(axis=0)
             dxs[t] = dgi @ w_ih
+            if w_hh is None:                   # no recurrent product: all of dh is direct
+                ds = tuple(direct)
+                continue
+            grads[f"rnn.weight_hh_l{k}"] += dgh.T @ h_prev
+            grads[f"rnn.bias_hh_l{k}"] += dgh.sum(axis=0)
             ds = (dgh @ w_hh + direct[0],) + tuple(direct[1:])
         for j, d in enumerate(ds):
             dstate0[j][k] = d

@@ -11,6 +11,8 @@ NumPy calls per character as it can:
   [W_ih^T; b_ih; W_hh^T; b_hh], so its input product, recurrent product and both biases are a
   single np.dot(..., out=); the decoder reads [h_{L-1}, 1] against [W_dec^T; b_dec] x 1/T;
 - layer 0's input product is a row lookup in a precomputed table  emb W_ih0^T + b_ih0  [V, G*H];
+- a cell without weight_hh (cells.has_recurrent_weights: minGRU, minLSTM) multiplies only
+  [h_{k-1}, 1] by [W_ih^T; b_ih], and its layer 0 is the table row alone, with no product;
 - each cell decides its columns (reordered, pre-scaled: the cell module's `step_columns`), its
   buffer (`step_layout`: the gate columns, and extra state such as the LSTM's c kept right
   after them) and the element-wise work after the products (`step_body`);
@@ -20,6 +22,8 @@ NumPy calls per character as it can:
 from __future__ import annotations
 
 import numpy as np
+
+from charrnn.nn import cells
 
 
 class Stepper:
@@ -43,11 +47,16 @@ class Stepper:
         self.z = np.zeros(L * W, dt)
         self.z[H::W] = 1.0
         self.h = [self.z[k * W:k * W + H] for k in range(L)]
-        self.inputs = [self.z[0:W]] + [self.z[(k - 1) * W:(k + 1) * W] for k in range(1, L)]
+        # a cell without weight_hh reads only its input [h_{k-1}, 1] (layer 0: nothing)
+        self.recurrent = cells.has_recurrent_weights(self.cell)
+        stop = 2 if self.recurrent else 1
+        self.inputs = [self.z[0:W]] + [self.z[(k - 1) * W:(k - 1 + stop) * W]
+                                       for k in range(1, L)]
         width, self.product_cols, self.table_cols, extra = self.cell.step_layout(H)
         self.buf = np.zeros((L, width), dt)             # per layer: gates, then extra state
         self.extra = [self.buf[:, cols] for cols in extra.values()]     # each [L, H]
-        self.weights = [self._stacked(p, k).astype(dt) for k in range(L)]
+        self.weights = [None if w is None else w.astype(dt)
+                        for w in (self._stacked(p, k) for k in range(L))]
         self.table = self._layer0_table(p).astype(dt)
         dec = np.vstack([p["decoder.weight"].T, p["decoder.bias"][None]])
         with np.errstate(over="ignore", invalid="ignore"):
@@ -59,15 +68,19 @@ class Stepper:
 
     # -- weights ---------------------------------------------------------------------------------
 
-    def _stacked(self, p, k: int) -> np.ndarray:
+    def _stacked(self, p, k: int) -> np.ndarray | None:
         """Layer k's matrix for its input slice of z: [W_hh^T; b_hh] (k = 0, whose input side is
-        the table) or [W_ih^T; b_ih; W_hh^T; b_hh] (k >= 1), in the cell's step columns."""
-        hh = np.vstack([p[f"rnn.weight_hh_l{k}"].T, p[f"rnn.bias_hh_l{k}"][None]])
-        hh = self.cell.step_columns(hh, "h")
+        the table) or [W_ih^T; b_ih; W_hh^T; b_hh] (k >= 1), in the cell's step columns.
+        Without weight_hh: None (k = 0) or [W_ih^T; b_ih]."""
+        hh = None
+        if self.recurrent:
+            hh = np.vstack([p[f"rnn.weight_hh_l{k}"].T, p[f"rnn.bias_hh_l{k}"][None]])
+            hh = self.cell.step_columns(hh, "h")
         if k == 0:
-            return np.ascontiguousarray(hh)
+            return None if hh is None else np.ascontiguousarray(hh)
         ih = np.vstack([p[f"rnn.weight_ih_l{k}"].T, p[f"rnn.bias_ih_l{k}"][None]])
-        return np.ascontiguousarray(np.vstack([self.cell.step_columns(ih, "x"), hh]))
+        ih = self.cell.step_columns(ih, "x")
+        return np.ascontiguousarray(ih if hh is None else np.vstack([ih, hh]))
 
     def _layer0_table(self, p) -> np.ndarray:
         """emb W_ih0^T + b_ih0 for every character, in the cell's table columns: [V, <= G*H]."""
@@ -83,6 +96,13 @@ class Stepper:
         v, w, dot, add, table = self.inputs[k], self.weights[k], np.dot, np.add, self.table
         gates, row_target = self.buf[k][self.product_cols], self.buf[k][self.table_cols]
         body = self.cell.step_body(self.buf[k], self.h[k], self.tmp, self.nonlinearity)
+        if k == 0 and w is None:               # no recurrent product: the row is the input side
+            copyto = np.copyto
+
+            def run0_input_only(token):
+                copyto(row_target, table[token])
+                body()
+            return run0_input_only
         if k == 0:
             def run0(token):
                 dot(v, w, out=gates)

@@ -19,6 +19,12 @@ A cell module holds everything about its cell (see docs/adding-a-cell.md):
              the batch-1 step that sampling uses (charrnn/nn/stepper.py)
     reference_step, reference_step_backward
              the textbook step, plain and slow (charrnn/nn/reference.py)
+    WEIGHTS  optional: the per-layer parameters it has, from LAYER_WEIGHTS (default all four).
+             A cell without "weight_hh" (minGRU, minLSTM: no product with the previous state)
+             has neither weight_hh nor bias_hh: its forward and reference_step get None for
+             them, its backward returns no gradient for them, its reference_step_backward
+             returns None as the hidden-side gradient, and the batch-1 step multiplies only
+             [x, 1] (layer 0: no product, the table row is the whole input side)
 
 The model, the sampler, the config and CLI choices, gradcheck, diagnose and the tests all take
 the list of cells from CELLS.
@@ -31,12 +37,15 @@ from types import ModuleType
 
 from charrnn.nn.cells.projection import TokenInput
 
-NAMES = ("rnn", "gru", "lstm")     # a new cell: its module's name here (docs/adding-a-cell.md)
+NAMES = ("rnn", "gru", "lstm", "mingru", "minlstm")     # a new cell: its module's name here (docs/adding-a-cell.md)
 
 CELLS: dict[str, ModuleType] = {name: importlib.import_module(f"{__name__}.{name}")
                                 for name in NAMES}
 
-__all__ = ["CELLS", "NAMES", "TokenInput", "get"]
+LAYER_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+__all__ = ["CELLS", "LAYER_WEIGHTS", "NAMES", "TokenInput", "get", "has_recurrent_weights",
+           "weights_of"]
 
 
 def get(name: str) -> ModuleType:
@@ -45,3 +54,13 @@ def get(name: str) -> ModuleType:
         return CELLS[name]
     except KeyError:
         raise ValueError(f"unknown cell {name!r}; expected one of {', '.join(CELLS)}") from None
+
+
+def weights_of(module: ModuleType) -> tuple[str, ...]:
+    """The per-layer parameters of a cell module: its WEIGHTS, or all of LAYER_WEIGHTS."""
+    return tuple(getattr(module, "WEIGHTS", LAYER_WEIGHTS))
+
+
+def has_recurrent_weights(module: ModuleType) -> bool:
+    """Whether the cell multiplies its previous state by weight_hh (False: minGRU, minLSTM)."""
+    return "weight_hh" in weights_of(module)

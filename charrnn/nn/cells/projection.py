@@ -86,27 +86,32 @@ def weight_grads(dgates_x, dgates_h, x, h_prev, w_ih, grads):
 
     dgates_x [T, B, G*H] is the gradient of the input-side pre-activations, dgates_h that of the
     hidden-side ones (the same array except where a cell keeps the two sides apart, as the
-    GRU's n gate), h_prev [T, B, H] the inputs of the recurrent product. grads: a dict with
+    GRU's n gate; None for a cell without weight_hh, which then gets no weight_hh / bias_hh
+    gradients), h_prev [T, B, H] the inputs of the recurrent product. grads: a dict with
     weight_ih, weight_hh, bias_ih, bias_hh to write into, or None to allocate one. dx is
     [T, B, D]; for a TokenInput x, the embedding's gradient [V, E].
     """
     T, B, GH = dgates_x.shape
     gx = dgates_x.reshape(T * B, GH)
-    gh = dgates_h.reshape(T * B, GH)
     if grads is None:
         grads = {"weight_ih": np.empty((GH, x.shape[2]), x.dtype),
-                 "weight_hh": np.empty((GH, h_prev.shape[2]), x.dtype),
-                 "bias_ih": np.empty(GH, x.dtype), "bias_hh": np.empty(GH, x.dtype)}
+                 "bias_ih": np.empty(GH, x.dtype)}
+        if dgates_h is not None:
+            grads.update(weight_hh=np.empty((GH, h_prev.shape[2]), x.dtype),
+                         bias_hh=np.empty(GH, x.dtype))
     if isinstance(x, TokenInput):
         dx = x.grads(gx, w_ih, grads["weight_ih"])
     else:
         np.dot(gx.T, x.reshape(T * B, -1), out=grads["weight_ih"])
         dx = (gx @ w_ih).reshape(x.shape)
-    np.dot(gh.T, h_prev.reshape(T * B, -1), out=grads["weight_hh"])
     # column sums as a matrix-vector product: np.sum's axis-0 reduction walks the rows one by
     # one, and the product sums float32 more accurately
     ones = np.ones(T * B, x.dtype)
     np.dot(ones, gx, out=grads["bias_ih"])
+    if dgates_h is None:
+        return dx, grads
+    gh = dgates_h.reshape(T * B, GH)
+    np.dot(gh.T, h_prev.reshape(T * B, -1), out=grads["weight_hh"])
     if dgates_h is dgates_x:
         grads["bias_hh"][...] = grads["bias_ih"]
     else:
