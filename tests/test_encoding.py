@@ -1,5 +1,6 @@
 """Text encodings: the files that are not UTF-8 are recognised and get the right iconv command."""
 
+import numpy as np
 import pytest
 
 from charrnn.train.data import DataError, read_text
@@ -79,3 +80,11 @@ def test_a_few_nuls_in_ordinary_text_are_not_warned(tmp_path):
 def test_the_nul_warning_goes_to_stderr_by_default(tmp_path, capsys):
     read_text(write(tmp_path, b"\x00\x00\x00a"))
     assert capsys.readouterr().err.startswith("charrnn: warning: ")
+
+
+def test_a_named_binary_file_is_called_binary_not_given_iconv_advice(tmp_path):
+    path = tmp_path / "bin.dat"
+    path.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8)))
+    with pytest.raises(DataError, match="looks like a binary file, not text") as e:
+        read_text(str(path))
+    assert "iconv" not in str(e.value)

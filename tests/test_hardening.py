@@ -516,3 +516,16 @@ def test_printed_paths_are_shell_words():
 
     assert shell_path("runs/my run") == "'runs/my run'"
     assert shell_path("-weird") == "./-weird"
+
+
+def test_a_stdin_run_resumed_without_stdin_says_to_pipe_it_again(tmp_path, corpus):
+    args = ["train", "--data", "-", "-q", *SMALL, "--set", "train.max_steps=3",
+            "--set", f"train.out_dir={tmp_path / 'run'}"]
+    r = CliRunner().invoke(cli, args, input=corpus.read_text())
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "run"), "-q",
+                                 "--set", "train.max_steps=5"], input="")
+    one_line_error(r, 1, "read its text from standard input and none came", "data.path=FILE")
+    r = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "run"), "-q",
+                                 "--set", "train.max_steps=5"], input=corpus.read_text())
+    assert r.exit_code == 0, r.output           # the way it names works

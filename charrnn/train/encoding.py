@@ -94,6 +94,10 @@ def decode(raw: bytes, name: str) -> tuple[str, str | None]:
         text = str(memoryview(raw)[start:], "utf-8")   # no copy of the bytes after the mark
     except UnicodeDecodeError as e:
         offset = start + e.start
+        if b"\x00" in raw[:8000]:          # NUL bytes and not UTF-8: no text encoding fits
+            raise EncodingError(f"{name} looks like a binary file, not text: it holds NUL bytes "
+                                f"and an invalid UTF-8 byte 0x{raw[offset]:02x} at byte offset "
+                                f"{offset}; give a text file") from None
         legacy = _legacy_hint(raw, offset)
         raise EncodingError(
             f"{name} is not valid UTF-8: invalid byte 0x{raw[offset]:02x} at byte offset {offset} "

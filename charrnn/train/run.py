@@ -230,7 +230,15 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     if init_from is not None:
         _check_same_architecture(cfg, init_from, "--init-from")
     source = resume or init_from
-    text = read_checked_corpus(cfg, source.vocab if source else None)
+    try:
+        text = read_checked_corpus(cfg, source.vocab if source else None)
+    except data_mod.DataError as e:
+        if resume is None or cfg.data.path != "-" or "is empty" not in str(e):
+            raise
+        raise data_mod.DataError(f"this run read its text from standard input and none came; "
+                                 f"pipe the same text again (cat FILE | charrnn train --resume "
+                                 f"{shell_path(cfg.train.out_dir)}) or add --set "
+                                 f"data.path=FILE") from None
     vocab, train_ids, val_ids = text.vocab, text.train_ids, text.val_ids
     corpus = corpus_fingerprint(train_ids, val_ids)
     if state is not None:
