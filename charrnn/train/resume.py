@@ -6,7 +6,8 @@ with one sentence naming the setting:
 
   EXACT    the run goes on exactly as if it had never stopped: limits, logging, evaluation and
            checkpoint cadence, sampling, and where the corpus is and which files it skips (its
-           contents are checked)
+           contents are checked). A new limit moves the end of a decaying schedule: the note on
+           the learning rate says what that does to the next update
   CHANGES  taken, with a note: the run goes on from the same state but no longer equals an
            uninterrupted run with the old value (learning rate and optimizer settings, clipping,
            dropout, stream resets, worker count)
@@ -62,8 +63,8 @@ CHANGES_WHAT: dict[str, str] = {
 }
 
 EXACT_KEYS = {"data.path", "data.skip_invalid"} | {f"train.{k}" for k in (
-    "max_steps", "max_epochs", "max_minutes", "patience", "eval_every", "eval_chars", "checkpoint_every",
-    "sample_every", "sample_chars", "log_every")} | {
+    "max_steps", "max_epochs", "max_minutes", "patience", "eval_every", "eval_chars",
+    "checkpoint_every", "sample_every", "sample_chars", "log_every")} | {
     f"sample.{f.name}" for f in dataclasses.fields(Config().sample)}
 
 
