@@ -173,3 +173,19 @@ def process_start(pid):
             return int(f.read().rsplit(")", 1)[1].split()[19])
     except (OSError, IndexError, ValueError):
         return None
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+def run_cli(*args, input=None):
+    """`charrnn ARGS` in-process (arguments turned to strings); an exception the CLI did not turn
+    into an exit status is raised here rather than passed as an exit code."""
+    from click.testing import CliRunner
+
+    from charrnn.cli import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args], input=input)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+

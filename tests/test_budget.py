@@ -8,19 +8,14 @@ import signal
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
 import charrnn.train.loop as loop_mod
-from charrnn.cli import cli
 from charrnn.config import Config
 from charrnn.train import budget, plateau
 from charrnn.train.checkpoint import Progress, load_checkpoint
 from charrnn.train.schedule import lr_at
+from tests.conftest import run_cli
 from tests.test_train import SMALL, write_config
-
-
-def run_cli(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def metric_lines(run_dir):

@@ -15,9 +15,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from charrnn.cli import cli
 from charrnn.config import Config, ModelConfig
 from charrnn.infer.evaluate import DEFAULT_CHUNK, chunk_for, evaluate_ids
 from charrnn.nn.model import CharRNN
@@ -27,12 +25,8 @@ from charrnn.train.folder import LOCK_NAME, FolderLock
 from charrnn.train.metrics import Metrics
 from charrnn.train.run import open_run
 from charrnn.vocab import Vocab
-from tests.conftest import make_corpus, wait_until
+from tests.conftest import make_corpus, run_cli, wait_until
 from tests.test_train import SMALL, write_config
-
-
-def run_cli(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def one_line_error(r, code, *needles):
@@ -519,13 +513,12 @@ def test_printed_paths_are_shell_words():
 
 
 def test_a_stdin_run_resumed_without_stdin_says_to_pipe_it_again(tmp_path, corpus):
-    args = ["train", "--data", "-", "-q", *SMALL, "--set", "train.max_steps=3",
-            "--set", f"train.out_dir={tmp_path / 'run'}"]
-    r = CliRunner().invoke(cli, args, input=corpus.read_text())
+    run = tmp_path / "run"
+    r = run_cli("train", "--data", "-", "-q", *SMALL, "--set", "train.max_steps=3",
+                "--set", f"train.out_dir={run}", input=corpus.read_text())
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "run"), "-q",
-                                 "--set", "train.max_steps=5"], input="")
+    r = run_cli("train", "--resume", run, "-q", "--set", "train.max_steps=5", input="")
     one_line_error(r, 1, "read its text from standard input and none came", "data.path=FILE")
-    r = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "run"), "-q",
-                                 "--set", "train.max_steps=5"], input=corpus.read_text())
+    r = run_cli("train", "--resume", run, "-q", "--set", "train.max_steps=5",
+                input=corpus.read_text())
     assert r.exit_code == 0, r.output           # the way it names works

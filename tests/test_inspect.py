@@ -7,23 +7,16 @@ import re
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from charrnn.cli import cli
 from charrnn.infer.evaluate import evaluate_ids, evaluate_text
 from charrnn.nn.cells import CELLS
 from charrnn.tools.inspect import inspect_text, surprising_spans
 from charrnn.tools.units import correlations, rank_units, text_features
 from charrnn.train.checkpoint import load_model, save_checkpoint
 from charrnn.vocab import Vocab
-from tests.conftest import TINY_TEXT, TINY_VOCAB, tiny_model, tiny_run
+from tests.conftest import TINY_TEXT, TINY_VOCAB, run_cli, tiny_model, tiny_run
 
-
-def run(*args, input=None):
-    result = CliRunner().invoke(cli, [str(a) for a in args], input=input)
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+run = run_cli
 
 
 def one_line_error(result, code, *words):
