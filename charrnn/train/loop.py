@@ -196,10 +196,16 @@ def train_step(run: Run, before_update=None) -> tuple[float, float]:
     return loss, norm
 
 
+def saved_list(run: Run, name_of=lambda name: name) -> str:
+    """'last.safetensors (step 9) and best.safetensors (step 5)': the checkpoints this run's
+    folder holds, or '' (name_of turns a checkpoint's name into how it is shown)."""
+    return " and ".join(f"{name_of(name)} (step {run.saved[name]})" for name in (LAST, BEST)
+                        if name in run.saved)
+
+
 def kept_words(run: Run) -> str:
     """What a stopped run leaves: its checkpoints and their steps, or that there is none."""
-    kept = " and ".join(f"{run.path(name)} (step {run.saved[name]})" for name in (LAST, BEST)
-                        if name in run.saved)
+    kept = saved_list(run, run.path)
     if not kept:
         return "no checkpoint was saved"
     return f"{kept} {'are' if ' and ' in kept else 'is'} intact"
@@ -212,8 +218,7 @@ def cannot_write(run: Run, name: str, error: OSError) -> TrainingError:
 
 def diverged(run: Run, problem: str, step: int) -> health.Diverged:
     """The error that stops a diverged run: what went wrong, what is on disk, the way out."""
-    kept = " and ".join(f"{name} (step {run.saved[name]})" for name in (LAST, BEST)
-                        if name in run.saved)
+    kept = saved_list(run)
     on_disk = (f"{run.out_dir} keeps {kept}, the last states whose figures were healthy"
                if kept else "no checkpoint was written")
     t = run.config.train
