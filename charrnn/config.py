@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from charrnn.fileio import write_atomically
-from charrnn.nn.cells import CELLS
+from charrnn.nn.cells import CELLS, has_recurrent_weights
 
 
 class ConfigError(ValueError):
@@ -410,10 +410,37 @@ def validate_config(cfg: Config) -> Config:
             and t.max_steps is None and t.max_epochs is None and t.max_minutes is None):
         raise ConfigError(f"train.lr_schedule {t.lr_schedule} decays to train.min_lr at the run's "
                           f"limit; set train.max_steps, max_epochs or max_minutes (or use auto)")
+    _check_cell_options(cfg.model)
     if not cfg.train.out_dir.strip():
         raise ConfigError("train.out_dir must not be empty; set it to the folder for the run's "
                           "checkpoints and logs, for example runs/mytext")
     return cfg
+
+
+def _check_cell_options(model) -> None:
+    """Refuse a model option that the chosen cell would silently ignore."""
+    cell = CELLS[model.cell]
+    choices = getattr(cell, "NONLINEARITIES", ("tanh",))
+    if model.nonlinearity not in choices:
+        raise ConfigError(f"model.nonlinearity {model.nonlinearity} is for the rnn cell only; "
+                          f"{model.cell} has its own fixed activations (remove the setting)")
+    if model.init != "default" and not has_recurrent_weights(cell):
+        raise ConfigError(f"model.init {model.init} sets weight_hh, which {model.cell} does not "
+                          f"have; use model.init default")
+
+
+def _ignored_cell_options(d: dict) -> dict:
+    """A stored config with the options older versions accepted but ignored reset (so their
+    checkpoints still load): nonlinearity and init of a cell they do not apply to."""
+    model = dict(d.get("model") or {})
+    cell = CELLS.get(model.get("cell", ModelConfig.cell))
+    if cell is None:
+        return d
+    if model.get("nonlinearity") not in getattr(cell, "NONLINEARITIES", ("tanh",)):
+        model["nonlinearity"] = "tanh"
+    if not has_recurrent_weights(cell):
+        model["init"] = "default"
+    return {**d, "model": model}
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -486,7 +513,7 @@ def config_to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
 def config_from_dict(d: dict[str, Any]) -> Config:
     """Rebuild and validate a config from `config_to_dict` output; missing keys take defaults."""
     cfg = Config()
-    _apply_mapping(cfg, d, "the stored config")
+    _apply_mapping(cfg, _ignored_cell_options(d), "the stored config")
     return validate_config(cfg)
 
 

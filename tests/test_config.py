@@ -154,6 +154,32 @@ def test_out_of_range(override, expected):
     assert error_of(None, [override]) == expected
 
 
+@pytest.mark.parametrize("cell", [c for c in CELL_NAMES if c != "rnn"])
+def test_an_option_the_cell_would_ignore_is_refused(cell):
+    msg = error_of(None, [f"model.cell={cell}", "model.nonlinearity=relu"])
+    assert msg.startswith("model.nonlinearity relu is for the rnn cell only")
+    assert load_config(None, ["model.cell=rnn", "model.nonlinearity=relu"]).model.nonlinearity \
+        == "relu"
+
+
+@pytest.mark.parametrize("cell", ["mingru", "minlstm"])
+@pytest.mark.parametrize("init", ["orthogonal", "identity"])
+def test_an_init_of_weight_hh_is_refused_for_a_cell_without_one(cell, init):
+    assert error_of(None, [f"model.cell={cell}", f"model.init={init}"]) == \
+        f"model.init {init} sets weight_hh, which {cell} does not have; use model.init default"
+
+
+def test_a_stored_config_with_an_ignored_option_still_loads():
+    d = config_to_dict(Config())
+    d["model"].update(cell="gru", nonlinearity="relu")
+    assert config_from_dict(d).model.nonlinearity == "tanh"      # it never had an effect
+    d["model"].update(cell="mingru", init="orthogonal")
+    assert config_from_dict(d).model.init == "default"
+    d["model"].update(cell="rnn", nonlinearity="relu", init="identity")
+    assert (config_from_dict(d).model.nonlinearity, config_from_dict(d).model.init) == \
+        ("relu", "identity")
+
+
 def test_range_edges_that_are_allowed():
     c = load_config(None, ["sample.top_p=1", "model.dropout=0", "train.sample_every=0"])
     assert c.sample.top_p == 1.0 and c.model.dropout == 0.0
