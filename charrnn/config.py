@@ -85,7 +85,7 @@ class TrainConfig:
     # decay_every epochs) | cosine | linear (both down to min_lr at the run's limit, whichever
     # of max_steps, max_epochs, max_minutes comes first) | plateau (x plateau_factor on a stall)
     lr_schedule: str = "auto"
-    warmup_steps: int = 0  # linear warmup from 0 to lr over this many steps
+    warmup_steps: int = 100  # linear warmup to lr, at most 1/10 of the run (docs/defaults.md)
     min_lr: float = 0.0  # cosine, linear: the floor the rate decays to
     plateau_factor: float = 0.5  # plateau: multiply the rate by this when validation stalls
     plateau_patience: int = 2  # plateau: evaluations without a new best before lowering the rate

@@ -65,7 +65,7 @@ def test_an_epoch_budget_ends_the_schedule_at_its_floor(tmp_path, corpus, schedu
     assert progress["step"] == horizon and progress["epoch"] == 1
     lr = rates(run)
     cfg = Config().train
-    cfg.lr, cfg.min_lr, cfg.lr_schedule = 0.002, 0.0002, schedule
+    cfg.lr, cfg.min_lr, cfg.lr_schedule, cfg.warmup_steps = 0.002, 0.0002, schedule, 0
     assert lr[horizon] == pytest.approx(lr_at(cfg, horizon - 1, 0.0, horizon))
     assert lr[horizon] - 0.0002 < (0.002 - 0.0002) * 2 / horizon    # one step from the floor
     assert lr_at(cfg, horizon, 0.0, horizon) == pytest.approx(0.0002)
@@ -151,6 +151,7 @@ def test_the_plateau_schedule_lowers_the_rate_when_and_only_when_it_should(tmp_p
     vals = {5: 3.0, 10: 2.9, 15: 2.95, 20: 2.96, 25: 2.8, 30: 2.85, 35: 2.86, 40: 2.7}
     scripted_validation(monkeypatch, vals)
     args = [*SMALL, "--set", "train.max_steps=40", "--set", "train.lr_schedule=plateau",
+            "--set", "train.warmup_steps=0",                 # every rate from the plateau rule
             "--set", "train.plateau_patience=1", "--set", "train.plateau_factor=0.5"]
     r = run_cli("train", write_config(tmp_path, corpus, out="whole"), "-q", *args)
     assert r.exit_code == 0, r.output

@@ -282,6 +282,18 @@ def test_schedule_errors_and_warmup_on_constant():
     assert lr_at(sched(warmup_steps=3), 3, 0.0) == 1.0
 
 
+def test_a_decaying_schedule_caps_its_warmup_at_a_tenth_of_the_horizon():
+    cfg = sched(lr_schedule="cosine", warmup_steps=100, min_lr=0.0)
+    assert lr_at(cfg, 0, 0.0, horizon=50) == pytest.approx(1 / 6)     # W = 50 // 10 = 5
+    assert lr_at(cfg, 5, 0.0, horizon=50) == pytest.approx(1.0)       # the peak at step W
+    assert lr_at(cfg, 50, 0.0, horizon=50) == pytest.approx(0.0)      # and the floor at the end
+    assert lr_at(cfg, 0, 0.0, horizon=5000) == pytest.approx(1 / 101)  # a long run: all 100
+    # a constant rate keeps its full warmup whatever the limit, so a resume with a later limit
+    # repeats the uninterrupted run
+    for limit in (50, 5000, None):
+        assert lr_at(sched(warmup_steps=100, max_steps=limit), 49, 0.0) == pytest.approx(50 / 101)
+
+
 def train_cfg(name, **kw):
     base = dict(optimizer=name, lr=0.05, momentum=0.9, beta1=0.8, beta2=0.95, eps=1e-7,
                 alpha=0.9, weight_decay=0.0)

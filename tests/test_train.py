@@ -19,7 +19,8 @@ from tests.conftest import CELL_NAMES, wait_until
 SMALL = ["--set", "model.hidden_size=16", "--set", "model.embed_size=8", "--set", "model.layers=2",
          "--set", "train.batch_size=4", "--set", "train.seq_len=8", "--set", "train.eval_every=5",
          "--set", "train.checkpoint_every=5", "--set", "train.log_every=1",
-         "--set", "train.lr_schedule=constant", "--set", "train.lr=0.002"]   # limits change freely
+         "--set", "train.lr_schedule=constant", "--set", "train.lr=0.002",
+         "--set", "train.warmup_steps=0"]          # one rate throughout: limits change freely
 
 
 def write_config(tmp_path, corpus, out="run", extra=""):

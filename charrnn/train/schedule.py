@@ -24,22 +24,35 @@ def resolved_schedule(train_cfg) -> str:
     return "cosine" if limited else "constant"
 
 
+def warmup_steps(train_cfg, horizon: int | None = None) -> int:
+    """train.warmup_steps; for a decaying schedule at most a tenth of its horizon (default
+    train.max_steps), so a short run still spends most of its steps at and after the peak.
+    Other schedules keep the full warmup: their rates must not depend on the run's limit, so
+    that resuming with a later limit repeats the uninterrupted run."""
+    warmup = int(getattr(train_cfg, "warmup_steps", 0) or 0)
+    end = horizon if horizon is not None else getattr(train_cfg, "max_steps", None)
+    if end is None or resolved_schedule(train_cfg) not in DECAYING:
+        return warmup
+    return min(warmup, end // 10)
+
+
 def lr_at(train_cfg, step: int, epoch: float, horizon: int | None = None) -> float:
     """The learning rate for the update after `step` completed updates, at `epoch` (float).
 
     Stateless, so a resumed run gets exactly the same rates. With lr0 = train_cfg.lr and
-    r = clamp((step - warmup_steps) / (horizon - warmup_steps), 0, 1) (horizon: default
+    r = clamp((step - W) / (horizon - W), 0, 1) (horizon: default
     train_cfg.max_steps; None while it is not fixed yet, which holds r at 0):
       constant, plateau:  lr0 (plateau: times the scale the loop keeps, train/plateau.py)
       step:      lr0 * decay_rate ** floor(epoch / decay_every)            (char-rnn)
       cosine:    min_lr + (lr0 - min_lr) * (1 + cos(pi * r)) / 2            (nanoGPT)
       linear:    min_lr + (lr0 - min_lr) * (1 - r)
-    and, for any schedule, a linear warmup while step < warmup_steps: the rate above times
-    (step + 1) / (warmup_steps + 1) (nanoGPT's form: lr0 / (W+1) first, reaching lr0 at step W).
+    and, for any schedule, a linear warmup while step < W = warmup_steps(train_cfg, horizon):
+    the rate above times (step + 1) / (W + 1) (nanoGPT's form: lr0 / (W+1) first, reaching lr0
+    at step W).
     """
     lr0 = float(train_cfg.lr)
     kind = resolved_schedule(train_cfg)
-    warmup = int(getattr(train_cfg, "warmup_steps", 0) or 0)
+    warmup = warmup_steps(train_cfg, horizon)
     if kind in ("constant", "plateau"):
         lr = lr0
     elif kind == "step":
