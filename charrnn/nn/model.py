@@ -42,7 +42,7 @@ def parameter_shapes(vocab_size: int, spec) -> dict[str, tuple[int, ...]]:
                  "bias_ih": (G * H,), "bias_hh": (G * H,)}
         shapes.update({f"rnn.{name}_l{k}": shape for name, shape in layer.items()
                        if name in weights})
-    M = getattr(spec, "ffn_mult", 0) * H
+    M = spec.ffn_mult * H
     for k in range(spec.layers if M else 0):      # torch.nn.Sequential(Linear, ReLU, Linear)
         shapes.update({f"ffn.{k}.0.weight": (M, H), f"ffn.{k}.0.bias": (M,),
                        f"ffn.{k}.2.weight": (H, M), f"ffn.{k}.2.bias": (H,)})
@@ -66,8 +66,8 @@ class CharRNN:
         self.layers = spec.layers
         self.hidden_size = spec.hidden_size
         self.dropout = float(spec.dropout)
-        self.residual = bool(getattr(spec, "residual", False))
-        self.ffn = int(getattr(spec, "ffn_mult", 0)) > 0
+        self.residual = bool(spec.residual)
+        self.ffn = spec.ffn_mult > 0
         self.dtype = np.dtype(dtype)
         self.params = FlatParams(parameter_shapes(vocab_size, spec), self.dtype)
         self.grads = self.params.zeros_like()
