@@ -42,12 +42,12 @@ def parameter_shapes(vocab_size: int, spec) -> dict[str, tuple[int, ...]]:
                  "bias_ih": (G * H,), "bias_hh": (G * H,)}
         shapes.update({f"rnn.{name}_l{k}": shape for name, shape in layer.items()
                        if name in weights})
-    M = spec.ffn_mult * H
+    shapes["decoder.weight"] = (vocab_size, H)
+    shapes["decoder.bias"] = (vocab_size,)
+    M = spec.ffn_mult * H                         # last: the other weights draw as without them
     for k in range(spec.layers if M else 0):      # torch.nn.Sequential(Linear, ReLU, Linear)
         shapes.update({f"ffn.{k}.0.weight": (M, H), f"ffn.{k}.0.bias": (M,),
                        f"ffn.{k}.2.weight": (H, M), f"ffn.{k}.2.bias": (H,)})
-    shapes["decoder.weight"] = (vocab_size, H)
-    shapes["decoder.bias"] = (vocab_size,)
     return shapes
 
 
