@@ -103,3 +103,30 @@ def test_a_negative_ffn_mult_is_a_config_error():
     cfg.model.ffn_mult = -1
     with pytest.raises(ConfigError, match="model.ffn_mult"):
         validate_config(cfg)
+
+
+def test_the_commands_run_a_checkpoint_with_blocks(tmp_path, text_file):
+    """eval gives the training forward's loss from the saved checkpoint; sample, diagnose and
+    inspect walk the same stack."""
+    import json
+
+    from charrnn.train.checkpoint import save_checkpoint
+    from tests.conftest import TINY_TEXT, TINY_VOCAB, run_cli
+
+    model = tiny_model("mingru", layers=2, hidden=6, vocab=TINY_VOCAB, dtype=np.float32, seed=1,
+                       scale=2.0, **BLOCKS)
+    cfg = Config()
+    cfg.model, cfg.train.dtype = model.spec, "float32"
+    ckpt = str(tmp_path / "m.safetensors")
+    save_checkpoint(ckpt, model, TINY_VOCAB, cfg)
+    r = run_cli("eval", ckpt, text_file, "--json")
+    assert r.exit_code == 0, r.output
+    ids = np.array(TINY_VOCAB.encode(TINY_TEXT))
+    want = model.loss(ids[None, :-1], ids[None, 1:])[0]
+    assert json.loads(r.output)["loss"] == pytest.approx(want, rel=1e-5)
+    r = run_cli("diagnose", ckpt, text_file, "--window", "40", "--json")
+    assert r.exit_code == 0, r.output
+    assert [layer["layer"] for layer in json.loads(r.stdout)["layers"]] == [0, 1]
+    for args in (("sample", ckpt, "-n", "20", "--seed", "1"), ("inspect", ckpt, text_file)):
+        r = run_cli(*args)
+        assert r.exit_code == 0, r.output
