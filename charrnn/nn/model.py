@@ -3,8 +3,14 @@
 Shape key: B batch, T time, V vocabulary, E embedding, H hidden, L layers, G gates.
 
     x_0      = embedding.weight[ids]                         [T, B, E]
-    x_{k+1}  = dropout(cell_k(x_k, state_k))                 [T, B, H]   k = 0 .. L-1
+    y_k      = dropout(cell_k(x_k, state_k))  (+ x_k)        [T, B, H]   k = 0 .. L-1
+    x_{k+1}  = y_k  (+ ffn_k(y_k))                           [T, B, H]
     logits   = x_L decoder.weight^T + decoder.bias           [T, B, V]
+
+The bracketed terms are optional blocks, off by default: `+ x_k` with model.residual (layers
+k >= 1, whose input is H wide), `+ ffn_k(y_k) = relu(y_k W1^T + b1) W2^T + b2` with
+model.ffn_mult > 0 (W1 [ffn_mult*H, H], named ffn.{k}.0.weight as in torch.nn.Sequential(Linear,
+ReLU, Linear); docs/min-cells.md). With either, the stack is no longer torch.nn.LSTM's.
 
 Dropout (inverted, training only) sits between layers and before the decoder, as
 torch.nn.LSTM(dropout=p) followed by torch.nn.Dropout(p). Parameter names and shapes are
