@@ -130,3 +130,28 @@ def test_the_commands_run_a_checkpoint_with_blocks(tmp_path, text_file):
     for args in (("sample", ckpt, "-n", "20", "--seed", "1"), ("inspect", ckpt, text_file)):
         r = run_cli(*args)
         assert r.exit_code == 0, r.output
+
+
+def test_a_run_reports_the_blocks_and_their_parameters(tmp_path, corpus):
+    from tests.conftest import run_cli
+    from tests.test_train import SMALL, write_config
+
+    r = run_cli("train", write_config(tmp_path, corpus), *SMALL, "--set", "model.cell=mingru",
+                "--set", "model.residual=true", "--set", "model.ffn_mult=2", "--dry-run")
+    assert r.exit_code == 0, r.output
+    V = len(set(corpus.read_text()))
+    # embedding, minGRU layers (2H gate rows), decoder, then two blocks of 16 -> 32 -> 16
+    params = V * 8 + 32 * (8 + 1) + 32 * (16 + 1) + V * 16 + V + 2 * (32 * 17 + 16 * 33)
+    assert f"(embedding 8, residual, feed-forward x2), {params:,} parameters" in r.stderr
+
+
+def test_resuming_cannot_add_the_blocks(tmp_path, corpus):
+    from tests.conftest import run_cli
+    from tests.test_train import SMALL, write_config
+
+    cfg = write_config(tmp_path, corpus)
+    r = run_cli("train", cfg, *SMALL, "--set", "train.max_steps=2")
+    assert r.exit_code == 0, r.output
+    for key, value in (("model.residual", "true"), ("model.ffn_mult", "1")):
+        r = run_cli("train", "--resume", tmp_path / "run", "--set", f"{key}={value}")
+        assert r.exit_code == 2 and f"{key} cannot change when a run resumes" in r.output
