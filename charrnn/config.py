@@ -67,6 +67,10 @@ class ModelConfig:
     # added to the LSTM forget gate's bias at init: 0 is PyTorch's, and learns faster here than
     # Jozefowicz et al.'s 1 (measured: docs/defaults.md)
     forget_bias: float = 0.0
+    # layers 1.. add their input to their output, x + dropout(cell(x)) (docs/min-cells.md)
+    residual: bool = False
+    # > 0: after each layer a block x + W2 relu(W1 x + b1) + b2, W1 [ffn_mult*H, H]; 0 = none
+    ffn_mult: int = 0
 
 
 @dataclass
@@ -186,6 +190,7 @@ RANGES: dict[str, _Range] = {
     "model.embed_size": AT_LEAST_1,
     "model.dropout": UNIT_OPEN_RIGHT,
     "model.identity_scale": POSITIVE,
+    "model.ffn_mult": NON_NEGATIVE,
     "train.batch_size": AT_LEAST_1,
     "train.seq_len": AT_LEAST_1,
     "train.lr": POSITIVE,

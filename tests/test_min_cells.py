@@ -117,7 +117,7 @@ def test_diagnose_sees_the_gradient_carried_back_by_the_gates(cell):
     dlogits[0, -1] = np.exp(logits[0, -1]) / np.exp(logits[0, -1]).sum()
     dlogits[0, -1, 3] -= 1
     model.backward(dlogits, cache, dh_traces=traces)
-    _, _, (_, saved, _) = reference_forward(model.params.to_dict(), model.spec, ids[None],
+    _, _, (_, saved, _, _) = reference_forward(model.params.to_dict(), model.spec, ids[None],
                                             model.initial_state(1))
     trace = traces[0][:, 0]
     for t in range(29, 0, -1):

@@ -55,9 +55,10 @@ def test_fast_equals_slow_reference(cell, nonlinearity, layers, dropout, vocab):
     assert_fast_equals_slow_reference(cell, nonlinearity, layers, dropout, vocab)
 
 
-def assert_fast_equals_slow_reference(cell, nonlinearity, layers, dropout, vocab):
-    """Loss, logits, final state and every gradient of the model equal charrnn/nn/reference.py's."""
-    model = tiny_model(cell, nonlinearity, layers, dropout=dropout, seed=3, vocab=vocab)
+def assert_fast_equals_slow_reference(cell, nonlinearity, layers, dropout, vocab, **spec):
+    """Loss, logits, final state and every gradient of the model equal charrnn/nn/reference.py's.
+    spec: further ModelConfig fields (residual, ffn_mult)."""
+    model = tiny_model(cell, nonlinearity, layers, dropout=dropout, seed=3, vocab=vocab, **spec)
     ids, targets, state0, dstate = gradcheck.make_problem(model, batch=4, steps=12, seed=7)
     rng = np.random.default_rng(11)
     loss, final, cache = model.loss(ids, targets, state0, train=True, rng=rng)

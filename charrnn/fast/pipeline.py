@@ -49,7 +49,7 @@ def pipelined_nll(model, ids: np.ndarray, chunk_len: int, score) -> float:
                 T = min(chunk_len, n - start)
                 x = slots[c % 2, :T]
                 for k in range(1, model.layers):
-                    x, states[k], _ = model.layer_forward(k, x, states[k])
+                    x, states[k], _ = model.block_forward(k, x, states[k])
                 if c + 2 < chunks:
                     try:
                         ours.send(c)                   # slot c % 2 is free for chunk c + 2
@@ -73,7 +73,7 @@ def _layer0_server(pipe, model, ids: np.ndarray, chunk_len: int, slots: np.ndarr
                 pipe.recv()                            # chunk c - 2 has left slot c % 2
             T = min(chunk_len, n - start)
             x = model.embed(ids[start:start + T].astype(np.int64)[:, None])
-            out, state, _ = model.layer_forward(0, x, state)
+            out, state, _ = model.block_forward(0, x, state)
             slots[c % 2, :T] = out
             pipe.send(c)
     except (EOFError, OSError):

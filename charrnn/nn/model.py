@@ -3,8 +3,14 @@
 Shape key: B batch, T time, V vocabulary, E embedding, H hidden, L layers, G gates.
 
     x_0      = embedding.weight[ids]                         [T, B, E]
-    x_{k+1}  = dropout(cell_k(x_k, state_k))                 [T, B, H]   k = 0 .. L-1
+    y_k      = dropout(cell_k(x_k, state_k))  (+ x_k)        [T, B, H]   k = 0 .. L-1
+    x_{k+1}  = y_k  (+ ffn_k(y_k))                           [T, B, H]
     logits   = x_L decoder.weight^T + decoder.bias           [T, B, V]
+
+The bracketed terms are optional blocks, off by default: `+ x_k` with model.residual (layers
+k >= 1, whose input is H wide), `+ ffn_k(y_k) = relu(y_k W1^T + b1) W2^T + b2` with
+model.ffn_mult > 0 (W1 [ffn_mult*H, H], named ffn.{k}.0.weight as in torch.nn.Sequential(Linear,
+ReLU, Linear); docs/min-cells.md). With either, the stack is no longer torch.nn.LSTM's.
 
 Dropout (inverted, training only) sits between layers and before the decoder, as
 torch.nn.LSTM(dropout=p) followed by torch.nn.Dropout(p). Parameter names and shapes are
@@ -44,6 +50,10 @@ def parameter_shapes(vocab_size: int, spec) -> dict[str, tuple[int, ...]]:
                        if name in weights})
     shapes["decoder.weight"] = (vocab_size, H)
     shapes["decoder.bias"] = (vocab_size,)
+    M = spec.ffn_mult * H                         # last: the other weights draw as without them
+    for k in range(spec.layers if M else 0):      # torch.nn.Sequential(Linear, ReLU, Linear)
+        shapes.update({f"ffn.{k}.0.weight": (M, H), f"ffn.{k}.0.bias": (M,),
+                       f"ffn.{k}.2.weight": (H, M), f"ffn.{k}.2.bias": (H,)})
     return shapes
 
 
@@ -62,6 +72,8 @@ class CharRNN:
         self.layers = spec.layers
         self.hidden_size = spec.hidden_size
         self.dropout = float(spec.dropout)
+        self.residual = bool(spec.residual)
+        self.ffn = spec.ffn_mult > 0
         self.dtype = np.dtype(dtype)
         self.params = FlatParams(parameter_shapes(vocab_size, spec), self.dtype)
         self.grads = self.params.zeros_like()
@@ -80,11 +92,12 @@ class CharRNN:
         forget block, so the cell starts remembering (Gers et al., 2000).
         """
         p, H, spec = self.params, self.hidden_size, self.spec
-        bound = 1.0 / math.sqrt(H)
         for name, view in p.items():
             if name == "embedding.weight":
                 view[...] = rng.standard_normal(view.shape)
-            else:
+            else:                               # fan-in: H, or M for the ffn's second linear
+                fan_in = p[name.replace("bias", "weight")].shape[1] if ".2." in name else H
+                bound = 1.0 / math.sqrt(fan_in)
                 view[...] = rng.uniform(-bound, bound, view.shape)
         gates = self.cell_module.GATES
         G = len(gates)
@@ -172,6 +185,27 @@ class CharRNN:
              for name in cells.LAYER_WEIGHTS]
         return self.cell_module.forward(x, state0, *w, nonlinearity=self.spec.nonlinearity)
 
+    def ffn_weights(self, k):
+        """(w1 [M, H], b1 [M], w2 [H, M], b2 [H]) of layer k's feed-forward block."""
+        return tuple(self.params[f"ffn.{k}.{i}.{n}"] for i in (0, 2) for n in ("weight", "bias"))
+
+    def block_forward(self, k, x, state0, p_drop=0.0, rng=None):
+        """Layer k with what follows it: x [T, B, D] -> (x' [T, B, H], final state, cache).
+
+            y  = dropout(cell_k(x)),   plus x when residual and k >= 1
+            x' = y + ffn_k(y)          when ffn_mult > 0, else y
+        """
+        out, final, layer_cache = self.layer_forward(k, x, state0)
+        y, mask = ops.dropout_forward(out, p_drop, rng)
+        if self.residual and k >= 1:
+            y = y + x                          # a new array: out is the cell's cached state
+        ffn_cache = None
+        if self.ffn:
+            T, B, H = y.shape
+            f, ffn_cache = ops.feedforward_forward(y.reshape(T * B, H), *self.ffn_weights(k))
+            y = (f + y.reshape(T * B, H)).reshape(T, B, H)
+        return y, final, (layer_cache, mask, ffn_cache)
+
     def decode(self, top):
         """Logits [N, V] of the top layer's outputs top [N, H]."""
         return ops.linear_forward(top, self.params["decoder.weight"], self.params["decoder.bias"])
@@ -185,17 +219,19 @@ class CharRNN:
         p_drop = self.dropout if train else 0.0
         if p_drop > 0 and rng is None:
             raise ValueError("dropout in training needs an rng")
-        layer_caches, masks, finals = [], [], []
+        layer_caches, masks, ffn_caches, finals = [], [], [], []
         for k in range(self.layers):
-            x, final, layer_cache = self.layer_forward(k, x, tuple(s[k] for s in state))
-            x, mask = ops.dropout_forward(x, p_drop, rng)
+            x, final, (layer_cache, mask, ffn_cache) = self.block_forward(
+                k, x, tuple(s[k] for s in state), p_drop, rng)
             layer_caches.append(layer_cache)
             masks.append(mask)
+            ffn_caches.append(ffn_cache)
             finals.append(final)
         top = x.reshape(T * B, self.hidden_size)
         logits = self.decode(top)
         new_state = tuple(np.stack([f[j] for f in finals]) for j in range(len(state)))
         cache = {"ids": ids_tm, "top": top, "layers": layer_caches, "masks": masks,
+                 "ffn": ffn_caches,
                  "token_input": self.vocab_size < T * B}
         return logits, new_state, cache
 
@@ -209,6 +245,13 @@ class CharRNN:
         n_state = len(self.cell_module.STATE)
         dstate0 = [np.zeros((self.layers, B, self.hidden_size), self.dtype) for _ in range(n_state)]
         for k in range(self.layers - 1, -1, -1):
+            if self.ffn:
+                w1, _, w2, _ = self.ffn_weights(k)
+                grads = tuple(g[f"ffn.{k}.{i}.{n}"] for i in (0, 2) for n in ("weight", "bias"))
+                dy = dx.reshape(T * B, self.hidden_size)
+                dx = (dy + ops.feedforward_backward(dy, cache["ffn"][k], w1, w2, grads)
+                      ).reshape(T, B, self.hidden_size)
+            skip = dx if self.residual and k >= 1 else None
             dx = ops.dropout_backward(dx, cache["masks"][k])
             dfinal = tuple(np.zeros((B, self.hidden_size), self.dtype) if dstate is None
                            else np.asarray(d[k], self.dtype) for d in (dstate or [None] * n_state))
@@ -217,6 +260,8 @@ class CharRNN:
             trace = None if dh_traces is None else dh_traces[k]
             dx, d0, _ = self.cell_module.backward(dx, dfinal, cache["layers"][k], layer_grads, trace)
             cache["layers"][k] = None          # spent (the lstm backward reuses it): free it now
+            if skip is not None:
+                dx = dx + skip
             for j in range(n_state):
                 dstate0[j][k] = d0[j]
         if cache["token_input"]:

@@ -54,6 +54,24 @@ def linear_backward(dy, x, weight, dweight=None, dbias=None):
     return dy @ weight, dweight, dbias
 
 
+def feedforward_forward(x, w1, b1, w2, b2):
+    """The feed-forward block y = relu(x W1^T + b1) W2^T + b2 (torch.nn.Sequential(Linear,
+    ReLU, Linear)).  x [N, H], w1 [M, H], b1 [M], w2 [H, M], b2 [H] -> (y [N, H], cache)."""
+    u = linear_forward(x, w1, b1)
+    np.maximum(u, 0, out=u)
+    return linear_forward(u, w2, b2), (x, u)
+
+
+def feedforward_backward(dy, cache, w1, w2, grads):
+    """Gradients of feedforward_forward.  dy [N, H] -> dx [N, H]; grads = (dw1, db1, dw2, db2)
+    are written in place. relu'(0) = 0, as PyTorch's."""
+    x, u = cache
+    dw1, db1, dw2, db2 = grads
+    du, _, _ = linear_backward(dy, u, w2, dw2, db2)
+    du *= u > 0
+    return linear_backward(du, x, w1, dw1, db1)[0]
+
+
 def dropout_forward(x: np.ndarray, p: float, rng: np.random.Generator):
     """Inverted dropout: y = x * mask, mask = keep / (1 - p), keep ~ Bernoulli(1 - p).
 

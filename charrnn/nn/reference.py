@@ -24,7 +24,7 @@ def reference_forward(params, spec, ids, state0, masks=None):
     B, T = ids.shape
     masks = masks or [None] * L
     inputs = [[params["embedding.weight"][ids[:, t]] for t in range(T)]]
-    saved, finals = [], []
+    saved, finals, blocks = [], [], []
     for k in range(L):
         w = [params.get(f"rnn.{n}_l{k}") for n in WEIGHTS]    # None: a weight the cell lacks
         state = tuple(s[k] for s in state0)
@@ -35,13 +35,38 @@ def reference_forward(params, spec, ids, state0, masks=None):
             steps.append((state, step_saved))
             state = new
             outs.append(state[0] if masks[k] is None else state[0] * masks[k][t])
+        if spec.residual and k >= 1:
+            outs = [y + x for y, x in zip(outs, inputs[k])]
+        blocks.append(outs)                    # the feed-forward block's input
+        if spec.ffn_mult:
+            outs = [y + feedforward(params, k, y)[0] for y in outs]
         finals.append(state)
         saved.append(steps)
         inputs.append(outs)
     wd, bd = params["decoder.weight"], params["decoder.bias"]
     logits = np.stack([y @ wd.T + bd for y in inputs[L]], axis=1)
     final = tuple(np.stack([f[j] for f in finals]) for j in range(len(state0)))
-    return logits, final, (inputs, saved, masks)
+    return logits, final, (inputs, saved, masks, blocks)
+
+
+def feedforward(params, k, y):
+    """Layer k's feed-forward block of y [B, H]: (relu(y W1^T + b1) W2^T + b2, the hidden
+    pre-activation u [B, M])."""
+    u = y @ params[f"ffn.{k}.0.weight"].T + params[f"ffn.{k}.0.bias"]
+    return np.maximum(u, 0) @ params[f"ffn.{k}.2.weight"].T + params[f"ffn.{k}.2.bias"], u
+
+
+def feedforward_backward(params, grads, k, y, dout):
+    """The gradient reaching the block's input y [B, H] from dout [B, H] at y + ffn(y);
+    adds the block's weight gradients to grads."""
+    u = feedforward(params, k, y)[1]
+    r = np.maximum(u, 0)
+    grads[f"ffn.{k}.2.weight"] += dout.T @ r
+    grads[f"ffn.{k}.2.bias"] += dout.sum(axis=0)
+    du = (dout @ params[f"ffn.{k}.2.weight"]) * (u > 0)
+    grads[f"ffn.{k}.0.weight"] += du.T @ y
+    grads[f"ffn.{k}.0.bias"] += du.sum(axis=0)
+    return dout + du @ params[f"ffn.{k}.0.weight"]
 
 
 def cross_entropy(logits, targets):
@@ -68,7 +93,8 @@ def reference_loss_and_grads(params, spec, ids, targets, state0, masks=None, dst
     """
     cell, L = cells.get(spec.cell), spec.layers
     B, T = ids.shape
-    logits, final, (inputs, saved, masks) = reference_forward(params, spec, ids, state0, masks)
+    logits, final, (inputs, saved, masks, blocks) = reference_forward(params, spec, ids,
+                                                                      state0, masks)
     loss, dlogits = cross_entropy(logits, targets)
     if dstate is not None:
         loss += sum(float((d * s).sum()) for d, s in zip(dstate, final))
@@ -84,6 +110,9 @@ def reference_loss_and_grads(params, spec, ids, targets, state0, masks=None, dst
         w_ih, w_hh = params[f"rnn.weight_ih_l{k}"], params.get(f"rnn.weight_hh_l{k}")
         ds = tuple(np.zeros_like(s[k]) if dstate is None else dstate[j][k].copy()
                    for j, s in enumerate(state0))
+        if spec.ffn_mult:
+            douts = [feedforward_backward(params, grads, k, y, d)
+                     for y, d in zip(blocks[k], douts)]
         dxs = [None] * T
         for t in range(T - 1, -1, -1):
             dout = douts[t] if masks[k] is None else douts[t] * masks[k][t]
@@ -100,6 +129,8 @@ def reference_loss_and_grads(params, spec, ids, targets, state0, masks=None, dst
             ds = (dgh @ w_hh + direct[0],) + tuple(direct[1:])
         for j, d in enumerate(ds):
             dstate0[j][k] = d
+        if spec.residual and k >= 1:
+            dxs = [dx + d for dx, d in zip(dxs, douts)]
         douts = dxs
     for t in range(T):
         for b in range(B):

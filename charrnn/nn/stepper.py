@@ -16,6 +16,10 @@ NumPy calls per character as it can:
 - each cell decides its columns (reordered, pre-scaled: the cell module's `step_columns`), its
   buffer (`step_layout`: the gate columns, and extra state such as the LSTM's c kept right
   after them) and the element-wise work after the products (`step_body`);
+- with model.residual or model.ffn_mult, z holds two slots a layer, [h_k, 1, o_k, 1], o_k the
+  block's output (h_k, plus o_{k-1} when residual, plus the feed-forward block's [o_k, 1]
+  [W1^T; b1] -> relu -> [., 1] [W2^T; b2]); layer k >= 1 reads [o_{k-1}, 1, h_k, 1] and the
+  decoder [o_{L-1}, 1];
 - every intermediate is written into a buffer allocated once, through views bound once.
 """
 
@@ -43,15 +47,22 @@ class Stepper:
         self.V, self.dtype = model.vocab_size, model.dtype
         self.nonlinearity = model.spec.nonlinearity
         L, H, dt = self.L, self.H, self.dtype
-        W = H + 1                                       # one slot of z: h_k then a constant 1
-        self.z = np.zeros(L * W, dt)
+        self.residual, M = model.residual, model.spec.ffn_mult * H
+        self.blocks = bool(self.residual or M)
+        S = 2 if self.blocks else 1                     # slots a layer: h_k (and o_k)
+        W = H + 1                                       # one slot of z: a vector then a constant 1
+        self.z = np.zeros(S * L * W, dt)
         self.z[H::W] = 1.0
-        self.h = [self.z[k * W:k * W + H] for k in range(L)]
-        # a cell without weight_hh reads only its input [h_{k-1}, 1] (layer 0: nothing)
+        self.h = [self.z[S * k * W:S * k * W + H] for k in range(L)]
+        self.o = [self.z[(S * k + S - 1) * W:(S * k + S) * W] for k in range(L)]   # with its 1
+        # a cell without weight_hh reads only its input [o_{k-1}, 1] (layer 0: nothing)
         self.recurrent = cells.has_recurrent_weights(self.cell)
         stop = 2 if self.recurrent else 1
-        self.inputs = [self.z[0:W]] + [self.z[(k - 1) * W:(k - 1 + stop) * W]
+        self.inputs = [self.z[0:W]] + [self.z[(S * k - 1) * W:(S * k - 1 + stop) * W]
                                        for k in range(1, L)]
+        self.ffn = [self._ffn_weights(p, k, dt) for k in range(L)] if M else None
+        self.u = np.zeros(M + 1, dt)                    # the feed-forward block's [relu(.), 1]
+        self.u[M] = 1.0
         width, self.product_cols, self.table_cols, extra = self.cell.step_layout(H)
         self.buf = np.zeros((L, width), dt)             # per layer: gates, then extra state
         self.extra = [self.buf[:, cols] for cols in extra.values()]     # each [L, H]
@@ -61,7 +72,7 @@ class Stepper:
         dec = np.vstack([p["decoder.weight"].T, p["decoder.bias"][None]])
         with np.errstate(over="ignore", invalid="ignore"):
             self.dec = (dec * inv_temperature).astype(dt)
-        self.dec_in = self.z[(L - 1) * W:L * W]
+        self.dec_in = self.o[L - 1]
         self.logits = np.zeros(self.V, dt)
         self.tmp = np.zeros(2 * H, dt)
         self._layers = [self._layer(k) for k in range(L)]
@@ -82,6 +93,13 @@ class Stepper:
         ih = self.cell.step_columns(ih, "x")
         return np.ascontiguousarray(ih if hh is None else np.vstack([ih, hh]))
 
+    @staticmethod
+    def _ffn_weights(p, k: int, dt) -> tuple[np.ndarray, np.ndarray]:
+        """Layer k's feed-forward block as two stacked matrices: [W1^T; b1], [W2^T; b2]."""
+        return tuple(np.ascontiguousarray(np.vstack([p[f"ffn.{k}.{i}.weight"].T,
+                                                     p[f"ffn.{k}.{i}.bias"][None]]).astype(dt))
+                     for i in (0, 2))
+
     def _layer0_table(self, p) -> np.ndarray:
         """emb W_ih0^T + b_ih0 for every character, in the cell's table columns: [V, <= G*H]."""
         table = p["embedding.weight"] @ p["rnn.weight_ih_l0"].T + p["rnn.bias_ih_l0"]
@@ -91,7 +109,46 @@ class Stepper:
     # -- the step: one closure per layer over preallocated buffers and pre-bound views ----------
 
     def _layer(self, k):
-        """Layer k's step: the product with z (plus the table row for k = 0), then the cell's
+        """Layer k's step: the cell's (_cell_step), then the block's residual and feed-forward
+        into o_k; a plain stack has no block (o_k is h_k)."""
+        cell_step = self._cell_step(k)
+        if not self.blocks:
+            return cell_step
+        block = self._block(k)
+        if k == 0:
+            def run0(token):
+                cell_step(token)
+                block()
+            return run0
+
+        def run():
+            cell_step()
+            block()
+        return run
+
+    def _block(self, k):
+        """o_k = h_k (+ o_{k-1} when residual), then o_k += relu([o_k, 1] F1) [., 1] F2."""
+        H, M = self.H, len(self.u) - 1
+        h, o, o1, tmp = self.h[k], self.o[k][:H], self.o[k], self.tmp[:H]
+        u, hidden = self.u, self.u[:M]
+        prev = self.o[k - 1][:H] if self.residual and k >= 1 else None
+        f1, f2 = self.ffn[k] if self.ffn else (None, None)
+        copyto, add, dot, maximum = np.copyto, np.add, np.dot, np.maximum
+
+        def block():
+            if prev is None:
+                copyto(o, h)
+            else:
+                add(h, prev, out=o)
+            if f1 is not None:
+                dot(o1, f1, out=hidden)
+                maximum(hidden, 0, out=hidden)
+                dot(u, f2, out=tmp)
+                add(o, tmp, out=o)
+        return block
+
+    def _cell_step(self, k):
+        """Layer k's cell: the product with z (plus the table row for k = 0), then the cell's
         body."""
         v, w, dot, add, table = self.inputs[k], self.weights[k], np.dot, np.add, self.table
         gates, row_target = self.buf[k][self.product_cols], self.buf[k][self.table_cols]

@@ -100,6 +100,7 @@ def objective(model, ids, targets, state0, dstate, dropout_seed):
 def _relu_pattern(model, cache):
     """Where each layer's non-smooth units sit (the cell's kinks), or None for a smooth model."""
     kinks = [model.cell_module.kinks(layer) for layer in cache["layers"]]
+    kinks += [None if f is None else (f[1] > 0).tobytes() for f in cache["ffn"]]   # ffn's relu
     return None if all(k is None for k in kinks) else b"".join(k or b"" for k in kinks)
 
 

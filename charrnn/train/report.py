@@ -76,7 +76,9 @@ def report_lines(run, step_seconds: float, eval_seconds: float) -> list[str]:
     lines = [
         f"corpus: {n_train:,} training + {n_val:,} validation characters, "
         f"vocabulary of {len(run.vocab)}",
-        f"model: {m.cell} {m.layers}x{m.hidden_size} (embedding {m.embed_size}), "
+        f"model: {m.cell} {m.layers}x{m.hidden_size} (embedding {m.embed_size}"
+        f"{', residual' if m.residual else ''}"
+        f"{f', feed-forward x{m.ffn_mult}' if m.ffn_mult else ''}), "
         f"{params:,} parameters = {ratio:.2g} per training character: {advice}",
         f"time: {step_seconds * 1e3:.0f} ms per step (batch {t.batch_size} x {t.seq_len}), "
         f"{_duration(bpe * step_seconds)} per epoch of {bpe:,} steps, "

@@ -48,7 +48,8 @@ from charrnn.train.report import quick_timing, report_lines
 from charrnn.train.resume import change_notes, horizon_kept, refuse_changes
 from charrnn.vocab import Vocab
 
-ARCHITECTURE_KEYS = ("cell", "nonlinearity", "layers", "hidden_size", "embed_size")
+ARCHITECTURE_KEYS = ("cell", "nonlinearity", "layers", "hidden_size", "embed_size", "residual",
+                     "ffn_mult")
 
 
 @dataclass
