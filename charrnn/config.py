@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from charrnn.fileio import write_atomically
-from charrnn.nn.cells import CELLS, has_recurrent_weights
+from charrnn.nn.cells import CELLS, has_recurrent_weights, nonlinearities_of
 
 
 class ConfigError(ValueError):
@@ -425,8 +425,7 @@ def validate_config(cfg: Config) -> Config:
 def _check_cell_options(model) -> None:
     """Refuse a model option that the chosen cell would silently ignore."""
     cell = CELLS[model.cell]
-    choices = getattr(cell, "NONLINEARITIES", ("tanh",))
-    if model.nonlinearity not in choices:
+    if model.nonlinearity not in nonlinearities_of(cell):
         raise ConfigError(f"model.nonlinearity {model.nonlinearity} is for the rnn cell only; "
                           f"{model.cell} has its own fixed activations (remove the setting)")
     if model.init != "default" and not has_recurrent_weights(cell):
@@ -441,7 +440,7 @@ def _ignored_cell_options(d: dict) -> dict:
     cell = CELLS.get(model.get("cell", ModelConfig.cell))
     if cell is None:
         return d
-    if model.get("nonlinearity") not in getattr(cell, "NONLINEARITIES", ("tanh",)):
+    if model.get("nonlinearity") not in nonlinearities_of(cell):
         model["nonlinearity"] = "tanh"
     if not has_recurrent_weights(cell):
         model["init"] = "default"

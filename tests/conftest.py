@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from charrnn.config import Config, ModelConfig
-from charrnn.nn.cells import CELLS
+from charrnn.nn.cells import CELLS, nonlinearities_of
 from charrnn.nn.model import CharRNN
 from charrnn.vocab import Vocab
 
@@ -20,7 +20,7 @@ from charrnn.vocab import Vocab
 
 # every registered cell, with each of its nonlinearities: a new cell is tested by registering it
 CELL_CASES = [(name, nonlinearity) for name, module in CELLS.items()
-              for nonlinearity in getattr(module, "NONLINEARITIES", ("tanh",))]
+              for nonlinearity in nonlinearities_of(module)]
 CELL_NAMES = list(CELLS)
 
 

@@ -143,7 +143,7 @@ def table_distances(window: int) -> list[int]:
 
 def describe_model(result: dict) -> str:
     cell = result["cell"]
-    if len(getattr(cells.CELLS.get(cell), "NONLINEARITIES", ())) > 1:     # rnn: tanh or relu
+    if cell in cells.CELLS and len(cells.nonlinearities_of(cells.CELLS[cell])) > 1:   # rnn
         cell = f"{result['nonlinearity']} {cell}"
     return f"{cell}, {result['num_layers']} layer(s) x {result['hidden_size']}"
 

@@ -61,6 +61,12 @@ def weights_of(module: ModuleType) -> tuple[str, ...]:
     return tuple(getattr(module, "WEIGHTS", LAYER_WEIGHTS))
 
 
+def nonlinearities_of(module: ModuleType) -> tuple[str, ...]:
+    """The model.nonlinearity values a cell accepts: its NONLINEARITIES, or ("tanh",) for a cell
+    whose activations are fixed."""
+    return tuple(getattr(module, "NONLINEARITIES", ("tanh",)))
+
+
 def has_recurrent_weights(module: ModuleType) -> bool:
     """Whether the cell multiplies its previous state by weight_hh (False: minGRU, minLSTM)."""
     return "weight_hh" in weights_of(module)
