@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from charrnn import engines
 from charrnn.errors import UsageError
 from charrnn.fileio import write_atomically
 from charrnn.nn.cells import CELLS, has_recurrent_weights, nonlinearities_of
@@ -115,6 +116,7 @@ class TrainConfig:
     threads: int | None = None
     log_every: int = 10  # steps between log lines / progress-bar updates
     dtype: str = "float32"  # float32 (fast) | float64 (exact, for gradient checks)
+    engine: str = "numpy"  # where the steps run: a name in charrnn/engines/__init__.py's ENGINES
 
 
 @dataclass
@@ -151,6 +153,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.lr_schedule": ("auto", "constant", "step", "cosine", "linear", "plateau"),
     "train.clip": ("norm", "value", "none"),
     "train.dtype": ("float32", "float64"),
+    "train.engine": engines.NAMES,
 }
 
 

@@ -259,7 +259,7 @@ def test_a_full_disk_before_any_checkpoint_does_not_claim_one_is_intact(tmp_path
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(run_mod, "save_checkpoint", disk_full)
+    monkeypatch.setattr(run_mod, "write_checkpoint", disk_full)
     r = run_cli("train", write_config(tmp_path, corpus), "-q", *SMALL, "--set", "train.max_steps=9")
     one_line_error(r, 1, "No space left on device", "no best.safetensors had been written yet",
                    "start the run again")

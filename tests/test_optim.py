@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from charrnn.nn.params import FlatParams
-from charrnn.train.optim import (
+from charrnn.optim import (
     SGD,
     Adagrad,
     Adam,

@@ -7,7 +7,7 @@ import pytest
 
 from charrnn.fast import blas, parallel
 from charrnn.fast.parallel import DataParallel, auto_workers
-from charrnn.train.optim import SGD
+from charrnn.optim import SGD
 from tests.conftest import CELL_CASES, tiny_model
 
 
@@ -117,7 +117,8 @@ def test_the_trainer_uses_the_threads_it_is_given():
     for _ in range(3):
         one, two = (train_step(run)[0] for run in runs)
         assert two == pytest.approx(one, rel=1e-5)
-    np.testing.assert_allclose(runs[1].model.params.flat, runs[0].model.params.flat, atol=1e-5)
+    np.testing.assert_allclose(runs[1].engine.model.params.flat, runs[0].engine.model.params.flat,
+                               atol=1e-5)
     runs[1].engine.close()
 
 
@@ -188,8 +189,8 @@ def test_the_update_split_over_processes_equals_the_update_in_one(name, kw, max_
     """Three steps of merge, clip and update, each process doing its part of the flat buffers,
     against the same done here on the whole: the same parameters and optimizer state, bit for
     bit without clipping (with it, the norm's two partial sums may round differently)."""
-    from charrnn.train.optim import OPTIMIZERS as KINDS
-    from charrnn.train.optim import clip_coefficient
+    from charrnn.optim import OPTIMIZERS as KINDS
+    from charrnn.optim import clip_coefficient
     x, y = batch(B=6)
     ends = []
     for processes in (True, False):
@@ -219,7 +220,7 @@ def test_the_update_split_over_processes_equals_the_update_in_one(name, kw, max_
 @needs_fork
 def test_an_error_in_a_worker_update_is_raised():
     model = make("lstm")
-    from charrnn.train.optim import Adam
+    from charrnn.optim import Adam
     optimizer = Adam(model.params, 0.01)
     dp = DataParallel(model, optimizer, 2, processes=True)
     try:

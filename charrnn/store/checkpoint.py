@@ -141,12 +141,22 @@ def save_checkpoint(path: str, model: CharRNN, vocab: Vocab, config: Config,
                     optim_tensors: dict[str, np.ndarray] | None = None,
                     train_state: dict | None = None, carry: tuple = ()) -> None:
     """Write a checkpoint to `path` atomically: temp file in the same folder, fsync, rename."""
+    write_checkpoint(path, dict(model.params.items()), vocab, config, optim_tensors, train_state,
+                     carry)
+
+
+def write_checkpoint(path: str, params: dict[str, np.ndarray], vocab: Vocab, config: Config,
+                     optim_tensors: dict[str, np.ndarray] | None = None,
+                     train_state: dict | None = None, carry: tuple = ()) -> None:
+    """save_checkpoint from arrays: params {name: array}, optim_tensors
+    {"optim.<slot>.<name>": array}, carry one array per name in the cell's STATE (as an
+    engine hands them out: charrnn/engines/base.py)."""
     from safetensors.numpy import save
 
-    tensors = {name: np.ascontiguousarray(v) for name, v in model.params.items()}
+    tensors = {name: np.ascontiguousarray(v) for name, v in params.items()}
     for name, value in (optim_tensors or {}).items():
         tensors[name] = np.ascontiguousarray(value)
-    for label, value in zip(model.cell_module.STATE, carry):
+    for label, value in zip(cells.get(config.model.cell).STATE, carry):
         tensors[CARRY_PREFIX + label] = np.ascontiguousarray(value)
     meta = {
         "version": __version__,

@@ -10,7 +10,7 @@ zero state (`resets(k)`); a later piece of the same unit continues the state of 
 previous batch. So a row never mixes two documents, and no cell needs a reset mask
 (docs/documents.md says why this design).
 
-Both batchers add one method to data.py's protocol:
+Both batchers declare by_document and add one method to data.py's protocol (Batches):
 
   batches.resets(k) -> bool [B]   rows whose carried state is zeroed before batch k
 
@@ -59,6 +59,7 @@ class DocumentStreams:
     """B streams of whole units, state carried within a unit and zeroed at each unit's start."""
 
     stateful = True
+    by_document = True
 
     def __init__(self, ids: np.ndarray, eod_id: int, batch_size: int, seq_len: int):
         start, length, first = pieces(ids, eod_id, seq_len)
@@ -102,6 +103,7 @@ class RandomPieces:
     """B pieces drawn uniformly at random from the `rng` the trainer checkpoints; no carry."""
 
     stateful = False
+    by_document = True
 
     def __init__(self, ids: np.ndarray, eod_id: int, batch_size: int, seq_len: int,
                  rng: np.random.Generator):

@@ -67,9 +67,9 @@ def explosion(what: str, loss: float, ceiling: float) -> str:
             f"({EXPLOSION_FACTOR:g}x the first training loss or that of a uniform guess)")
 
 
-def weights_problem(params) -> str | None:
-    """What is wrong with a model's weights (FlatParams), or None when all are finite."""
-    if np.isfinite(params.flat.sum()):        # one pass; NaN or inf anywhere makes the sum so
+def weights_problem(params: dict[str, np.ndarray]) -> str | None:
+    """What is wrong with a model's weights ({name: array}), or None when all are finite."""
+    if all(np.isfinite(v.sum()) for v in params.values()):   # NaN or inf makes a sum so
         return None
     name = nonfinite_tensor(params.items())
     return None if name is None else f"the weights hold NaN or inf (in {name})"

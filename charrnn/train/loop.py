@@ -18,13 +18,13 @@ import time
 import numpy as np
 from tqdm import tqdm
 
+from charrnn.engines.base import Clip, carried
 from charrnn.fileio import shell_path
 from charrnn.train import health
 from charrnn.train.budget import StepTimer, step_horizon, time_horizon
 from charrnn.store.checkpoint import Progress
 from charrnn.train.errors import TrainingError, TrainingInterrupted
 from charrnn.train.metrics import Metrics
-from charrnn.train.optim import clip_coefficient, clip_grad_value
 from charrnn.train.plateau import after_evaluation
 from charrnn.train.report import time_eval
 from charrnn.train.run import BEST, LAST, Run, open_run, save, way_on
@@ -86,12 +86,13 @@ def validation_loss(run: Run) -> float:
     """Mean nats/char over the validation text: the same protocol as `charrnn eval`."""
     from charrnn.infer.evaluate import evaluate_documents, evaluate_ids
 
+    model = run.engine.inference_model()
     if run.vocab.eod_id is not None:        # documents: each one from a zero state
-        nll, counts = evaluate_documents(run.model, run.val_ids, run.vocab.eod_id,
+        nll, counts = evaluate_documents(model, run.val_ids, run.vocab.eod_id,
                                          max_chars=run.config.train.eval_chars)
         return float(nll.sum() / counts.sum())
     # a run kept in one process (train.threads: 1) keeps its validation there too
-    total, n = evaluate_ids(run.model, run.val_ids, max_chars=run.config.train.eval_chars,
+    total, n = evaluate_ids(model, run.val_ids, max_chars=run.config.train.eval_chars,
                             pipeline=run.engine.workers > 1)
     return total / n
 
@@ -128,24 +129,34 @@ def fix_horizon(run: Run, started: float, timer: StepTimer) -> None:
     p.horizon = by_time if steps is None else min(steps, by_time)
 
 
-def reset_some_streams(carry: tuple | None, prob: float, seed: int, step: int) -> tuple | None:
-    """The carried state ([L, B, H] arrays) with each stream zeroed with probability prob.
+def random_resets(prob: float, seed: int, step: int, streams: int) -> np.ndarray | bool:
+    """bool [streams]: each stream zeroed with probability prob (False when prob is 0).
 
     The draw depends only on (seed, step), so a resumed run makes the same draws.
     """
-    if carry is None or prob <= 0:
-        return carry
-    return zero_rows(carry, np.random.default_rng([seed, step]).random(carry[0].shape[1]) < prob)
+    if prob <= 0:
+        return False
+    return np.random.default_rng([seed, step]).random(streams) < prob
 
 
-def zero_rows(carry: tuple | None, rows: np.ndarray) -> tuple | None:
-    """The carried state ([L, B, H] arrays) with the streams where rows is True zeroed."""
-    if carry is None or not rows.any():
-        return carry
-    carry = tuple(part.copy() for part in carry)
-    for part in carry:
-        part[:, rows] = 0
-    return carry
+def reset_some_streams(carry: tuple | None, prob: float, seed: int, step: int) -> tuple | None:
+    """The carried state ([L, B, H] arrays) with each stream zeroed with probability prob."""
+    if carry is None:
+        return None
+    return carried(carry, random_resets(prob, seed, step, carry[0].shape[1]))
+
+
+def stream_resets(run: Run) -> np.ndarray | bool:
+    """Which streams start the next batch from zeros (engines/base.py's reset): all at a new
+    epoch and with random windows; documents: the rows whose document starts; else a random
+    few (data.reset_prob)."""
+    p, b = run.progress, run.batches
+    if p.position == 0 or not b.stateful:
+        return True
+    if b.by_document:
+        return b.resets(p.position)
+    return random_resets(run.config.data.reset_prob, run.config.train.seed, p.step,
+                         run.config.train.batch_size)
 
 
 def train_step(run: Run, before_update=None) -> tuple[float, float]:
@@ -159,22 +170,11 @@ def train_step(run: Run, before_update=None) -> tuple[float, float]:
     """
     cfg, p, b = run.config.train, run.progress, run.batches
     rng_states = run.rng_states()           # as the previous step left them
-    if p.position == 0 or not b.stateful:
-        carry = None                        # new epoch (or random windows): start from zeros
-    elif hasattr(b, "resets"):              # documents: zero the rows whose document starts
-        carry = zero_rows(run.carry, b.resets(p.position))
-    else:
-        carry = reset_some_streams(run.carry, run.config.data.reset_prob, cfg.seed, p.step)
+    reset = stream_resets(run)
     x, y = b.get(p.position)
     lr = lr_at(cfg, p.step, p.epoch + p.position / b.batches_per_epoch, p.horizon) * p.lr_scale
-    loss, carry, _ = run.engine.loss_and_grad(x, y, carry, train=True, rng=run.dropout_rng)
-    coef = 1.0                              # what the update scales the gradient by first
-    if cfg.clip == "value":
-        clip_grad_value(run.model.grads, cfg.clip_value)
-        norm = float(np.linalg.norm(run.model.grads.flat))
-    else:
-        norm = run.engine.grad_norm()
-        coef = clip_coefficient(norm, cfg.clip_value if cfg.clip == "norm" else math.inf)
+    figures = run.engine.gradient(x, y, reset, run.dropout_rng, Clip.of(cfg))
+    loss, norm = figures.loss, figures.grad_norm
     first = p.first_loss if p.first_loss is not None else loss
     problem = health.step_problem(loss, norm)
     if problem is not None:
@@ -186,8 +186,8 @@ def train_step(run: Run, before_update=None) -> tuple[float, float]:
                             f"in a row", p.step + 1)
     if before_update is not None and not exploded:
         before_update(rng_states)
-    run.engine.update(lr, coef)
-    p.first_loss, p.lr, p.exploded_steps, run.carry = first, lr, exploded, carry
+    run.engine.update(lr)
+    p.first_loss, p.lr, p.exploded_steps = first, lr, exploded
     p.step += 1
     p.chars += x.size
     p.position += 1
@@ -385,7 +385,7 @@ def sample_text(run: Run) -> str:
     prime = opts.prime
     if vocab.eod is not None:                  # documents: from the start symbol, one per line
         prime = [vocab.eod_id, *vocab.encode(prime).tolist()]
-    chars = generate(run.model, vocab, length=run.config.train.sample_chars,
+    chars = generate(run.engine.inference_model(), vocab, length=run.config.train.sample_chars,
                      prime=prime, temperature=opts.temperature, top_k=opts.top_k,
                      top_p=opts.top_p, seed=run.progress.step)
     text = "".join(chars)

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from charrnn.engines.base import Clip
 from charrnn.train.budget import TIMED_STEPS, WARMUP_STEPS, step_horizon
 from charrnn.train.schedule import DECAYING, resolved_schedule
 
@@ -36,8 +37,7 @@ def time_step(run) -> float:
     times = []
     for _ in range(TIMED + 1):
         start = time.perf_counter()
-        run.engine.loss_and_grad(x, y, None, train=True, rng=scratch)
-        run.engine.grad_norm()
+        run.engine.gradient(x, y, True, scratch, Clip())
         times.append(time.perf_counter() - start)
     return float(np.median(times[1:]))
 
@@ -50,7 +50,7 @@ def time_eval(run) -> float:
     val_chars = len(run.val_ids) if t.eval_chars is None else min(t.eval_chars, len(run.val_ids))
     piece = run.val_ids[:EVAL_SLICE + 1]
     start = time.perf_counter()
-    evaluate_ids(run.model, piece, pipeline=run.engine.workers > 1)   # as validation_loss does
+    evaluate_ids(run.engine.inference_model(), piece, pipeline=run.engine.workers > 1)   # as validation_loss does
     return (time.perf_counter() - start) * val_chars / max(len(piece) - 1, 1)
 
 
@@ -64,7 +64,7 @@ def report_lines(run, step_seconds: float, eval_seconds: float) -> list[str]:
     """The report: corpus, model, parameters per character with the rule of thumb, times."""
     t, m = run.config.train, run.config.model
     n_train, n_val = len(run.train_ids), len(run.val_ids)
-    params = run.model.params.flat.size
+    params = run.engine.inference_model().params.flat.size
     ratio = params / max(n_train, 1)
     if ratio > OVERFIT_RATIO:
         advice = "far more than characters: expect overfitting (more text, dropout, or a smaller model)"

@@ -1,0 +1,47 @@
+"""The engine boundary: engines come from a registry."""
+
+import numpy as np
+import pytest
+
+from charrnn import engines
+from charrnn.config import CHOICES, Config, ConfigError, load_config
+from charrnn.errors import UsageError
+from charrnn.optim import OPTIMIZERS
+from charrnn.train.loop import train
+from charrnn.train.run import prepare
+from tests.conftest import CELL_CASES
+
+STEPS = 4
+
+
+def tiny_run(tmp_path, engine, cell, nonlinearity, optimizer, **train_sets):
+    (tmp_path / "text.txt").write_text("abcab cabba acbac bbaca " * 8)
+    cfg = Config()
+    cfg.data.path, cfg.data.reset_prob = str(tmp_path / "text.txt"), 0.5
+    cfg.model.cell, cfg.model.nonlinearity = cell, nonlinearity
+    cfg.model.hidden_size, cfg.model.embed_size, cfg.model.layers = 3, 2, 2
+    t = cfg.train
+    t.batch_size, t.seq_len, t.max_steps, t.eval_every, t.eval_chars = 2, 4, STEPS, 2, 20
+    t.dtype, t.threads, t.engine, t.optimizer, t.lr = "float64", 1, engine, optimizer, 0.05
+    t.momentum, t.weight_decay, t.clip_value, t.warmup_steps = 0.5, 0.01, 0.5, 1
+    for key, value in train_sets.items():
+        setattr(t, key, value)
+    t.out_dir = str(tmp_path / engine)
+    return prepare(cfg)
+
+
+def trained_weights(run):
+    try:
+        train(run, quiet=True, log=lambda line: None)
+        return {k: v.copy() for k, v in run.engine.state().params.items()}
+    finally:
+        run.close()
+
+
+def test_the_config_reads_its_engines_from_the_registry():
+    assert CHOICES["train.engine"] == engines.NAMES and "numpy" in engines.NAMES
+    assert Config().train.engine == "numpy"
+    with pytest.raises(ConfigError, match=f"train.engine must be one of {', '.join(engines.NAMES)}"):
+        load_config(None, ["train.engine=torch"])
+    with pytest.raises(ValueError, match="unknown engine 'torch'"):
+        engines.get("torch")
