@@ -16,6 +16,7 @@ import importlib
 
 ENGINES = {                # train.engine value -> its module under charrnn/engines
     "numpy": "numpy_engine",       # this process, or the batch over worker processes (fast/)
+    "reference": "reference",      # nn/reference.py's textbook model: slow, float64, a yardstick
 }
 
 NAMES = tuple(ENGINES)
