@@ -20,14 +20,14 @@ from tqdm import tqdm
 
 from charrnn.engines.base import Clip, carried
 from charrnn.fileio import shell_path
-from charrnn.train import health
+from charrnn.train.divergence import Divergence
 from charrnn.train.budget import StepTimer, step_horizon, time_horizon
 from charrnn.store.checkpoint import Progress
 from charrnn.train.errors import TrainingError, TrainingInterrupted
 from charrnn.train.metrics import Metrics
 from charrnn.train.plateau import after_evaluation
 from charrnn.train.report import time_eval
-from charrnn.train.run import BEST, LAST, Run, open_run, save, way_on
+from charrnn.train.run import BEST, LAST, Run, open_run, save, saved_list, way_on
 from charrnn.train.schedule import DECAYING, lr_at, resolved_schedule
 
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -159,48 +159,33 @@ def stream_resets(run: Run) -> np.ndarray | bool:
                          run.config.train.batch_size)
 
 
-def train_step(run: Run, before_update=None) -> tuple[float, float]:
+def train_step(run: Run, rule: Divergence | None = None) -> tuple[float, float]:
     """One update on the next batch -> (loss, gradient norm before clipping).
 
     Diverged (nothing changed) when the step's figures show the current weights diverged
-    (train/health.py); otherwise, when its loss is under the explosion ceiling,
-    before_update(rng_states), if given, runs while the weights, optimizer, progress and carried
-    state are still those of the previous step: the loop saves a checkpoint there, once that
-    state's figures are known to be healthy.
+    (train/divergence.py, the loop's `rule`); when the rule says so, last.safetensors of the
+    current state is written before the update (with the random states as the previous step
+    left them, so the file is the one that step would have written).
     """
+    rule = rule or Divergence(run)
     cfg, p, b = run.config.train, run.progress, run.batches
     rng_states = run.rng_states()           # as the previous step left them
     reset = stream_resets(run)
     x, y = b.get(p.position)
     lr = lr_at(cfg, p.step, p.epoch + p.position / b.batches_per_epoch, p.horizon) * p.lr_scale
     figures = run.engine.gradient(x, y, reset, run.dropout_rng, Clip.of(cfg))
-    loss, norm = figures.loss, figures.grad_norm
-    first = p.first_loss if p.first_loss is not None else loss
-    problem = health.step_problem(loss, norm)
-    if problem is not None:
-        raise diverged(run, problem, p.step + 1)
-    ceiling = health.loss_ceiling(first, len(run.vocab))
-    exploded = p.exploded_steps + 1 if loss > ceiling else 0     # steps in a row
-    if exploded >= health.EXPLODED_STEPS:
-        raise diverged(run, f"{health.explosion('training', loss, ceiling)}, {exploded} steps "
-                            f"in a row", p.step + 1)
-    if before_update is not None and not exploded:
-        before_update(rng_states)
+    verdict = rule.judge_step(figures.loss, figures.grad_norm)
+    if rule.save_before_update(verdict):
+        save(run, LAST, rng_states)
     run.engine.update(lr)
-    p.first_loss, p.lr, p.exploded_steps = first, lr, exploded
+    rule.updated(verdict)
+    p.lr = lr
     p.step += 1
     p.chars += x.size
     p.position += 1
     if p.position == b.batches_per_epoch:
         p.epoch, p.position = p.epoch + 1, 0
-    return loss, norm
-
-
-def saved_list(run: Run, name_of=lambda name: name) -> str:
-    """'last.safetensors (step 9) and best.safetensors (step 5)': the checkpoints this run's
-    folder holds, or '' (name_of turns a checkpoint's name into how it is shown)."""
-    return " and ".join(f"{name_of(name)} (step {run.saved[name]})" for name in (LAST, BEST)
-                        if name in run.saved)
+    return figures.loss, figures.grad_norm
 
 
 def kept_words(run: Run) -> str:
@@ -216,23 +201,6 @@ def cannot_write(run: Run, name: str, error: OSError) -> TrainingError:
                          f"some space (or fix the folder), then {way_on(run)}.")
 
 
-def diverged(run: Run, problem: str, step: int) -> health.Diverged:
-    """The error that stops a diverged run: what went wrong, what is on disk, the way out."""
-    kept = saved_list(run)
-    on_disk = (f"{run.out_dir} keeps {kept}, the last states whose figures were healthy"
-               if kept else "no checkpoint was written")
-    t = run.config.train
-    lower = f"--set train.lr={t.lr / 10:g}" + (" --set train.clip=norm" if t.clip == "none" else "")
-    limits = "".join(f" --set train.{k}={getattr(t, k):g}" for k in ("max_steps", "max_epochs",
-                                                                      "max_minutes")
-                     if getattr(t, k) is not None)     # the limits this invocation was given
-    way = (f"resume with a lower rate: charrnn train --resume {shell_path(run.out_dir)} {lower}"
-           f"{limits}"
-           if kept else f"start again with a lower rate ({lower})")
-    return health.Diverged(f"the run diverged at step {step}: {problem}; nothing from that state "
-                           f"was saved and {on_disk}. {way[0].upper()}{way[1:]}.")
-
-
 def train(run: Run, quiet: bool = False, log=None) -> Progress:
     """Train until a limit; checkpoint, evaluate and log along the way. Returns the progress."""
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
@@ -245,19 +213,18 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
     bar = tqdm(total=cfg.max_steps, initial=run.progress.step, unit="step", file=sys.stderr,
                disable=True if quiet else None, dynamic_ncols=True, leave=False)
     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
-    last = LastCheckpoint(run)
+    rule = Divergence(run)
     early = None              # the reason patience gave to stop, if it did
     timer = StepTimer()
     try:
-        # overflow on the way to a divergence is reported by the health checks, in one line
+        # overflow on the way to a divergence is reported by the divergence rule, in one line
         with SignalCatcher(lambda: kept_words(run)) as signals, \
                 np.errstate(over="ignore", invalid="ignore"):
             fix_horizon(run, started, timer)
             while (reason := early or _stop_reason(run, started)) is None:
                 timer.start()
-                loss, norm = train_step(run, before_update=last.before_update)
+                loss, norm = train_step(run, rule=rule)
                 timer.stop()
-                last.stepped()
                 fix_horizon(run, started, timer)
                 window_loss, window_steps = window_loss + loss, window_steps + 1
                 p = run.progress
@@ -272,23 +239,21 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
                     bar.set_postfix(loss=f"{window_loss / window_steps:.3f}", val=_fmt(p.last_val_loss),
                                     lr=f"{p.lr:.2e}", cps=f"{speed:,.0f}")
                     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
-                healthy = None
                 if p.step % cfg.eval_every == 0:
-                    early, healthy = evaluate_and_keep_best(run, metrics, started, log, bar.disable)
-                last.judged(healthy)
-                if p.step % cfg.checkpoint_every == 0:
-                    last.due()
+                    early = evaluate_and_keep_best(run, rule, metrics, started, log, bar.disable)
+                if p.step % cfg.checkpoint_every == 0 and rule.save_when_due():
+                    save(run, LAST)
                 if signals.received is not None:
-                    raise TrainingInterrupted(f"interrupted at step {p.step}; {last.on_interrupt()}. "
+                    raise TrainingInterrupted(f"interrupted at step {p.step}; {on_interrupt(run, rule)}. "
                                               f"Resume with: charrnn train --resume {shell_path(run.out_dir)}",
                                               SIGNAL_EXIT[signals.received])
             if timer.steps == 0 and run.saved:
                 pass                         # nothing changed since the checkpoint it resumed
             else:
                 if run.progress.step % cfg.eval_every != 0 or run.progress.last_val_loss is None:
-                    last.judged(evaluate_and_keep_best(run, metrics, started, log,
-                                                       bar.disable)[1])
-                last.final()
+                    evaluate_and_keep_best(run, rule, metrics, started, log, bar.disable)
+                rule.check_final()
+                save(run, LAST)
     except OSError as e:                     # metrics.jsonl (checkpoints say so themselves)
         raise cannot_write(run, "metrics.jsonl", e) from None
     finally:
@@ -299,69 +264,30 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
     return run.progress
 
 
-class LastCheckpoint:
-    """When last.safetensors is written (train/health.py): a state that its evaluation just found
-    healthy, at once; any other once the next step's loss, computed on its weights, shows it
-    healthy (train_step's before_update); a state whose figures exploded, never."""
-
-    def __init__(self, run: Run):
-        self.run = run
-        self.pending = False          # due, for a state whose figures are not known yet
-        self.healthy = None           # the current state's evaluation: None (none), True, False
-
-    def judged(self, healthy: bool | None) -> None:
-        self.healthy = healthy
-
-    def due(self) -> None:
-        self.pending = not self.healthy
-        if self.healthy:
-            save(self.run, LAST)
-
-    def before_update(self, rng_states: dict) -> None:
-        if self.pending and self.healthy is not False:
-            save(self.run, LAST, rng_states)
-            self.pending = False
-
-    def stepped(self) -> None:
-        self.healthy = None
-
-    def on_interrupt(self) -> str:
-        """Save the current state if nothing says it diverged; the words for what was done."""
-        if self.healthy is False or self.run.progress.exploded_steps:
-            kept = self.run.saved.get(LAST)
-            return ("the current state had exploded, so it was not saved" +
-                    (f" ({self.run.path(LAST)} of step {kept} is kept)" if kept else ""))
-        save(self.run, LAST)
-        return f"saved {self.run.path(LAST)}"
-
-    def final(self) -> None:
-        """Save the run's last state, or raise Diverged when its evaluation found it exploded."""
-        if self.healthy is False:
-            p = self.run.progress
-            ceiling = health.loss_ceiling(p.first_loss, len(self.run.vocab))
-            raise diverged(self.run, health.explosion("validation", p.last_val_loss, ceiling),
-                           p.step)
-        save(self.run, LAST)
-
-
 def _fmt(x):
     return "-" if x is None else f"{x:.3f}"
 
 
-def evaluate_and_keep_best(run: Run, metrics: Metrics, started: float, log,
-                           quiet_bar: bool) -> tuple[str | None, bool]:
-    """Validation pass; best.safetensors when it improves; optional sample. Returns (the reason
-    to stop early (train.patience) or None, whether the state is healthy: its loss under the
-    explosion ceiling). Diverged for a loss that is not finite."""
+def on_interrupt(run: Run, rule: Divergence) -> str:
+    """Save the current state if nothing says it diverged; the words for what was done."""
+    if not rule.may_save_on_interrupt():
+        kept = run.saved.get(LAST)
+        return ("the current state had exploded, so it was not saved" +
+                (f" ({run.path(LAST)} of step {kept} is kept)" if kept else ""))
+    save(run, LAST)
+    return f"saved {run.path(LAST)}"
+
+
+def evaluate_and_keep_best(run: Run, rule: Divergence, metrics: Metrics, started: float, log,
+                           quiet_bar: bool) -> str | None:
+    """Validation pass, judged by the divergence rule; best.safetensors when it improves (and is
+    healthy); optional sample. Returns the reason to stop early (train.patience) or None."""
     p = run.progress
     val = validation_loss(run)
     metrics.log(step=p.step, chars=p.chars, time=round(time.perf_counter() - started, 3),
                 val_loss=val, val_bpc=val / math.log(2))
-    problem = health.val_problem(val)
-    if problem is not None:
-        raise diverged(run, problem, p.step)
+    healthy = rule.judge_evaluation(val)
     p.last_val_loss = val
-    healthy = val <= health.loss_ceiling(p.first_loss, len(run.vocab))
     improved = healthy and val < p.best_val_loss
     scale = p.lr_scale
     stop = after_evaluation(run.config.train, p, improved)
@@ -375,7 +301,7 @@ def evaluate_and_keep_best(run: Run, metrics: Metrics, started: float, log,
         log(f"step {p.step}: validation stalled; the rate is now {run.config.train.lr * p.lr_scale:.3g}")
     if run.config.train.sample_every and p.step % run.config.train.sample_every == 0:
         log(f"--- sample at step {p.step} ---\n{sample_text(run)}\n---")
-    return stop, healthy
+    return stop
 
 
 def sample_text(run: Run) -> str:

@@ -291,7 +291,7 @@ def save(run: Run, name: str, rng_states: dict | None = None) -> None:
 
     Diverged, and nothing written, when a weight is not finite: a checkpoint never holds NaN.
     """
-    from charrnn.train.health import Diverged, weights_problem
+    from charrnn.train.divergence import Diverged, weights_problem
 
     p = run.progress
     saved = run.engine.state()
@@ -312,6 +312,13 @@ def save(run: Run, name: str, rng_states: dict | None = None) -> None:
                             f"({e.strerror or e}); {before}. Free some space (or fix the folder) "
                             f"and {way_on(run)}") from None
     run.saved[name] = p.step
+
+
+def saved_list(run: Run, name_of=lambda name: name) -> str:
+    """'last.safetensors (step 9) and best.safetensors (step 5)': the checkpoints this run's
+    folder holds, or '' (name_of turns a checkpoint's name into how it is shown)."""
+    return " and ".join(f"{name_of(name)} (step {run.saved[name]})" for name in (LAST, BEST)
+                        if name in run.saved)
 
 
 def way_on(run: Run) -> str:
