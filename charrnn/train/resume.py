@@ -22,6 +22,7 @@ import dataclasses
 import os
 
 from charrnn.config import Config, ConfigError
+from charrnn.optim import HYPERPARAMETER_ON_RESUME, hyperparameter_ranges
 from charrnn.train.lr import LearningRate, horizon_kept
 
 EXACT, CHANGES, REFUSED = "exact", "changes", "refused"
@@ -57,10 +58,10 @@ CHANGES_WHAT: dict[str, str] = {
     "train.threads": "another split of the batch over workers: other dropout masks and "
                      "float sums",
     "train.engine": "another engine computes the steps: other float sums",
+    **{f"train.{k}": HYPERPARAMETER_ON_RESUME for k in hyperparameter_ranges()},
     **{f"train.{k}": "another update from now on" for k in (
-        "lr", "momentum", "beta1", "beta2", "eps", "alpha", "weight_decay", "clip",
-        "clip_value", "lr_schedule", "warmup_steps", "min_lr", "decay_rate", "decay_every",
-        "plateau_factor", "plateau_patience")},
+        "clip", "clip_value", "lr_schedule", "warmup_steps", "min_lr", "decay_rate",
+        "decay_every", "plateau_factor", "plateau_patience")},
 }
 
 EXACT_KEYS = {"data.path", "data.skip_invalid"} | {f"train.{k}" for k in (
