@@ -123,8 +123,8 @@ class DataParallel:
     """A training step's work on `workers` cores: loss_and_grad of `model` over as many shards
     of the batch, the gradient's norm, and the (clipped) update of `optimizer` after it.
 
-    The same three calls as the one-process step (charrnn/train/engine.py): loss_and_grad,
-    grad_norm, update(lr, coef).
+    The same three calls as the one-process step (Local, charrnn/engines/numpy_engine.py):
+    loss_and_grad, grad_norm, update(lr, coef).
     processes: run shards 1..W-1 in forked processes (default: where can_fork()) rather than in
     threads. Moves model.params, model.grads and the optimizer's slots into shared memory; call
     close() when done.
