@@ -85,6 +85,9 @@ def report_lines(run, step_seconds: float, eval_seconds: float) -> list[str]:
         f"{_duration(t.eval_every * step_seconds)} per {t.eval_every} steps "
         f"+ {_duration(eval_seconds)} per evaluation",
     ]
+    describe = getattr(run.batches, "describe", None)     # documents: the packing, its padding
+    if describe is not None:
+        lines.append(describe())
     schedule = schedule_line(run)
     if schedule:
         lines.append(schedule)
