@@ -102,7 +102,7 @@ def test_sample_prime_file_and_stdin(ckpt, tmp_path):
 
 def test_sample_unknown_prime_characters(ckpt):
     r = run("sample", ckpt, "--prime", "the ZOO", "-n", 5)
-    assert_one_line_error(r, 1, "prime has 3 character(s)", "'O', 'Z'", "--unknown skip")
+    assert_one_line_error(r, 2, "prime has 3 character(s)", "'O', 'Z'", "--unknown skip")
     r = run("sample", ckpt, "--prime", "the ZOO", "-n", 5, "--unknown", "skip", "--seed", 0)
     assert r.exit_code == 0 and r.stdout.startswith("the ")
     assert "warning: skipped 3 character(s) of the prime" in r.stderr and "'Z'" in r.stderr

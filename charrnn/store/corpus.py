@@ -21,6 +21,7 @@ document start in documents mode so that no document is cut. Corpus.notes says w
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import re
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from charrnn.store import encoding
+from charrnn.store import encoding, source
 from charrnn.store.text import DataError, decode_text, display_name, read_bytes
 from charrnn.store.vocab import EOD, Vocab
 
@@ -352,12 +353,23 @@ def _vocab_for(text: str, vocab: Vocab | None, docs_mode: bool, path) -> Vocab:
 
 # -- novelty of samples -------------------------------------------------------------------------
 
-def novelty_marker(data_cfg, vocab: Vocab | None = None):
+def novelty_marker(data_cfg, vocab: Vocab | None = None, saved: dict | None = None,
+                   run_dir: str = os.curdir, fix: str = "--data NEW_PATH"):
     """mark(sample) -> 'train', 'val' or 'new': whether the sample is one of the training split's
     documents, one of validation's, or neither (as makemore reports). Without documents, whether
     it occurs in the training text, in the validation text, or in neither. Reads data.path
-    again (DataError when it is gone)."""
-    corpus = read_corpus(data_cfg, vocab, warn=lambda message: None)
+    again, found from the run folder run_dir by the run's record `saved` (charrnn/store/
+    source.py), and checks by its fingerprint that it is the text the run trained on, as
+    --resume does. DataError, naming `fix` (the command that gives another place), when the
+    text is gone or has changed."""
+    place = source.locate(data_cfg.path, saved, run_dir, fix)
+    corpus = read_corpus(dataclasses.replace(data_cfg, path=place), vocab,
+                         warn=lambda message: None)
+    how = source.changed(saved, source.fingerprint(corpus.train_ids, corpus.val_ids))
+    if how is not None:
+        raise DataError(f"the run's text {data_cfg.path} is not the one it was trained on "
+                        f"({how}), so the marks would be wrong; restore it, or give where that "
+                        f"text is now: {fix}")
     if corpus.documents:
         train, val = set(corpus.train_docs), set(corpus.val_docs)
         return lambda s: "train" if s in train else "val" if s in val else "new"

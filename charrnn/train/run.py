@@ -9,9 +9,9 @@ command that reads a checkpoint also takes the folder (resolve_checkpoint).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import re
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from charrnn.config import (
 from charrnn.fileio import shell_path
 from charrnn.nn.model import CharRNN
 from charrnn.store import corpus as corpus_mod
+from charrnn.store import source as text_source
 from charrnn.store.text import DataError, display_name
 from charrnn.train import data as data_mod
 from charrnn.store.checkpoint import (
@@ -155,22 +156,31 @@ def read_checked_corpus(cfg: Config, vocab: Vocab | None) -> corpus_mod.Corpus:
     return corpus
 
 
-def corpus_fingerprint(train_ids: np.ndarray, val_ids: np.ndarray) -> dict:
-    """{"chars": N, "crc32": checksum of the ids}: enough to tell a resumed run's corpus changed
-    (one pass of zlib's crc32 over them)."""
-    crc = zlib.crc32(np.ascontiguousarray(val_ids).data, zlib.crc32(np.ascontiguousarray(train_ids).data))
-    return {"chars": int(len(train_ids) + len(val_ids)), "crc32": int(crc)}
+corpus_fingerprint = text_source.fingerprint      # the one rule: charrnn/store/source.py
 
 
 def check_same_corpus(cfg: Config, state: TrainState, corpus: dict) -> None:
     """TrainingError when a resumed run's corpus is not the one it was saved with: its batches
     would be other text, so it would not continue the same run. (Older checkpoints: no check.)"""
-    saved = state.corpus
-    if saved is not None and saved != corpus:
+    how = text_source.changed(state.corpus, corpus)
+    if how is not None:
         raise TrainingError(
-            f"the corpus {cfg.data.path} is not the one this run was trained on "
-            f"({saved.get('chars')} characters then, {corpus['chars']} now, different contents); "
+            f"the corpus {cfg.data.path} is not the one this run was trained on ({how}); "
             f"restore that file to resume, or start a new run from these weights with --init-from.")
+
+
+def _located(cfg: Config, state: TrainState | None) -> Config:
+    """cfg with data.path where a resumed run finds its text from this working directory
+    (charrnn/store/source.py); the config itself keeps the path as given."""
+    if state is None:
+        return cfg
+    fix = (f"charrnn train --resume {shell_path(cfg.train.out_dir)} --set data.path=NEW_PATH")
+    place = text_source.locate(cfg.data.path, state.corpus, cfg.train.out_dir, fix)
+    if place == cfg.data.path:
+        return cfg
+    located = copy.copy(cfg)
+    located.data = dataclasses.replace(cfg.data, path=place)
+    return located
 
 
 def check_prime(cfg: Config, vocab: Vocab) -> None:
@@ -215,8 +225,9 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     if init_from is not None:
         _check_same_architecture(cfg, init_from, "--init-from")
     source = resume or init_from
+    read_cfg = _located(cfg, state)
     try:
-        text = read_checked_corpus(cfg, source.vocab if source else None)
+        text = read_checked_corpus(read_cfg, source.vocab if source else None)
     except DataError as e:
         if resume is None or cfg.data.path != "-" or "is empty" not in str(e):
             raise
@@ -226,6 +237,7 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
                                  f"data.path=FILE") from None
     vocab, train_ids, val_ids = text.vocab, text.train_ids, text.val_ids
     corpus = corpus_fingerprint(train_ids, val_ids)
+    corpus.update(text_source.record(cfg.data.path, read_cfg.data.path, cfg.train.out_dir))
     if state is not None:
         check_same_corpus(cfg, state, corpus)
     check_prime(cfg, vocab)
