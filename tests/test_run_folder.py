@@ -98,3 +98,20 @@ def test_sample_usage_errors_exit_2_before_naming_the_checkpoint(project, args, 
     r = invoke("sample", project / "runs" / "names", *args, cwd=project)
     assert r.exit_code == 2 and r.stdout == ""
     assert r.stderr.startswith(f"charrnn: error: {words}") and r.stderr.count("\n") == 1
+
+
+def test_init_from_reports_the_texts_own_figures_and_the_vocabulary_apart(tmp_path):
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    (tmp_path / "big.txt").write_text((letters + " .\n") * 20)          # 29 distinct
+    (tmp_path / "small.txt").write_text((letters + "\n") * 20)            # 27 distinct
+    small = ["--set", "model.hidden_size=8", "--set", "model.layers=1", "--set",
+             "train.batch_size=2", "--set", "train.seq_len=8", "--set", "train.threads=1"]
+    r = invoke("train", "--data", "big.txt", "-q", *small, "--set", "train.max_steps=1",
+               cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    r = invoke("train", "--data", "small.txt", "--dry-run", "--init-from", "runs/big", *small,
+               cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    assert (f"training on small.txt ({27 * 20:,} characters, 27 distinct, encoded with the "
+            f"29-symbol vocabulary of runs/big/best.safetensors); the run goes to runs/small"
+            ) in r.stderr

@@ -21,6 +21,7 @@ document start in documents mode so that no document is cut. Corpus.notes says w
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import glob
 import os
@@ -55,6 +56,8 @@ class Corpus:
     train_docs: list = field(default_factory=list)
     val_docs: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    chars: int = 0           # the text's own characters (documents: without the EOD symbols)
+    distinct: int = 0        # and how many distinct ones, whatever vocabulary encodes them
 
     @property
     def train_ids(self) -> np.ndarray:
@@ -114,7 +117,8 @@ def paths_of(spec, skipped: Skipped | None = None) -> list[tuple[str, bool]]:
     out, seen = [], {}                    # seen: (device, inode) -> index in out
     for entry in [spec] if isinstance(spec, str) else list(spec):
         if entry == "-":
-            out.append(("-", False))
+            seen[("-", len(out))] = len(out)      # standard input is no file to read twice
+            out.append(("-", False, ("-", len(out))))
             continue
         if _GLOB.search(entry):
             candidates = [(p, True) for m in sorted(glob.glob(entry, recursive=True))
@@ -334,7 +338,11 @@ def read_corpus(data_cfg, vocab: Vocab | None = None, warn=None) -> Corpus:
             (warn or _stderr)(copies)
     else:
         train_docs, val_docs = [text[:split]], [text[split:]]
-    return Corpus(vocab, ids, split, docs_mode, train_docs, val_docs, notes)
+    own = collections.Counter(text)
+    if docs_mode:
+        del own[EOD]                      # the symbol charrnn adds, not the text's
+    return Corpus(vocab, ids, split, docs_mode, train_docs, val_docs, notes,
+                  chars=sum(own.values()), distinct=len(own))
 
 
 def _vocab_for(text: str, vocab: Vocab | None, docs_mode: bool, path) -> Vocab:

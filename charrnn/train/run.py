@@ -78,6 +78,8 @@ class Run:
     created_dir: bool = False      # the run created its folder (and removes it if left empty)
     notes: list = field(default_factory=list)   # what changed on resume, for announce()
     corpus_notes: tuple = ()       # what reading the corpus found (files, documents, the split)
+    text_figures: tuple = ()       # (characters, distinct characters) of the text itself
+    init_from: str | None = None   # the checkpoint whose weights and vocabulary a new run takes
     train_ids: np.ndarray | None = None   # the training text's ids (batches cut from them)
     step_seconds: float | None = None     # quick timings of the start-of-run report
     eval_seconds: float | None = None
@@ -261,7 +263,8 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
                               own_out_dir(cfg.train.out_dir, resume is None))
     run = Run(cfg, vocab, model, optimizer, batches, val_ids, dropout_rng, batch_rng, Progress(),
               out_dir=cfg.train.out_dir, corpus=corpus, removed=removed, lock=lock, notes=notes,
-              train_ids=train_ids, created_dir=created, corpus_notes=tuple(text.notes))
+              train_ids=train_ids, created_dir=created, corpus_notes=tuple(text.notes),
+              text_figures=(text.chars, text.distinct))
     try:
         if resume is not None:
             _restore(run, resume, state)
@@ -373,8 +376,10 @@ def open_run(cfg: Config | None, resume_dir: str | None = None, init_from: str |
         # the run goes on in the folder it is read from (which may have been moved or copied)
         before.train.out_dir = os.path.dirname(path) or os.curdir
         cfg = apply_overrides(before, overrides)
-    init = load_checkpoint(resolve_checkpoint(init_from, say)) if init_from else None
+    init_path = resolve_checkpoint(init_from, say) if init_from else None
+    init = load_checkpoint(init_path) if init_from else None
     run = prepare(cfg, resume=resume, init_from=init, resumed_config=before, dry_run=dry_run)
+    run.init_from = init_path
     if note:
         run.notes.insert(0, note)
     if resume is not None:
@@ -400,8 +405,11 @@ def announce(run: Run, resumed: bool, say=None, warn=None) -> None:
         if resumed:
             say(f"resuming the run in {run.out_dir} at step {run.progress.step} ({source})")
         else:
-            say(f"training on {source} ({run.corpus['chars']:,} characters, {len(run.vocab)} "
-                f"distinct); the run goes to {run.out_dir}")
+            chars, distinct = run.text_figures
+            vocab = (f", encoded with the {len(run.vocab)}-symbol vocabulary of {run.init_from}"
+                     if run.init_from else "")
+            say(f"training on {source} ({chars:,} characters, {distinct} distinct{vocab}); "
+                f"the run goes to {run.out_dir}")
             if run.corpus_notes:
                 say("; ".join(run.corpus_notes))
         say(f"sample from it with: charrnn sample {shell_path(run.out_dir)}")
