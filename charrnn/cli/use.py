@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 
@@ -203,7 +204,15 @@ def eval_command(checkpoint, text_file, as_json, unknown, chunk_len, streams, wa
     click.echo(json.dumps(result.to_dict()) if as_json else format_result(result))
 
 
-cli.add_command(eval_command, "perplexity")
+def _alias(command: click.Command, name: str) -> click.Command:
+    """The same command under another name, whose line in `charrnn --help` says so."""
+    alias = copy.copy(command)
+    alias.name = name
+    alias.short_help = f"The same as {command.name} (another name for it)."
+    return alias
+
+
+cli.add_command(_alias(eval_command, "perplexity"))
 
 
 # -- inspect: what the model sees, character by character and unit by unit -------------------

@@ -25,7 +25,8 @@ from charrnn.config import (
     parse_override,
     save_config,
 )
-from charrnn.fileio import shell_path
+from charrnn.fast.parallel import available_cores
+from charrnn.fileio import command_name, shell_path
 from charrnn.nn.model import CharRNN
 from charrnn.store import corpus as corpus_mod
 from charrnn.store import source as text_source
@@ -336,7 +337,7 @@ def save(run: Run, name: str, rng_states: dict | None = None) -> None:
 def way_on(run: Run) -> str:
     """How to go on after a failed write: resume if the folder holds a checkpoint, else start."""
     if run.saved:
-        return f"resume with: charrnn train --resume {shell_path(run.out_dir)}"
+        return f"resume with: {command_name()} train --resume {shell_path(run.out_dir)}"
     return "start the run again"
 
 
@@ -412,7 +413,7 @@ def announce(run: Run, resumed: bool, say=None, warn=None) -> None:
                 f"the run goes to {run.out_dir}")
             if run.corpus_notes:
                 say("; ".join(run.corpus_notes))
-        say(f"sample from it with: charrnn sample {shell_path(run.out_dir)}")
+        say(f"sample from it with: {command_name()} sample {shell_path(run.out_dir)}")
         run.step_seconds, run.eval_seconds = quick_timing(run)
         for line in report_lines(run, run.step_seconds, run.eval_seconds):
             say(line)
@@ -420,5 +421,10 @@ def announce(run: Run, resumed: bool, say=None, warn=None) -> None:
     for line in run.notes:
         warn(line)
     t = run.config.train
+    cores = available_cores()
+    if run.engine.workers > cores:
+        warn(f"train.threads is {t.threads} but this machine gives charrnn {cores} core"
+             f"{'s' if cores > 1 else ''}: the workers take turns and every step is slower; "
+             f"set train.threads={cores}, or leave it unset")
     if t.max_steps is None and t.max_epochs is None and t.max_minutes is None:
         warn("it trains until Ctrl-C, which saves it (or set train.max_minutes, max_steps)")
