@@ -187,6 +187,12 @@ def test_eval_streams_are_opt_in_and_say_so(ckpt):
     assert j["loss"] == pytest.approx(total / n, rel=1e-12)
     bad = run("eval", ckpt, "-", "--streams", "0", input=TEXT)
     assert bad.exit_code == 2 and "--streams" in bad.stderr
+    # more streams than scored characters: one character each, and the report says so
+    j = json.loads(run("eval", ckpt, "-", "--json", "--streams", "999999999999", "--warmup", "9",
+                       input=TEXT).stdout)
+    assert (j["streams"], j["chars_scored"]) == (n, n)
+    j = json.loads(run("eval", ckpt, "-", "--json", "--streams", str(n - 1), input=TEXT).stdout)
+    assert j["streams"] == -(-n // -(-n // (n - 1)))       # segments of 2: about half as many
 
 
 def test_eval_one_process_gives_the_same_result(ckpt, monkeypatch):

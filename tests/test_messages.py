@@ -76,3 +76,39 @@ def test_more_threads_than_cores_warn_once(tmp_path):
 def test_help_says_perplexity_is_eval():
     r = CliRunner().invoke(cli, ["--help"])
     assert re.search(r"\n  perplexity +The same as eval \(another name for it\)\.\n", r.output)
+
+
+def test_inspect_leaves_out_a_feature_that_only_rises_and_colours_what_a_unit_spans(tmp_path):
+    import json
+
+    from charrnn.store.vocab import Vocab
+    from tests.conftest import LSTM_CHECKPOINT, save_tiny_checkpoint
+
+    vocab = Vocab(list("\n [abc(),"))
+    ckpt, _, _ = save_tiny_checkpoint(tmp_path / "m.safetensors", vocab, **LSTM_CHECKPOINT)
+    text = "a [b, c\n" * 5 + "a b\n"                           # 5 '[' and no ']': depth only rises
+    (tmp_path / "t.txt").write_text(text)
+    r = CliRunner().invoke(cli, ["inspect", ckpt, str(tmp_path / "t.txt"), "--json"])
+    assert r.exit_code == 0, r.output
+    features = [f["feature"] for f in json.loads(r.stdout)["units"]]
+    assert "bracket_depth" not in features and "in_brackets" not in features
+    assert "line_position" in features
+    page = tmp_path / "p.html"
+    r = CliRunner().invoke(cli, ["inspect", ckpt, str(tmp_path / "t.txt"), "--html", str(page)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>',
+                                page.read_text(), re.S).group(1))
+    assert all(lo <= 0 <= hi for lo, hi in zip(data["lows"]["1/c"], data["scales"]["1/c"]))
+    assert min(data["scales"]["1/c"]) < 1                    # no floor of 1: its own top
+
+
+def test_inspect_skip_counts_only_the_characters_it_read(tmp_path):
+    from tests.conftest import LSTM_CHECKPOINT, save_tiny_checkpoint
+
+    ckpt, _, _ = save_tiny_checkpoint(tmp_path / "m.safetensors", **LSTM_CHECKPOINT)
+    (tmp_path / "t.txt").write_text("the dog ZZZ sat. the cat\n")
+    r = CliRunner().invoke(cli, ["inspect", ckpt, str(tmp_path / "t.txt"), "--unknown", "skip",
+                                 "--no-color"])
+    assert r.exit_code == 0, r.output
+    assert "\n22 characters, 21 scored: " in r.stdout          # 25 in the file, 3 skipped
+    assert "3 character(s) outside the vocabulary skipped" in r.stdout
