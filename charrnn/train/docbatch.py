@@ -95,6 +95,13 @@ def _padding(length: np.ndarray, slots: int) -> float:
     return 1.0 - float(length.sum()) / slots if slots else 0.0
 
 
+def _padding_words(share: float) -> str:
+    """'12.3% of the slots are padding', with the way to less when it is most of them."""
+    words = f"{share:.1%} of the slots are padding"
+    return words + ("; a train.seq_len nearer the documents' typical length pads less"
+                    if share > 0.5 else "")
+
+
 class DocumentStreams:
     """B streams of whole units, state carried within a unit and zeroed at each unit's start."""
 
@@ -127,8 +134,7 @@ class DocumentStreams:
     def describe(self) -> str:
         return (f"batches: {self.documents:,} documents ({self.pieces:,} pieces of up to "
                 f"{self.seq_len}) packed into {self.batch_size} streams, "
-                f"{self.batches_per_epoch:,} steps an epoch; {self.padding:.1%} of the "
-                f"slots are padding")
+                f"{self.batches_per_epoch:,} steps an epoch; {_padding_words(self.padding)}")
 
     def _check(self, k: int) -> None:
         if not 0 <= k < self.batches_per_epoch:
@@ -173,7 +179,7 @@ class RandomPieces:
     def describe(self) -> str:
         return (f"batches: {len(self._start):,} pieces of up to {self.seq_len} in a new random "
                 f"order each epoch, {self.batches_per_epoch:,} steps an epoch; "
-                f"{self.padding:.1%} of the slots are padding")
+                f"{_padding_words(self.padding)}")
 
     def _epoch_order(self) -> np.ndarray:
         """This epoch's order of the pieces (padded with -1 to whole batches)."""
