@@ -80,3 +80,14 @@ def test_documents_mode_counts_dropped_empty_lines_and_copies_in_validation(tmp_
     assert "100 documents (lines), 3 empty lines dropped" in r.stderr
     assert ("charrnn: warning: 2 of the 11 validation documents are copies of training "
             "documents") in r.stderr       # the split: 11 documents held out
+
+
+def test_plain_contiguous_batching_says_what_an_epoch_leaves_out(tmp_path):
+    (tmp_path / "t.txt").write_text("abcdefghij" * 100)          # 900 training characters
+    r = charrnn("train", "--data", str(tmp_path / "t.txt"), "--dry-run",
+                "--set", "train.batch_size=4", "--set", "train.seq_len=50",
+                "--set", "model.hidden_size=8", "--set", f"train.out_dir={tmp_path / 'r'}")
+    assert r.returncode == 0, r.stderr
+    # 4 streams of 224 inputs, 4 steps of 50: 24 a stream and the text's last 3 left out
+    assert ("batches: an epoch of 4 streams x 4 steps leaves out 99 of 899 characters (11.0%, "
+            "the streams' ends, the same every epoch)") in r.stderr
