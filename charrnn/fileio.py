@@ -91,7 +91,7 @@ def command_name() -> str:
     """charrnn as the user invoked it, for the commands we print: `charrnn` when that is what
     the PATH finds, else the path they typed (.venv/bin/charrnn), or `python -m charrnn`."""
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "charrnn"
-    if os.path.basename(argv0) == "__main__.py":
+    if argv0.endswith(os.path.join("charrnn", "__main__.py")):
         return f"{_as_found(sys.executable or 'python')} -m charrnn"
     if os.path.basename(argv0) != "charrnn":          # an embedding program, a test runner
         return "charrnn"
