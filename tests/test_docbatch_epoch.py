@@ -49,7 +49,7 @@ lengths = st.one_of(
 ).flatmap(st.permutations)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)   # reproducible
 @given(lengths=lengths, B=st.integers(1, 9), T=st.integers(1, 40), seed=st.integers(0, 3))
 def test_an_epoch_scores_every_training_character_once(lengths, B, T, seed):
     ids = corpus(lengths)
