@@ -82,9 +82,11 @@ class Skipped:
 
     def notes(self) -> list[str]:
         out = []
-        if self.special:
-            out.append(f"skipped {_count(self.special, 'file')} that are not regular files "
-                       f"(pipes, devices, sockets)".replace("file that are", "file that is"))
+        if self.special == 1:
+            out.append("skipped 1 file that is not a regular file (a pipe, device or socket)")
+        elif self.special:
+            out.append(f"skipped {self.special} files that are not regular files (pipes, "
+                       f"devices, sockets)")
         if self.broken:
             out.append(f"skipped {_count(self.broken, 'broken link')}")
         if self.repeats:
