@@ -115,3 +115,28 @@ def test_documents_of_very_different_lengths_train_on_the_whole_text(tmp_path):
         assert docs > 251 and pieces == docs - 1 + 94           # the long line is in training
         assert steps == max(94, -(-pieces // batch))
         assert abs(float(found[4]) / 100 - (1 - sum_targets(tmp_path, docs) / (steps * batch * 64))) < 1e-3
+
+
+def test_a_random_documents_run_resumes_bit_for_bit_across_epochs(tmp_path):
+    """Each epoch's order comes from the saved generator: 7 steps, then 5 more, give the
+    weights of 12 in one go (an epoch here is a few steps: the runs cross new orders)."""
+    from charrnn.store.checkpoint import load_checkpoint
+
+    names = ["anna", "bo", "cyrilla", "dee", "eve", "fitzgeraldo", "gus", "hal", "ivy", "jo"]
+    (tmp_path / "names.txt").write_text("\n".join(names * 2) + "\n")
+    common = ["--data", str(tmp_path / "names.txt"), "-q", "--set", "data.documents=lines",
+              "--set", "data.batching=random", "--set", "model.hidden_size=8", "--set",
+              "model.layers=1", "--set", "train.batch_size=4", "--set", "train.seq_len=5",
+              "--set", "train.threads=1", "--set", "train.eval_every=5",
+              "--set", "train.lr_schedule=constant"]
+    for out, steps in (("a", 12), ("b", 7)):
+        r = CliRunner().invoke(cli, ["train", *common, "--set", f"train.max_steps={steps}",
+                                     "--set", f"train.out_dir={tmp_path / out}"])
+        assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "b"), "-q",
+                                 "--set", "train.max_steps=12"])
+    assert r.exit_code == 0, r.output
+    a, b = (load_checkpoint(str(tmp_path / d / "last.safetensors")) for d in "ab")
+    assert a.train_state["progress"]["epoch"] >= 2
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name])
