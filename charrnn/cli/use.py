@@ -58,7 +58,7 @@ def sample_command(checkpoint, length, temperature, greedy, top_k, top_p, prime,
     Options not given (length, temperature, top-k, top-p, prime, seed) take their values from
     the `sample:` section of the config the checkpoint was trained with, else the defaults shown.
     """
-    from charrnn.infer.sample import check_settings, unescape, write_samples
+    from charrnn.infer.sample import unescape, write_samples
     from charrnn.store.checkpoint import load_model, resolve_checkpoint
     from charrnn.store.text import read_text
 
@@ -76,15 +76,8 @@ def sample_command(checkpoint, length, temperature, greedy, top_k, top_p, prime,
     path = resolve_checkpoint(checkpoint, say=using.append)
     model, vocab, ckpt = load_model(path)
     saved = ckpt.config.sample
-    length = saved.length if length is None else length
-    temperature = saved.temperature if temperature is None else temperature
-    if greedy:
-        temperature = 1.0       # the argmax does not depend on a single -t: ignored, not checked
-    top_k = saved.top_k if top_k is None else top_k
-    top_p = saved.top_p if top_p is None else top_p
-    seed = saved.seed if seed is None else seed
-    for t in temperature if isinstance(temperature, list) else [temperature]:
-        check_settings(length, t, top_k, top_p)
+    length, temperature, top_k, top_p, seed = _settings(saved, length, temperature, greedy,
+                                                        top_k, top_p, seed)
     if prime_file is not None:
         prime_text = read_text(prime_file, warn=warn)
     else:
@@ -102,6 +95,22 @@ def sample_command(checkpoint, length, temperature, greedy, top_k, top_p, prime,
                   seed=seed, num_samples=num_samples, separator=unescape(separator),
                   stop=unescape(stop), as_json=as_json, echo=echo, warn=warn, novelty=marker,
                   note=note)
+
+
+def _settings(saved, length, temperature, greedy, top_k, top_p, seed):
+    """(length, temperature, top_k, top_p, seed) of a sample: the options given, else the
+    checkpoint's `sample:` section; SampleError for one that cannot be used."""
+    from charrnn.infer.sample import check_settings
+
+    length = saved.length if length is None else length
+    temperature = saved.temperature if temperature is None else temperature
+    if greedy:
+        temperature = 1.0       # the argmax does not depend on a single -t: ignored, not checked
+    top_k = saved.top_k if top_k is None else top_k
+    top_p = saved.top_p if top_p is None else top_p
+    for t in temperature if isinstance(temperature, list) else [temperature]:
+        check_settings(length, t, top_k, top_p)
+    return length, temperature, top_k, top_p, saved.seed if seed is None else seed
 
 
 def _check_prime(vocab, prime: str, unknown: str) -> None:
