@@ -1,8 +1,8 @@
 """Issue 15: a schedule that ends with the run's budget (steps, epochs or minutes), early stopping,
 the plateau schedule, the start-of-run report and --dry-run."""
 
-import itertools
 import json
+import math
 import os
 import signal
 
@@ -32,10 +32,18 @@ def weights(run_dir, name="last.safetensors"):
 
 # -- the horizon ----------------------------------------------------------------------------
 
-def test_time_horizon_counts_steps_and_evaluations():
-    # 60 s left, 0.25 s a step, 2.5 s an evaluation every 10 steps: 60 / (0.25 + 0.25) steps
-    assert budget.time_horizon(100, 60.0, 0.25, 2.5, 10) == 100 + 120
-    assert budget.time_horizon(7, 0.0, 1.0, 5.0, 10) == 8          # always at least one step
+def test_time_horizon_counts_steps_evaluations_and_checkpoints():
+    # 60 s left, 0.25 s a step, 2.5 s an evaluation every 10 steps: 60 / (0.25 + 0.25) steps,
+    # the last evaluation falling on the last step
+    assert budget.time_horizon(100, 60.0, budget.Costs(0.25, 2.5, 0.0), 10, 1000) == 100 + 120
+    # a 1 s checkpoint every 50 steps and the final one: 60 = 110 x 0.25 + 11 x 2.5 + 3 x 1 + 2
+    # (step 210: evaluations at 110..210, checkpoints at 150, 200 and the final one)
+    assert budget.time_horizon(100, 60.0, budget.Costs(0.25, 2.5, 1.0), 10, 50) == 100 + 110
+    costs = budget.Costs(1.0, 5.0, 0.0)
+    assert budget.time_horizon(7, 0.0, costs, 10, 10) == 8          # always at least one step
+    # the final evaluation when the last step has none: 4 steps + 5 s fit in 9 s, 5 do not
+    assert budget.seconds_needed(7, 2, costs, 10, 10) == 2 + 5
+    assert budget.time_horizon(1, 9.0, costs, 10, 1000) == 5
     cfg = Config().train
     cfg.max_steps, cfg.max_epochs = 500, 3
     assert lr_mod.step_horizon(cfg, 100) == 300
@@ -43,15 +51,37 @@ def test_time_horizon_counts_steps_and_evaluations():
     assert lr_mod.step_horizon(cfg, 100) == 500
 
 
-def test_the_step_timer_skips_warmup_steps(monkeypatch):
-    clock = itertools.count(0.0, 0.5)                          # every reading 0.5 s later
-    monkeypatch.setattr(budget.time, "perf_counter", lambda: next(clock))
-    timer = budget.StepTimer()
-    for _ in range(budget.WARMUP_STEPS + budget.TIMED_STEPS):
-        assert not timer.ready
-        timer.start()
-        timer.stop()
-    assert timer.ready and timer.step_seconds == 0.5
+def test_the_budget_checks_and_the_run_clock(monkeypatch):
+    assert [budget.checks_passed(s, 100.0) for s in (0, 24.9, 25, 60, 89, 90, 120)] == \
+        [0, 0, 1, 2, 3, 4, 4]
+    now = [10.0]
+    monkeypatch.setattr(budget.time, "perf_counter", lambda: now[0])
+    clock = budget.RunClock(spent=30.0)                        # 30 s spent in earlier sessions
+    now[0] = 12.5
+    assert clock.now() == 32.5
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear"])
+def test_a_moved_horizon_keeps_the_rate_and_ends_at_the_floor(kind):
+    cfg = Config().train
+    cfg.lr, cfg.min_lr, cfg.lr_schedule, cfg.warmup_steps, cfg.max_minutes = 0.004, 1e-4, kind, 10, 1
+    p = Progress(step=0, horizon=200)
+    lr = LearningRate(cfg, p, 1000)
+    seen = []
+    for step in range(400):
+        p.step = step
+        before = lr.at(step)
+        if step in (60, 130, 150):                         # later, sooner, later again
+            lr.move_horizon({60: 300, 130: 180, 150: 260}[step])
+            assert lr.at(step) == before                   # bit for bit: no jump
+            # recomputing the schedule from step 0 would jump by several of its steepest steps
+            assert abs(lr_at(cfg, step, 0.0, p.horizon) - before) > 5 * (0.004 - 1e-4) * 1.6 / 190
+        seen.append(lr.at(step))
+    assert seen[260] == pytest.approx(1e-4) and seen[259] > 1e-4      # the floor at the horizon
+    steps = [abs(b - a) for a, b in zip(seen[10:], seen[11:])]
+    # no step changes the rate by more than the steepest schedule in between could:
+    # lr0 x pi/2 over its shortest stretch (50 steps from 130 to 180)
+    assert max(steps) <= (0.004 - 1e-4) * math.pi / 2 / 50
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear"])

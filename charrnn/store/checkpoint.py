@@ -81,6 +81,16 @@ class Progress:
     evals_since_best: int = 0     # evaluations since best_val_loss last improved (patience)
     lr_scale: float = 1.0         # the plateau schedule's factor on the rate so far
     plateau_bad: int = 0          # plateau: evaluations without a new best since the last cut
+    # the budget of a max_minutes run (train/budget.py; older checkpoints: these defaults)
+    seconds: float = 0.0          # training time spent since the run's limits were last set
+    timed_steps: int = 0          # steps timed since the horizon was last estimated
+    timed_seconds: float = 0.0    # the seconds those steps took
+    eval_seconds: float | None = None   # the last evaluation (with its best-checkpoint write)
+    save_seconds: float | None = None   # the last write of last.safetensors
+    horizon_checks: int = 0       # train/budget.py's CHECKS the horizon was estimated again at
+    eval_timed: bool = False      # the horizon was estimated again after the first evaluation
+    horizon_anchor: list | None = None  # [step, fraction of the schedule] where the horizon
+                                        # last moved (None: the schedule runs from its warmup)
 
 
 @dataclass

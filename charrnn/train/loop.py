@@ -21,7 +21,7 @@ from tqdm import tqdm
 from charrnn.engines.base import Clip, carried
 from charrnn.fileio import command_name, shell_path
 from charrnn.train.divergence import Divergence
-from charrnn.train.budget import StepTimer
+from charrnn.train.budget import WARMUP_STEPS, Costs, RunClock, seconds_needed
 from charrnn.store.checkpoint import Progress
 from charrnn.train.errors import TrainingError, TrainingInterrupted
 from charrnn.train.metrics import Metrics
@@ -95,7 +95,7 @@ def validation_loss(run: Run) -> float:
     return total / n
 
 
-def _stop_reason(run: Run, started: float) -> str | None:
+def _stop_reason(run: Run, clock: RunClock) -> str | None:
     t, p = run.config.train, run.progress
     if t.max_steps is not None and p.step >= t.max_steps:
         return f"reached train.max_steps={t.max_steps}"
@@ -103,20 +103,46 @@ def _stop_reason(run: Run, started: float) -> str | None:
         return f"reached train.max_epochs={t.max_epochs}"
     if (ended := run.lr.ended()) is not None:
         return ended
-    if t.max_minutes is not None and time.perf_counter() - started >= 60 * t.max_minutes:
+    if t.max_minutes is not None and clock.now() + final_seconds(run) >= 60 * t.max_minutes:
         return f"reached train.max_minutes={t.max_minutes:g}"
     return None
 
 
-def fix_horizon(run: Run, started: float, timer: StepTimer) -> None:
-    """Fix the step where a decaying schedule ends, once (train/lr.py), with the time a
-    max_minutes run has left and the time an evaluation takes (measured the first time)."""
-    def time_left() -> tuple[float, float]:
-        if run.eval_seconds is None:
-            run.eval_seconds = time_eval(run)
-        return run.eval_seconds, 60 * run.config.train.max_minutes - (time.perf_counter() - started)
+def eval_guess(run: Run) -> float:
+    """Seconds per evaluation before one is measured: the start-of-run report's quick timing
+    (made here when the report was not printed)."""
+    if run.eval_seconds is None:
+        run.eval_seconds = time_eval(run)
+    return run.eval_seconds
 
-    run.lr.fix_horizon(timer, time_left)
+
+def final_seconds(run: Run) -> float:
+    """Seconds the final evaluation and checkpoint will take, as last measured (before any
+    evaluation: the quick timing), so a max_minutes run ends with them within its budget."""
+    p, t = run.progress, run.config.train
+    evaluation = p.eval_seconds if p.eval_seconds is not None else eval_guess(run)
+    return seconds_needed(p.step, 0, Costs(0.0, evaluation, p.save_seconds or 0.0),
+                          t.eval_every, t.checkpoint_every)
+
+
+def fix_horizon(run: Run, clock: RunClock) -> None:
+    """Fix or move the step where a decaying schedule ends (train/lr.py), at the run's clock."""
+    run.progress.seconds = clock.now()
+    run.lr.fix_horizon(run.progress.seconds, lambda: eval_guess(run))
+
+
+def timed(clock: RunClock, work) -> tuple[object, float]:
+    """(work(), the seconds it took on the run's clock)."""
+    start = clock.now()
+    out = work()
+    return out, clock.now() - start
+
+
+def count_step(progress: Progress, seconds: float) -> None:
+    """Add a step's seconds to the ones timed for the horizon (not the run's first steps)."""
+    if progress.step > WARMUP_STEPS:
+        progress.timed_steps += 1
+        progress.timed_seconds += seconds
 
 
 def random_resets(prob: float, seed: int, step: int, streams: int) -> np.ndarray | bool:
@@ -200,22 +226,22 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
     except OSError as e:
         raise cannot_write(run, "metrics.jsonl", e) from None
     started = time.perf_counter()
+    clock = RunClock(run.progress.seconds)
+    steps = 0                 # steps of this session
     bar = tqdm(total=cfg.max_steps, initial=run.progress.step, unit="step", file=sys.stderr,
                disable=True if quiet else None, dynamic_ncols=True, leave=False)
     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
     rule = Divergence(run)
     early = None              # the reason patience gave to stop, if it did
-    timer = StepTimer()
     try:
         # overflow on the way to a divergence is reported by the divergence rule, in one line
         with SignalCatcher(lambda: kept_words(run)) as signals, \
                 np.errstate(over="ignore", invalid="ignore"):
-            fix_horizon(run, started, timer)
-            while (reason := early or _stop_reason(run, started)) is None:
-                timer.start()
-                loss, norm = train_step(run, rule=rule)
-                timer.stop()
-                fix_horizon(run, started, timer)
+            fix_horizon(run, clock)
+            while (reason := early or _stop_reason(run, clock)) is None:
+                (loss, norm), seconds = timed(clock, lambda: train_step(run, rule=rule))
+                count_step(run.progress, seconds)
+                steps += 1
                 window_loss, window_steps = window_loss + loss, window_steps + 1
                 p = run.progress
                 bar.update(1)
@@ -230,19 +256,23 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
                                     lr=f"{p.lr:.2e}", cps=f"{speed:,.0f}")
                     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
                 if p.step % cfg.eval_every == 0:
-                    early = evaluate_and_keep_best(run, rule, metrics, started, log)
+                    early, p.eval_seconds = timed(
+                        clock, lambda: evaluate_and_keep_best(run, rule, metrics, started, log))
                 if p.step % cfg.checkpoint_every == 0 and rule.save_when_due():
-                    save(run, LAST)
+                    p.seconds = clock.now()
+                    _, p.save_seconds = timed(clock, lambda: save(run, LAST))
+                fix_horizon(run, clock)          # also the clock the next save records
                 if signals.received is not None:
                     raise TrainingInterrupted(f"interrupted at step {p.step}; {on_interrupt(run, rule)}. "
                                               f"Resume with: {command_name()} train --resume {shell_path(run.out_dir)}",
                                               SIGNAL_EXIT[signals.received])
-            if timer.steps == 0 and run.saved:
+            if steps == 0 and run.saved:
                 pass                         # nothing changed since the checkpoint it resumed
             else:
                 if run.progress.step % cfg.eval_every != 0 or run.progress.last_val_loss is None:
                     evaluate_and_keep_best(run, rule, metrics, started, log)
                 rule.check_final()
+                run.progress.seconds = clock.now()
                 save(run, LAST)
     except OSError as e:                     # metrics.jsonl (checkpoints say so themselves)
         raise cannot_write(run, "metrics.jsonl", e) from None

@@ -7,15 +7,20 @@ of step k". It owns
   the warmup      linear over train.warmup_steps (a decaying schedule: at most a tenth of it)
   the horizon     the step where a decaying schedule reaches min_lr and the run ends: the first
                   of max_steps, max_epochs x batches per epoch and, for max_minutes, an
-                  estimate from timing the first steps (train/budget.py); fixed once per run
+                  estimate from timing the first steps, made again after the first evaluation
+                  and at fractions of the budget (train/budget.py)
+  its moves       when an estimate moves the horizon, the schedule is re-mapped from the current
+                  step: the fraction r of the schedule done so far stays, and what is left of it
+                  (1 - r) is spread over the steps to the new horizon, so the rate never jumps;
+                  each move is at most a factor MOVE on the steps left, so its slope stays smooth
   the plateau     lr_schedule plateau: x plateau_factor once more than plateau_patience
                   evaluations bring no new best (PyTorch's ReduceLROnPlateau, mode min,
                   threshold 0, cooldown 0), never below min_lr
 
 and writes its own lines: the start-of-run report's, the note of a resume that changes the
-rate, and the plateau's cut. Its state is the progress's horizon, lr_scale and plateau_bad (and
-lr, the rate of the last update), saved in every checkpoint, so a resumed run follows exactly
-the same rates.
+rate, and the plateau's cut. Its state is the progress's horizon, horizon_anchor, lr_scale and
+plateau_bad (and lr, the rate of the last update; the budget's figures, train/budget.py), saved
+in every checkpoint, so a resumed run follows exactly the same rates.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ from __future__ import annotations
 import math
 
 from charrnn.store.checkpoint import Progress
-from charrnn.train.budget import TIMED_STEPS, WARMUP_STEPS, StepTimer, time_horizon
+from charrnn.train.budget import (CHECKS, TIMED_STEPS, WARMUP_STEPS, Costs, checks_passed,
+                                  time_horizon)
 
 DECAYING = ("cosine", "linear")
 LIMITS = ("max_steps", "max_epochs", "max_minutes")
 HORIZON_KEYS = (*LIMITS, "lr_schedule")     # a change to any of these fixes the horizon again
+MOVE = 2.0          # an estimate moves the steps left to the horizon by at most this factor
 
 
 def resolved_schedule(train_cfg) -> str:
@@ -49,18 +56,29 @@ def warmup_steps(train_cfg, horizon: int | None = None) -> int:
     return min(train_cfg.warmup_steps, end // 10)
 
 
-def lr_at(train_cfg, step: int, epoch: float, horizon: int | None = None) -> float:
+def schedule_fraction(step: int, warmup: int, end: int | None, anchor=None) -> float:
+    """r, the fraction of a decaying schedule done before the update after `step` updates:
+    clamp(r_a + (1 - r_a) * (step - a) / (end - a), 0, 1) with the anchor (a, r_a) where the
+    horizon last moved, or (warmup, 0) when it never did; 0 while end is None."""
+    if end is None:
+        return 0.0
+    a, r_a = anchor if anchor is not None else (warmup, 0.0)
+    return min(max(r_a + (1.0 - r_a) * (step - a) / max(end - a, 1), 0.0), 1.0)
+
+
+def lr_at(train_cfg, step: int, epoch: float, horizon: int | None = None, anchor=None) -> float:
     """The learning rate for the update after `step` completed updates, at `epoch` (float).
 
     With lr0 = train.lr, W = warmup_steps(train_cfg, horizon) and
-    r = clamp((step - W) / (horizon - W), 0, 1) (horizon: default train.max_steps; None while
-    it is not fixed yet, which holds r at 0):
+    r = schedule_fraction(step, W, horizon, anchor) (horizon: default train.max_steps; None
+    while it is not fixed yet, which holds r at 0; anchor: [step, r] where it last moved):
       constant, plateau:  lr0 (plateau: times the scale LearningRate keeps)
       step:      lr0 * decay_rate ** floor(epoch / decay_every)            (char-rnn)
       cosine:    min_lr + (lr0 - min_lr) * (1 + cos(pi * r)) / 2            (nanoGPT)
       linear:    min_lr + (lr0 - min_lr) * (1 - r)
     and, for any schedule, times (step + 1) / (W + 1) while step < W (nanoGPT's warmup: lr0 /
-    (W+1) first, lr0 at step W). ValueError for an unknown schedule.
+    (W+1) first, lr0 at step W), never from an anchor on (the horizon moves only after the
+    warmup). ValueError for an unknown schedule.
     """
     lr0, kind = float(train_cfg.lr), resolved_schedule(train_cfg)
     warmup = warmup_steps(train_cfg, horizon)
@@ -70,13 +88,13 @@ def lr_at(train_cfg, step: int, epoch: float, horizon: int | None = None) -> flo
         lr = lr0 * train_cfg.decay_rate ** math.floor(epoch / train_cfg.decay_every)
     elif kind in DECAYING:
         end = horizon if horizon is not None else train_cfg.max_steps
-        r = 0.0 if end is None else min(max((step - warmup) / max(end - warmup, 1), 0.0), 1.0)
+        r = schedule_fraction(step, warmup, end, anchor)
         shape = 0.5 * (1.0 + math.cos(math.pi * r)) if kind == "cosine" else 1.0 - r
         lr = train_cfg.min_lr + (lr0 - train_cfg.min_lr) * shape
     else:
         raise ValueError(f"unknown lr_schedule {kind!r}; choose one of constant, step, cosine, "
                          f"linear, plateau, auto")
-    if step < warmup:
+    if step < warmup and (anchor is None or step < anchor[0]):
         lr *= (step + 1) / (warmup + 1)
     return lr
 
@@ -105,7 +123,8 @@ class LearningRate:
 
     def at(self, step: int, epoch: float = 0.0) -> float:
         """The rate of the update after `step` updates, at `epoch` (with the fraction done)."""
-        return lr_at(self.cfg, step, epoch, self.progress.horizon) * self.progress.lr_scale
+        p = self.progress
+        return lr_at(self.cfg, step, epoch, p.horizon, p.horizon_anchor) * p.lr_scale
 
     def next(self) -> float:
         """The rate of the next update."""
@@ -114,27 +133,75 @@ class LearningRate:
 
     # -- the horizon --------------------------------------------------------------------------
 
-    def fix_horizon(self, timer: StepTimer, time_left) -> None:
-        """Fix the step where a decaying schedule ends, once: at the start from max_steps /
-        max_epochs, or, with max_minutes, once `timer` has timed enough steps. time_left() ->
-        (seconds per evaluation, seconds of the budget left), asked in that order."""
+    def fix_horizon(self, spent: float, eval_guess) -> None:
+        """Fix or move the step where a decaying schedule ends: at the start from max_steps /
+        max_epochs; with max_minutes, once TIMED_STEPS steps are timed, and again after the
+        first evaluation and at each of CHECKS of the budget (train/budget.py). spent: seconds
+        of the budget spent; eval_guess() -> seconds per evaluation before one is measured."""
         t, p = self.cfg, self.progress
-        if p.horizon is not None or self.kind not in DECAYING:
+        if self.kind not in DECAYING:
             return
-        steps = step_horizon(t, self.batches_per_epoch)
         if t.max_minutes is None:
-            p.horizon = steps
+            if p.horizon is None:
+                p.horizon = step_horizon(t, self.batches_per_epoch)
             return
-        if not timer.ready:
+        budget = 60.0 * t.max_minutes
+        if p.horizon is None:
+            if p.timed_steps < TIMED_STEPS:
+                return
+            p.horizon = self._estimate(budget - spent, eval_guess)
+            if p.step > warmup_steps(t, p.horizon):   # the rate so far is the peak: keep it
+                p.horizon_anchor = [p.step, 0.0]
+        elif self._estimate_due(spent, budget):
+            self.move_horizon(self._bounded(self._estimate(budget - spent, eval_guess)))
+        else:
             return
-        eval_seconds, left = time_left()
-        by_time = time_horizon(p.step, left, timer.step_seconds, eval_seconds, t.eval_every)
-        p.horizon = by_time if steps is None else min(steps, by_time)
+        p.horizon_checks, p.eval_timed = checks_passed(spent, budget), p.eval_seconds is not None
+        p.timed_steps, p.timed_seconds = 0, 0.0
+
+    def _estimate_due(self, spent: float, budget: float) -> bool:
+        """Whether the horizon is to be estimated again now: after the first evaluation or a new
+        one of CHECKS, once the warmup is over, before the horizon, with steps timed."""
+        p = self.progress
+        due = (not p.eval_timed and p.eval_seconds is not None
+               or checks_passed(spent, budget) > p.horizon_checks)
+        return (due and p.timed_steps > 0 and p.step < p.horizon
+                and p.step >= warmup_steps(self.cfg, p.horizon))
+
+    def _estimate(self, seconds_left: float, eval_guess) -> int:
+        """The horizon seconds_left affords at the costs measured (the first of it and the
+        step limits)."""
+        t, p = self.cfg, self.progress
+        costs = Costs(p.timed_seconds / max(p.timed_steps, 1),
+                      p.eval_seconds if p.eval_seconds is not None else eval_guess(),
+                      p.save_seconds or 0.0)
+        by_time = time_horizon(p.step, seconds_left, costs, t.eval_every, t.checkpoint_every)
+        steps = step_horizon(t, self.batches_per_epoch)
+        return by_time if steps is None else min(steps, by_time)
+
+    def _bounded(self, horizon: int) -> int:
+        """horizon, with the steps left to it within a factor MOVE of the steps left now."""
+        p = self.progress
+        left = p.horizon - p.step
+        return p.step + min(max(horizon - p.step, math.ceil(left / MOVE)), math.floor(left * MOVE))
+
+    def move_horizon(self, horizon: int) -> None:
+        """Make `horizon` the schedule's end from the current step on, re-mapping what is left of
+        the schedule onto the steps to it: the next update's rate stays exactly what it was."""
+        p = self.progress
+        if horizon == p.horizon:
+            return
+        r = schedule_fraction(p.step, warmup_steps(self.cfg, p.horizon), p.horizon,
+                              p.horizon_anchor)
+        p.horizon, p.horizon_anchor = horizon, [p.step, r]
 
     def resumed_from(self, old_train) -> None:
-        """A resumed run whose limits or schedule changed fixes its horizon again."""
+        """A resumed run whose limits or schedule changed fixes its horizon again, with a new
+        budget: train.max_minutes counts from here."""
+        p = self.progress
         if not horizon_kept(old_train, self.cfg):
-            self.progress.horizon = None
+            p.horizon, p.horizon_anchor, p.horizon_checks, p.eval_timed = None, None, 0, False
+            p.seconds = 0.0
 
     def ended(self) -> str | None:
         """The reason to stop when a max_minutes horizon is reached, else None."""
@@ -177,9 +244,11 @@ class LearningRate:
         timed = t.max_minutes is not None and not self.progress.horizon
         until = f"step {end:,}" if end else ""
         if timed:
+            checks = ", ".join(f"{f:.0%}" for f in CHECKS)
             until += (" or sooner: " if end else "") + (
-                f"the step where train.max_minutes runs out, fixed after timing the first "
-                f"{WARMUP_STEPS + TIMED_STEPS} steps")
+                f"the step where train.max_minutes runs out (its final evaluation included), "
+                f"estimated after timing the first {WARMUP_STEPS + TIMED_STEPS} steps and again "
+                f"after the first evaluation and at {checks} of the budget")
         return f"schedule: {self.kind} from {t.lr:g} to {t.min_lr:g} at {until}"
 
     def resume_note(self, old_train) -> str | None:
@@ -190,8 +259,9 @@ class LearningRate:
         epoch = p.epoch + p.position / self.batches_per_epoch
         horizon = (p.horizon if horizon_kept(old_train, self.cfg)
                    else step_horizon(self.cfg, self.batches_per_epoch))
-        was = lr_at(old_train, p.step, epoch, p.horizon) * p.lr_scale
-        now = lr_at(self.cfg, p.step, epoch, horizon) * p.lr_scale
+        anchor = p.horizon_anchor if horizon_kept(old_train, self.cfg) else None
+        was = lr_at(old_train, p.step, epoch, p.horizon, p.horizon_anchor) * p.lr_scale
+        now = lr_at(self.cfg, p.step, epoch, horizon, anchor) * p.lr_scale
         if was == now:
             return None
         why = ""
