@@ -52,7 +52,7 @@ def test_time_horizon_counts_steps_evaluations_and_checkpoints():
 
 
 def test_the_budget_checks_and_the_run_clock(monkeypatch):
-    assert [budget.checks_passed(s, 100.0) for s in (0, 24.9, 25, 60, 89, 90, 120)] == \
+    assert [budget.checks_passed(f) for f in (0, 0.249, 0.25, 0.6, 0.89, 0.9, 1.2)] == \
         [0, 0, 1, 2, 3, 4, 4]
     now = [10.0]
     monkeypatch.setattr(budget.time, "perf_counter", lambda: now[0])
@@ -227,3 +227,99 @@ def test_a_dry_run_reports_and_writes_nothing(tmp_path, corpus):
     assert f"{params:,} parameters = {params / n_train:.2g} per training character" in r.stderr
     assert "ms per step (batch 4 x 8)" in r.stderr and "per evaluation" in r.stderr
     assert "schedule: cosine from 0.002 to 0 at step 50" in r.stderr
+
+
+# -- a machine whose speed changes: the horizon estimated again ----------------------------------
+
+BUDGET = 30.0                     # seconds: train.max_minutes=0.5
+SLOW, FAST, EVALUATION, WRITE = 0.25, 0.0625, 1.0, 0.5    # seconds (binary fractions: exact sums)
+
+
+@pytest.fixture
+def changing_clock(monkeypatch):
+    """A fake clock on a machine that speeds up: steps take SLOW s until step 60, FAST s after;
+    each evaluation EVALUATION s and each checkpoint write WRITE s. Returns the clock ([now])."""
+    now = [0.0]
+    monkeypatch.setattr("time.perf_counter", lambda: now[0])
+
+    def taking(seconds_of, real):
+        def work(run, *a, **kw):
+            now[0] += seconds_of(run)
+            return real(run, *a, **kw)
+        return work
+
+    monkeypatch.setattr(loop_mod, "train_step", taking(
+        lambda run: SLOW if run.progress.step < 60 else FAST, loop_mod.train_step))
+    monkeypatch.setattr(loop_mod, "validation_loss",
+                        taking(lambda run: EVALUATION, loop_mod.validation_loss))
+    monkeypatch.setattr(loop_mod, "save", taking(lambda run: WRITE, loop_mod.save))
+    return now
+
+
+CHANGING = [*SMALL, "--set", "train.max_minutes=0.5", "--set", "train.lr_schedule=cosine",
+            "--set", "train.warmup_steps=10", "--set", "train.eval_every=40",
+            "--set", "train.checkpoint_every=40", "--set", "train.threads=1"]
+
+
+@pytest.fixture
+def moves(monkeypatch):
+    """[(step, horizon before, horizon after)] of every move of the horizon."""
+    seen, real = [], LearningRate.move_horizon
+
+    def move(self, horizon):
+        seen.append((self.progress.step, self.progress.horizon, horizon))
+        real(self, horizon)
+
+    monkeypatch.setattr(LearningRate, "move_horizon", move)
+    return seen
+
+
+def test_a_machine_that_speeds_up_still_ends_at_the_budget(tmp_path, corpus, changing_clock,
+                                                            moves):
+    # the old estimate, fixed once at step 23 from SLOW steps: 23 + (30 - 23 x SLOW) / SLOW =
+    # step 120, reached after 60 SLOW and 60 FAST steps and 3 evaluations (each with at most
+    # two writes) and the final write: far short of the budget
+    assert 60 * SLOW + 60 * FAST + 3 * (EVALUATION + 2 * WRITE) + WRITE < 0.98 * BUDGET
+    r = run_cli("train", write_config(tmp_path, corpus), "-q", *CHANGING)
+    assert r.exit_code == 0 and "reached the end of the schedule" in r.stderr, r.output
+    end = changing_clock[0]            # after the final evaluation and checkpoint
+    assert abs(end - BUDGET) <= 0.02 * BUDGET
+    progress = load_checkpoint(str(tmp_path / "run" / "last.safetensors")).train_state["progress"]
+    moved = [(step, a, b) for step, a, b in moves if a != b]
+    assert len(moved) >= 3 and moved[-1][2] == progress["step"] == progress["horizon"]
+    # the rate is continuous at each move: the change from the step before it to the step
+    # after it is no larger than the schedule's own largest change between two steps
+    lr = rates(tmp_path / "run")
+    change = {k: abs(lr[k + 1] - lr[k]) for k in range(11, max(lr))}     # after the warmup
+    at_moves = {step for step, _, _ in moved}
+    own = max(d for k, d in change.items() if k not in at_moves)
+    assert all(change[step] <= own for step in at_moves)
+    cfg = load_checkpoint(str(tmp_path / "run" / "last.safetensors")).config.train
+    for step, _, horizon in moved:      # as recomputing the schedule from step 0 would not be
+        assert abs(lr_at(cfg, step, 0.0, horizon) - lr[step + 1]) > own
+
+
+@pytest.mark.parametrize("stop", [70, 95])      # between the moves at 40 and 80; 80 and 109
+def test_a_resume_repeats_the_moves_of_the_horizon_bit_for_bit(tmp_path, corpus, changing_clock,
+                                                               moves, monkeypatch, stop):
+    assert run_cli("train", write_config(tmp_path, corpus, out="whole"), "-q",
+                   *CHANGING).exit_code == 0
+    whole_moves = list(moves)
+    moves.clear()
+    interrupt_at(monkeypatch, stop)
+    changing_clock[0] = 0.0                                    # the same timings again
+    r = run_cli("train", write_config(tmp_path, corpus, out="split"), "-q", *CHANGING)
+    assert r.exit_code == 130, r.output
+    saved = load_checkpoint(str(tmp_path / "split" / "last.safetensors")).train_state["progress"]
+    assert saved["step"] == stop and saved["horizon_anchor"] is not None   # decisions kept
+    r = run_cli("train", "--resume", tmp_path / "split", "-q")
+    assert r.exit_code == 0 and "reached the end of the schedule" in r.stderr, r.output
+    assert moves == whole_moves and any(step > stop for step, a, b in moves if a != b)
+    assert rates(tmp_path / "whole") == rates(tmp_path / "split")       # every step's rate
+    for name in ("last.safetensors", "best.safetensors"):
+        a, b = weights(tmp_path / "whole", name), weights(tmp_path / "split", name)
+        assert all((a[k] == b[k]).all() for k in a)                      # bit for bit
+    losses = [{k: m[k] for k in ("step", "train_loss", "val_loss") if k in m}
+              for m in metric_lines(tmp_path / "whole")]
+    assert losses == [{k: m[k] for k in ("step", "train_loss", "val_loss") if k in m}
+                      for m in metric_lines(tmp_path / "split")]

@@ -2,9 +2,10 @@
 
 train/lr.py estimates the horizon (the step where a decaying schedule ends and the run stops)
 from these: first once TIMED_STEPS steps are timed (after the run's first WARMUP_STEPS, which run
-slower), then again after the first evaluation and when the run has spent each of CHECKS of its
-budget, each time from the steps timed since the last estimate, so a machine that speeds up or
-slows down moves the end with it. The estimate counts the evaluations and checkpoints still to
+slower), then again after the first evaluation and when the run has done each of CHECKS of its
+budget (of its time or of its schedule, whichever is further: a machine that slows down reaches
+the first, one that speeds up the second), each time from the steps timed since the last
+estimate, so the end moves with the machine's speed. The estimate counts the evaluations and checkpoints still to
 come and the final evaluation and checkpoint, so the run ends, all of them included, at the
 budget. Every figure here is kept in the run's Progress (saved in every checkpoint), so a
 resumed run makes the same estimates from the same timings.
@@ -53,9 +54,9 @@ def time_horizon(step: int, seconds_left: float, costs: Costs, eval_every: int,
     return step + low
 
 
-def checks_passed(spent: float, budget: float) -> int:
-    """How many of CHECKS a run that has spent `spent` of `budget` seconds has passed."""
-    return sum(spent >= f * budget for f in CHECKS)
+def checks_passed(done: float) -> int:
+    """How many of CHECKS a run that has done the fraction `done` of its budget has passed."""
+    return sum(done >= f for f in CHECKS)
 
 
 class RunClock:

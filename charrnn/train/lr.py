@@ -12,7 +12,8 @@ of step k". It owns
   its moves       when an estimate moves the horizon, the schedule is re-mapped from the current
                   step: the fraction r of the schedule done so far stays, and what is left of it
                   (1 - r) is spread over the steps to the new horizon, so the rate never jumps;
-                  each move is at most a factor MOVE on the steps left, so its slope stays smooth
+                  a move at most divides the steps left by SHRINK, so the decay's slope at most
+                  multiplies by SHRINK (a move that adds steps only flattens it)
   the plateau     lr_schedule plateau: x plateau_factor once more than plateau_patience
                   evaluations bring no new best (PyTorch's ReduceLROnPlateau, mode min,
                   threshold 0, cooldown 0), never below min_lr
@@ -34,7 +35,7 @@ from charrnn.train.budget import (CHECKS, TIMED_STEPS, WARMUP_STEPS, Costs, chec
 DECAYING = ("cosine", "linear")
 LIMITS = ("max_steps", "max_epochs", "max_minutes")
 HORIZON_KEYS = (*LIMITS, "lr_schedule")     # a change to any of these fixes the horizon again
-MOVE = 2.0          # an estimate moves the steps left to the horizon by at most this factor
+SHRINK = 2.0        # an estimate divides the steps left to the horizon by at most this
 
 
 def resolved_schedule(train_cfg) -> str:
@@ -152,19 +153,26 @@ class LearningRate:
             p.horizon = self._estimate(budget - spent, eval_guess)
             if p.step > warmup_steps(t, p.horizon):   # the rate so far is the peak: keep it
                 p.horizon_anchor = [p.step, 0.0]
-        elif self._estimate_due(spent, budget):
+        elif self._estimate_due(spent / budget):
             self.move_horizon(self._bounded(self._estimate(budget - spent, eval_guess)))
         else:
             return
-        p.horizon_checks, p.eval_timed = checks_passed(spent, budget), p.eval_seconds is not None
+        p.horizon_checks = checks_passed(self._done(spent / budget))
+        p.eval_timed = p.eval_seconds is not None
         p.timed_steps, p.timed_seconds = 0, 0.0
 
-    def _estimate_due(self, spent: float, budget: float) -> bool:
+    def _done(self, time_done: float) -> float:
+        """The fraction of the budget done: of its time or of its schedule, the further."""
+        p = self.progress
+        return max(time_done, schedule_fraction(p.step, warmup_steps(self.cfg, p.horizon),
+                                                p.horizon, p.horizon_anchor))
+
+    def _estimate_due(self, time_done: float) -> bool:
         """Whether the horizon is to be estimated again now: after the first evaluation or a new
         one of CHECKS, once the warmup is over, before the horizon, with steps timed."""
         p = self.progress
         due = (not p.eval_timed and p.eval_seconds is not None
-               or checks_passed(spent, budget) > p.horizon_checks)
+               or checks_passed(self._done(time_done)) > p.horizon_checks)
         return (due and p.timed_steps > 0 and p.step < p.horizon
                 and p.step >= warmup_steps(self.cfg, p.horizon))
 
@@ -180,10 +188,9 @@ class LearningRate:
         return by_time if steps is None else min(steps, by_time)
 
     def _bounded(self, horizon: int) -> int:
-        """horizon, with the steps left to it within a factor MOVE of the steps left now."""
+        """horizon, with at least 1 / SHRINK of the steps left now still left to it."""
         p = self.progress
-        left = p.horizon - p.step
-        return p.step + min(max(horizon - p.step, math.ceil(left / MOVE)), math.floor(left * MOVE))
+        return max(horizon, p.step + math.ceil((p.horizon - p.step) / SHRINK))
 
     def move_horizon(self, horizon: int) -> None:
         """Make `horizon` the schedule's end from the current step on, re-mapping what is left of
