@@ -212,6 +212,15 @@ def test_plateau_rule_never_goes_below_min_lr():
 
 # -- the report and --dry-run ------------------------------------------------------------------
 
+def test_the_report_says_when_a_minutes_schedule_is_estimated(tmp_path, corpus):
+    r = run_cli("train", write_config(tmp_path, corpus), *SMALL, "--set", "train.max_minutes=2",
+                "--set", "train.lr_schedule=cosine", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert ("schedule: cosine from 0.002 to 0 at the step where train.max_minutes runs out (its "
+            "final evaluation included), estimated after timing the first 23 steps and again "
+            "after the first evaluation and at 25%, 50%, 75%, 90% of the budget") in r.stderr
+
+
 def test_a_dry_run_reports_and_writes_nothing(tmp_path, corpus):
     r = run_cli("train", write_config(tmp_path, corpus), *SMALL, "--set", "train.max_steps=50",
                 "--set", "train.lr_schedule=auto", "--dry-run")
@@ -314,6 +323,7 @@ def test_a_resume_repeats_the_moves_of_the_horizon_bit_for_bit(tmp_path, corpus,
     assert saved["step"] == stop and saved["horizon_anchor"] is not None   # decisions kept
     r = run_cli("train", "--resume", tmp_path / "split", "-q")
     assert r.exit_code == 0 and "reached the end of the schedule" in r.stderr, r.output
+    assert "learning rate" not in r.stderr           # the note: the rate goes on as it would
     assert moves == whole_moves and any(step > stop for step, a, b in moves if a != b)
     assert rates(tmp_path / "whole") == rates(tmp_path / "split")       # every step's rate
     for name in ("last.safetensors", "best.safetensors"):
@@ -323,3 +333,29 @@ def test_a_resume_repeats_the_moves_of_the_horizon_bit_for_bit(tmp_path, corpus,
               for m in metric_lines(tmp_path / "whole")]
     assert losses == [{k: m[k] for k in ("step", "train_loss", "val_loss") if k in m}
                       for m in metric_lines(tmp_path / "split")]
+
+
+def test_a_resume_with_a_new_budget_starts_its_clock_again(tmp_path, corpus, changing_clock,
+                                                            monkeypatch):
+    interrupt_at(monkeypatch, 70)
+    assert run_cli("train", write_config(tmp_path, corpus), "-q", *CHANGING).exit_code == 130
+    ckpt = load_checkpoint(str(tmp_path / "run" / "last.safetensors"))
+    was = LearningRate(ckpt.config.train, Progress(**ckpt.train_state["progress"]), 1).at(70)
+    resumed_at = changing_clock[0]
+    r = run_cli("train", "--resume", tmp_path / "run", "-q", "--set", "train.max_minutes=0.25")
+    assert r.exit_code == 0 and "reached the end of the schedule" in r.stderr, r.output
+    # the note: the schedule starts again for the new limit, from the peak (SMALL's lr)
+    assert (f"the learning rate of step 71 is 0.002 (it would have been {was:.3g})"
+            in r.stderr), r.stderr
+    assert rates(tmp_path / "run")[71] == 0.002
+    # 15 s from the resume, the final evaluation and checkpoint included
+    assert abs(changing_clock[0] - resumed_at - 15.0) <= 0.02 * 15.0
+
+
+def test_the_quick_timing_of_an_evaluation_scales_with_the_machines_load():
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(eval_seconds=20.0, step_seconds=0.4, progress=Progress())
+    assert loop_mod.eval_guess(run) == 20.0                   # no step timed yet
+    run.progress.timed_steps, run.progress.timed_seconds = 10, 7.0   # 0.7 s a step, not 0.4
+    assert loop_mod.eval_guess(run) == pytest.approx(35.0)
