@@ -357,5 +357,38 @@ def test_the_quick_timing_of_an_evaluation_scales_with_the_machines_load():
 
     run = SimpleNamespace(eval_seconds=20.0, step_seconds=0.4, progress=Progress())
     assert loop_mod.eval_guess(run) == 20.0                   # no step timed yet
-    run.progress.timed_steps, run.progress.timed_seconds = 10, 7.0   # 0.7 s a step, not 0.4
+    run.progress.step_seconds = 0.7                           # at the last estimate, not 0.4
     assert loop_mod.eval_guess(run) == pytest.approx(35.0)
+
+
+def test_a_horizon_saved_before_the_budgets_figures_stays_where_it_was():
+    from charrnn.store.checkpoint import TrainState
+
+    old = {"progress": {"step": 300, "horizon": 500, "lr": 0.001}, "optim": {}, "rng":
+           {"dropout": {}, "batch": {}}}
+    p = TrainState.from_dict(old).progress
+    assert p.horizon_fixed and p.seconds == 0.0 and p.horizon_anchor is None   # the defaults
+    cfg = Config().train
+    cfg.max_minutes, cfg.lr_schedule = 1.0, "cosine"
+    p.timed_steps, p.timed_seconds, p.eval_seconds = 50, 5.0, 1.0     # due, were it not fixed
+    LearningRate(cfg, p, 1000).fix_horizon(45.0, lambda: 1.0)
+    assert p.horizon == 500 and p.horizon_anchor is None
+    new = TrainState.from_dict({**old, "progress": {**old["progress"], "seconds": 12.5}})
+    q = new.progress
+    assert not q.horizon_fixed
+    q.timed_steps, q.timed_seconds, q.eval_seconds = 50, 5.0, 1.0
+    LearningRate(cfg, q, 1000).fix_horizon(45.0, lambda: 1.0)      # not fixed: it moves
+    assert q.horizon < 500 and q.horizon_anchor[0] == 300
+
+
+def test_a_move_at_most_divides_the_steps_left_by_shrink():
+    cfg = Config().train
+    cfg.max_minutes, cfg.lr_schedule = 1.0, "cosine"
+    p = Progress(step=100, horizon=500, seconds=59.0, timed_steps=10, timed_seconds=1.0,
+                 eval_seconds=0.0, save_seconds=0.0)
+    LearningRate(cfg, p, 1000).fix_horizon(59.0, lambda: 0.0)     # 1 s left: 10 steps
+    assert p.horizon == 100 + 400 // lr_mod.SHRINK and p.horizon_anchor[0] == 100
+    p.timed_steps, p.timed_seconds, p.eval_timed = 10, 0.01, False     # now far faster
+    p.eval_seconds = 0.0
+    LearningRate(cfg, p, 1000).fix_horizon(59.0, lambda: 0.0)     # a move that adds: unbounded
+    assert p.horizon == 100 + 1000                             # 1 s at 1 ms a step

@@ -85,12 +85,14 @@ class Progress:
     seconds: float = 0.0          # training time spent since the run's limits were last set
     timed_steps: int = 0          # steps timed since the horizon was last estimated
     timed_seconds: float = 0.0    # the seconds those steps took
+    step_seconds: float | None = None   # seconds per step at the last estimate
     eval_seconds: float | None = None   # the last evaluation (with its best-checkpoint write)
     save_seconds: float | None = None   # the last write of last.safetensors
     horizon_checks: int = 0       # train/budget.py's CHECKS the horizon was estimated again at
     eval_timed: bool = False      # the horizon was estimated again after the first evaluation
     horizon_anchor: list | None = None  # [step, fraction of the schedule] where the horizon
                                         # last moved (None: the schedule runs from its warmup)
+    horizon_fixed: bool = False   # never estimated again: a horizon saved before these figures
 
 
 @dataclass
@@ -116,6 +118,10 @@ class TrainState:
         """ValueError (naming what is missing or wrong) for an incomplete train_state."""
         try:
             progress = Progress(**d["progress"])
+            # a horizon from before the budget's figures were saved stays where it was: the
+            # time its run spent is unknown
+            progress.horizon_fixed = progress.horizon_fixed or (
+                "seconds" not in d["progress"] and progress.horizon is not None)
             optim, rng = d["optim"], d["rng"]
             rng["dropout"], rng["batch"]
         except (KeyError, TypeError) as e:

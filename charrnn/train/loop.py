@@ -110,14 +110,15 @@ def _stop_reason(run: Run, clock: RunClock) -> str | None:
 
 def eval_guess(run: Run) -> float:
     """Seconds per evaluation before one is measured: the start-of-run report's quick timing
-    (made here when the report was not printed), times how much slower the steps timed since
-    run than the report's quick timing of a step (the machine's load changed both)."""
+    (made here when the report was not printed), times how much slower the steps ran at the
+    last estimate of the horizon than the report's quick timing of a step (the machine's load
+    changes both)."""
     if run.eval_seconds is None:
         run.eval_seconds = time_eval(run)
-    p, quick = run.progress, run.step_seconds
-    if not quick or not p.timed_steps:
+    measured, quick = run.progress.step_seconds, run.step_seconds
+    if not quick or measured is None:
         return run.eval_seconds
-    return run.eval_seconds * (p.timed_seconds / p.timed_steps) / quick
+    return run.eval_seconds * measured / quick
 
 
 def final_seconds(run: Run) -> float:

@@ -35,7 +35,7 @@ from charrnn.train.budget import (CHECKS, TIMED_STEPS, WARMUP_STEPS, Costs, chec
 DECAYING = ("cosine", "linear")
 LIMITS = ("max_steps", "max_epochs", "max_minutes")
 HORIZON_KEYS = (*LIMITS, "lr_schedule")     # a change to any of these fixes the horizon again
-SHRINK = 2.0        # an estimate divides the steps left to the horizon by at most this
+SHRINK = 4.0        # an estimate divides the steps left to the horizon by at most this
 
 
 def resolved_schedule(train_cfg) -> str:
@@ -173,15 +173,15 @@ class LearningRate:
         p = self.progress
         due = (not p.eval_timed and p.eval_seconds is not None
                or checks_passed(self._done(time_done)) > p.horizon_checks)
-        return (due and p.timed_steps > 0 and p.step < p.horizon
+        return (due and not p.horizon_fixed and p.timed_steps > 0 and p.step < p.horizon
                 and p.step >= warmup_steps(self.cfg, p.horizon))
 
     def _estimate(self, seconds_left: float, eval_guess) -> int:
         """The horizon seconds_left affords at the costs measured (the first of it and the
         step limits)."""
         t, p = self.cfg, self.progress
-        costs = Costs(p.timed_seconds / max(p.timed_steps, 1),
-                      p.eval_seconds if p.eval_seconds is not None else eval_guess(),
+        p.step_seconds = p.timed_seconds / max(p.timed_steps, 1)
+        costs = Costs(p.step_seconds, p.eval_seconds if p.eval_seconds is not None else eval_guess(),
                       p.save_seconds or 0.0)
         by_time = time_horizon(p.step, seconds_left, costs, t.eval_every, t.checkpoint_every)
         steps = step_horizon(t, self.batches_per_epoch)
@@ -208,7 +208,7 @@ class LearningRate:
         p = self.progress
         if not horizon_kept(old_train, self.cfg):
             p.horizon, p.horizon_anchor, p.horizon_checks, p.eval_timed = None, None, 0, False
-            p.seconds = 0.0
+            p.seconds, p.horizon_fixed = 0.0, False
 
     def ended(self) -> str | None:
         """The reason to stop when a max_minutes horizon is reached, else None."""
