@@ -392,3 +392,17 @@ def test_a_move_at_most_divides_the_steps_left_by_shrink():
     p.eval_seconds = 0.0
     LearningRate(cfg, p, 1000).fix_horizon(59.0, lambda: 0.0)     # a move that adds: unbounded
     assert p.horizon == 100 + 1000                             # 1 s at 1 ms a step
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear"])
+def test_a_first_estimate_after_the_capped_warmup_goes_on_from_the_rate(kind):
+    cfg = Config().train       # warmup 100 steps, capped at a tenth of the horizon once fixed
+    cfg.max_minutes, cfg.lr_schedule, cfg.min_lr = 1.0, kind, 1e-4
+    p = Progress(step=23, timed_steps=20, timed_seconds=10.0)      # 0.5 s a step: ~70 steps
+    lr = LearningRate(cfg, p, 1000)
+    before = lr.at(23)
+    assert before == pytest.approx(cfg.lr * 24 / 101)             # on the warmup's ramp
+    lr.fix_horizon(15.0, lambda: 10.0)
+    assert p.horizon // 10 < 23                                    # the cap is behind us
+    assert lr.at(23) == pytest.approx(before, rel=1e-12) and lr.at(24) < before
+    assert lr.at(p.horizon) == pytest.approx(1e-4)
