@@ -395,14 +395,13 @@ def test_a_move_at_most_divides_the_steps_left_by_shrink():
 
 
 @pytest.mark.parametrize("kind", ["cosine", "linear"])
-def test_a_first_estimate_after_the_capped_warmup_goes_on_from_the_rate(kind):
+def test_a_first_estimate_that_caps_the_warmup_behind_the_step_decays_from_the_peak(kind):
     cfg = Config().train       # warmup 100 steps, capped at a tenth of the horizon once fixed
     cfg.max_minutes, cfg.lr_schedule, cfg.min_lr = 1.0, kind, 1e-4
     p = Progress(step=23, timed_steps=20, timed_seconds=10.0)      # 0.5 s a step: ~70 steps
     lr = LearningRate(cfg, p, 1000)
-    before = lr.at(23)
-    assert before == pytest.approx(cfg.lr * 24 / 101)             # on the warmup's ramp
+    assert lr.at(23) == pytest.approx(cfg.lr * 24 / 101)           # on the warmup's ramp
     lr.fix_horizon(15.0, lambda: 10.0)
     assert p.horizon // 10 < 23                                    # the cap is behind us
-    assert lr.at(23) == pytest.approx(before, rel=1e-12) and lr.at(24) < before
+    assert lr.at(23) == cfg.lr and lr.at(24) < cfg.lr              # the peak, then the decay
     assert lr.at(p.horizon) == pytest.approx(1e-4)

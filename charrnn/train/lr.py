@@ -13,7 +13,9 @@ of step k". It owns
                   step: the fraction r of the schedule done so far stays, and what is left of it
                   (1 - r) is spread over the steps to the new horizon, so the rate never jumps;
                   a move at most divides the steps left by SHRINK, so the decay's slope at most
-                  multiplies by SHRINK (a move that adds steps only flattens it)
+                  multiplies by SHRINK (a move that adds steps only flattens it). One step may
+                  rise: a run so short that the first estimate caps its warmup (a tenth of the
+                  horizon) below the current step goes to the peak there and decays from it
   the plateau     lr_schedule plateau: x plateau_factor once more than plateau_patience
                   evaluations bring no new best (PyTorch's ReduceLROnPlateau, mode min,
                   threshold 0, cooldown 0), never below min_lr
@@ -150,10 +152,9 @@ class LearningRate:
         if p.horizon is None:
             if p.timed_steps < TIMED_STEPS:
                 return
-            rate = lr_at(t, p.step, 0.0)             # the peak, or the warmup's ramp
             p.horizon = self._estimate(budget - spent, eval_guess)
-            if p.step > warmup_steps(t, p.horizon):   # past the capped warmup: go on from rate
-                p.horizon_anchor = [p.step, self._fraction_at(rate)]
+            if p.step > warmup_steps(t, p.horizon):   # the warmup, capped, is over: decay
+                p.horizon_anchor = [p.step, 0.0]      # from the peak, from here on
         elif self._estimate_due(spent / budget):
             self.move_horizon(self._bounded(self._estimate(budget - spent, eval_guess)))
         else:
@@ -161,12 +162,6 @@ class LearningRate:
         p.horizon_checks = checks_passed(self._done(spent / budget))
         p.eval_timed = p.eval_seconds is not None
         p.timed_steps, p.timed_seconds = 0, 0.0
-
-    def _fraction_at(self, rate: float) -> float:
-        """The fraction r of the schedule at which its rate (lr_scale aside) is `rate`."""
-        t = self.cfg
-        shape = min(max((rate - t.min_lr) / max(t.lr - t.min_lr, 1e-300), 0.0), 1.0)
-        return math.acos(2.0 * shape - 1.0) / math.pi if self.kind == "cosine" else 1.0 - shape
 
     def _done(self, time_done: float) -> float:
         """The fraction of the budget done: of its time or of its schedule, the further."""
