@@ -13,7 +13,9 @@ import sys
 import click
 
 from charrnn import __version__
+from charrnn.cli_dynamic import dynamic_options
 from charrnn.config import ConfigError
+from charrnn.infer.dynamic import DynamicError
 from charrnn.fast.allocator import keep_freed_memory
 from charrnn.fast.parallel import WorkerError
 from charrnn.nn.cells import CELLS
@@ -25,6 +27,7 @@ from charrnn.vocab import UnknownCharactersError
 # exception type -> exit status; the message of each is written for the user
 USER_ERRORS: dict[type, int] = {
     ConfigError: 2,
+    DynamicError: 2,
     CheckpointError: 1,
     DataError: 1,
     UnknownCharactersError: 1,
@@ -471,8 +474,9 @@ def _novelty_marker(ckpt, vocab, novelty: bool | None, by_default: bool):
 @click.option("--one-process", is_flag=True,
               help="Keep the exact pass in this process (by default, on Linux, a model of two "
                    "or more layers runs layer 0 in a second one; the result is the same).")
+@dynamic_options
 def eval_command(checkpoint, text_file, as_json, unknown, chunk_len, streams, warmup,
-                 one_process):
+                 one_process, **dynamic):
     """Loss (nats/char), bits/char and perplexity of CHECKPOINT on a text (default: stdin).
 
     CHECKPOINT is a .safetensors file or a run folder (its best checkpoint, else its last).
@@ -490,6 +494,13 @@ def eval_command(checkpoint, text_file, as_json, unknown, chunk_len, streams, wa
     if text_file == "-" and sys.stdin.isatty():
         raise UserError("give a text FILE, or pipe the text into standard input", exit_code=2)
     model, vocab, ckpt = load_model(_checkpoint(checkpoint))
+    if dynamic["dynamic"]:              # docs/dynamic-eval.md
+        from charrnn.cli_dynamic import format_dynamic, run_eval
+
+        result = run_eval(model, vocab, ckpt, read_text(text_file, warn=_warn), dynamic, unknown,
+                          _warn, read_text)
+        click.echo(json.dumps(result) if as_json else format_dynamic(result))
+        return
     if vocab.eod is not None:           # documents mode: each document from a zero state
         from charrnn.infer.evaluate import evaluate_document_list
         from charrnn.train.corpus import split_documents
@@ -531,8 +542,9 @@ cli.add_command(eval_command, "perplexity")
               help="Shade the text by surprisal.  [default: on a terminal, unless NO_COLOR is set]")
 @click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True,
               help="Characters outside the vocabulary: fail, or skip them and count them.")
+@dynamic_options
 def inspect_command(checkpoint, text_file, html_path, as_json, top_k, per_feature, after, gates,
-                    color, unknown):
+                    color, unknown, **dynamic):
     """Run a text through CHECKPOINT once (eval's exact pass) and show, per character, its
     surprisal (bits), the model's top-k predictions and every layer's state; and which units
     track simple features of the text (quotes, brackets, position in the line, ...).
@@ -551,8 +563,13 @@ def inspect_command(checkpoint, text_file, html_path, as_json, top_k, per_featur
     if html_path and not os.path.isdir(folder):             # before the work, not after
         raise UserError(f"cannot write {html_path}: the folder {folder} does not exist")
     checkpoint = _checkpoint(checkpoint)
-    model, vocab, _ = load_model(checkpoint)
+    model, vocab, ckpt = load_model(checkpoint)
     ins = inspect_text(model, vocab, read_text(text_file), top_k, gates, unknown)
+    if dynamic["dynamic"]:              # static and dynamic surprisal side by side
+        from charrnn.cli_dynamic import dynamic_surprisal
+
+        ins.dynamic_surprisal, ins.dynamic = dynamic_surprisal(
+            model, vocab, ckpt, vocab.encode(ins.text), dynamic, _warn)
     if ins.chars_skipped:
         _warn(f"skipped {ins.chars_skipped} character(s) not in the model's vocabulary")
     ranked = find_units(ins, unescape(after), per_feature)
@@ -566,7 +583,13 @@ def inspect_command(checkpoint, text_file, html_path, as_json, top_k, per_featur
         return
     if color is None:
         color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    if not html_path:
+    if ins.dynamic is not None:
+        from charrnn.tools.inspect_dynamic import format_dynamic_summary, format_side_by_side
+        if not html_path:
+            click.echo(format_side_by_side(ins, color), color=color)
+            click.echo()
+        click.echo(format_dynamic_summary(ins))
+    elif not html_path:
         click.echo(format_text(ins, color), color=color)    # click strips escapes unless told
         click.echo()
     click.echo(format_summary(ins, ranked, spans, color), color=color)
