@@ -282,3 +282,30 @@ def test_inspect_dynamic_terminal_json_and_page(run, tmp_path):
     page = tmp_path / "p.html"
     out = run_cli("inspect", run / "m.safetensors", run / "text.txt", "--dynamic", "--html", page)
     assert out.exit_code == 0 and '"dynamic_surprisal"' in page.read_text(encoding="utf-8")
+
+
+# -- documents mode ---------------------------------------------------------------------------------
+
+def test_documents_each_from_a_zero_state_and_reset_goes_back_to_theta0():
+    from charrnn.infer.dynamic import dynamic_documents
+    from charrnn.infer.evaluate import evaluate_documents
+
+    model = tiny_model(layers=2, hidden=6, embed=3, vocab=6, dtype=np.float64, scale=2.0)
+    eod = 5
+    docs = [_ids(n, vocab=5, seed=n) for n in (7, 12, 3)]
+    ids = np.concatenate([[eod]] + [np.r_[d, eod] for d in docs])
+    static, counts = evaluate_documents(model, ids, eod)
+    nll, got = dynamic_documents(model, ids, eod, Rule("sgd", 0.0, 0.0).bind(model), 5)
+    assert np.array_equal(got, counts)
+    np.testing.assert_allclose(nll, static, rtol=64 * np.finfo(np.float64).eps)
+    # with reset, each document is scored as if it were the only one
+    rule = Rule("sgd", 0.5, 0.0).bind(model)
+    theta = model.params.flat.copy()
+    reset, _ = dynamic_documents(model, ids, eod, rule, 5, reset=True)
+    for i, d in enumerate(docs):
+        model.params.flat[...] = theta
+        alone = dynamic_ids(model, np.r_[eod, d, eod], rule, 5)[0]
+        assert reset[i] == alone
+    model.params.flat[...] = theta
+    carried, _ = dynamic_documents(model, ids, eod, rule, 5, reset=False)
+    assert carried[0] == reset[0] and carried[1] != reset[1]

@@ -38,6 +38,9 @@ Public API:
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from charrnn.infer.evaluate import EvalError, char_nll, document_spans
@@ -46,6 +49,21 @@ from charrnn.nn import ops
 RULES = ("rms", "sgd")
 SEGMENT = 5           # characters per update (the paper's)
 EPSILON = 0.01        # eps / mean(MS): keeps weights whose gradient is ~0 in training still
+
+
+UPDATE_THREADS = min(2, os.cpu_count() or 1)   # slices of the update run side by side
+THREADED_MIN = 1 << 18                          # smaller buffers: a thread costs more than it saves
+_POOL = None
+
+
+def _pool(size: int):
+    """The update's thread pool (one per process), or None for a small buffer or one core."""
+    global _POOL
+    if UPDATE_THREADS < 2 or size < THREADED_MIN:
+        return None
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(UPDATE_THREADS, thread_name_prefix="charrnn-dyneval")
+    return _POOL
 
 
 class DynamicError(ValueError):
@@ -90,6 +108,10 @@ class Rule:
         """Keep the model's weights as theta0 and build [P] step and pull vectors in its dtype."""
         p = model.params.flat
         self.theta0, self._tmp, self._tmp2 = p.copy(), np.empty_like(p), np.empty_like(p)
+        self._pool, self._parts = _pool(p.size), None
+        if self._pool is not None:
+            cuts = np.linspace(0, p.size, UPDATE_THREADS + 1).astype(int)
+            self._parts = [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:])]
         if self.kind == "sgd":
             self.step, self.pull = p.dtype.type(self.eta), p.dtype.type(self.lam)
         else:
@@ -104,12 +126,24 @@ class Rule:
 
     def update(self, model) -> None:
         """theta <- theta + pull * (theta0 - theta) - step * g, with g = model.grads.flat:
-        both terms from the weights before the update; five passes over [P], no allocation."""
-        p, g, tmp, tmp2 = model.params.flat, model.grads.flat, self._tmp, self._tmp2
-        np.multiply(g, self.step, out=tmp2)
+        both terms from the weights before the update; five passes over [P], no allocation.
+        Element-wise, so it runs as UPDATE_THREADS slices of [P] side by side (NumPy releases
+        the GIL in its loops): the same numbers, in less time on an idle second core."""
+        p, g = model.params.flat, model.grads.flat
+        if self._pool is None:
+            self._update_slice(p, g, slice(None))
+            return
+        for job in [self._pool.submit(self._update_slice, p, g, part) for part in self._parts]:
+            job.result()
+
+    def _update_slice(self, p, g, part: slice) -> None:
+        p, g, tmp, tmp2 = p[part], g[part], self._tmp[part], self._tmp2[part]
+        step = self.step if np.ndim(self.step) == 0 else self.step[part]
+        np.multiply(g, step, out=tmp2)
         if self.lam > 0:
-            np.subtract(self.theta0, p, out=tmp)
-            np.multiply(tmp, self.pull, out=tmp)
+            pull = self.pull if np.ndim(self.pull) == 0 else self.pull[part]
+            np.subtract(self.theta0[part], p, out=tmp)
+            np.multiply(tmp, pull, out=tmp)
             np.add(p, tmp, out=p)
         np.subtract(p, tmp2, out=p)
 
