@@ -33,7 +33,8 @@ _OPTIONS = [
                  help="rms: theta -= eta g / (MS + eps) + lambda decay (theta0 - theta), MS "
                       "the training gradient's RMS; sgd: theta -= eta g + lambda (theta0 - theta)."),
     click.option("--eta", "--dynamic-lr", "eta", type=float, default=None,
-                 help="eta, the learning rate of the update.  [default: rms 0.002, sgd 0.01]"),
+                 help="eta, the learning rate of the update.  [default: rms 1e-3 with MS "
+                      "from train, 1e-4 from adam; sgd 0.01]"),
     click.option("--lambda", "--decay", "lam", type=float, default=None,
                  help="lambda, the decay rate toward the trained weights theta0, in [0, 1].  "
                       "[default: rms 0.02, sgd 0.001]"),
@@ -64,10 +65,12 @@ def dynamic_options(command):
 
 
 def settings_from(options: dict) -> Settings:
-    """Settings from the parsed options; DynamicError (exit 2) for a bad one."""
+    """Settings from the parsed options, checked (DynamicError, exit 2, for a bad one) before
+    any work; eta and lambda left None where the defaults depend on MS's source."""
     s = Settings(options["rule"], options["eta"], options["lam"], options["segment"],
                  options["epsilon"], options["ms_source"], options["reset_weights"])
-    return s.resolved()
+    s.resolved()
+    return s
 
 
 def _train_ids(ckpt, vocab, warn):
@@ -121,7 +124,7 @@ def run_eval(model, vocab, ckpt, text: str, options: dict, unknown: str, warn,
     elif options["fit"]:
         fit_ids, ids = split_for_fit(ids)
         note = "the first 20% of the text"
-    result = evaluate_dynamic(model, ids, s, ms, fit_ids, note, eod)
+    result = evaluate_dynamic(model, ids, s, ms, fit_ids, note, eod, source)
     result["ms_source"] = source
     result["chars_skipped"] = int(skipped)
     return result
@@ -134,6 +137,8 @@ def dynamic_surprisal(model, vocab, ckpt, ids, options: dict, warn) -> tuple[np.
 
     s = settings_from(options)
     ms, source = _ms(model, vocab, ckpt, s, warn)
+    s = Settings(s.rule, options["eta"], options["lam"], s.segment, s.epsilon, s.ms_source,
+                 s.reset).resolved(source)
     theta0 = model.params.flat.copy()
     bits = np.full(len(ids), np.nan)
     try:

@@ -27,9 +27,10 @@ from charrnn.infer.dynamic_fit import adam_ms, fit_settings, fit_split, gradient
 from charrnn.infer.evaluate import evaluate_documents, evaluate_ids
 
 MS_SOURCES = ("auto", "train", "adam")
-# measured on configs/shakespeare.yaml's model (docs/dynamic-eval.md)
-DEFAULT_ETA = {"rms": 0.002, "sgd": 0.01}
-DEFAULT_LAMBDA = {"rms": 0.02, "sgd": 0.001}
+# measured on configs/shakespeare.yaml's model (docs/dynamic-eval.md). The rms rule's eta
+# depends on MS's source: Adam's MS is of batch gradients, smaller than the segments' by ~10x
+DEFAULT_ETA = {("rms", "train"): 1e-3, ("rms", "adam"): 1e-4, ("sgd", None): 0.01}
+DEFAULT_LAMBDA = {("rms", "train"): 0.02, ("rms", "adam"): 0.02, ("sgd", None): 0.001}
 
 
 @dataclass
@@ -42,10 +43,12 @@ class Settings:
     ms_source: str = "auto"         # auto: the training text when it can be read, else Adam's
     reset: bool = False             # documents mode: theta0 again at each document
 
-    def resolved(self) -> Settings:
-        """The settings with the rule's defaults filled in; DynamicError for a bad one."""
-        eta = DEFAULT_ETA.get(self.rule, 0.0) if self.eta is None else self.eta
-        lam = DEFAULT_LAMBDA.get(self.rule, 0.0) if self.lam is None else self.lam
+    def resolved(self, source: str | None = None) -> Settings:
+        """The settings with the defaults of the rule (and of MS's source, 'train' or 'adam',
+        for rms; None: train's) filled in; DynamicError for a bad one."""
+        key = (self.rule, source or "train") if self.rule == "rms" else (self.rule, None)
+        eta = DEFAULT_ETA.get(key, 0.0) if self.eta is None else self.eta
+        lam = DEFAULT_LAMBDA.get(key, 0.0) if self.lam is None else self.lam
         check_settings(self.rule, eta, lam, self.segment, self.epsilon)
         if self.ms_source not in MS_SOURCES:
             raise DynamicError(f"unknown MS source {self.ms_source!r}; choose one of "
@@ -104,14 +107,15 @@ def _static(model, ids, eod_id):
 
 
 def evaluate_dynamic(model, ids, settings: Settings, ms=None, fit_ids=None, fit_note: str = "",
-                     eod_id: int | None = None) -> dict:
+                     eod_id: int | None = None, ms_source: str | None = None) -> dict:
     """The static and dynamic losses (nats/char) of ids, and speeds, as a dict.
 
     fit_ids: a held-out slice to search eta and lambda on first (the result's "fit"); ids is
     then the text scored. eod_id: a documents-mode text (EOD d_1 EOD ...), each document from
-    a zero state. The model's weights are left as they were.
+    a zero state. ms_source: 'train' or 'adam' (the rms rule's defaults depend on it). The
+    model's weights are left as they were.
     """
-    s = settings.resolved()
+    s = settings.resolved(ms_source)
     result = {"protocol": "dynamic", "rule": s.rule, "segment": s.segment, "epsilon": s.epsilon}
     if fit_ids is not None:
         eta, lam, rows = fit_settings(model, fit_ids, s.rule, s.eta, s.lam, ms, s.segment,
