@@ -52,5 +52,5 @@ def test_an_old_checkpoint_resumes(cell, tmp_path):
                                       "--set", f"data.path={corpus}",
                                       "--set", "train.max_steps=14"])
     assert result.exit_code == 0, result.output
-    from charrnn.train.checkpoint import load_checkpoint
+    from charrnn.store.checkpoint import load_checkpoint
     assert load_checkpoint(str(run / "last.safetensors")).train_state["progress"]["step"] == 14

@@ -210,7 +210,7 @@ def test_fit_restores_the_weights_and_reports_every_trial():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A tiny LSTM checkpoint whose config's data.path is a training text the test wrote."""
-    from charrnn.train.checkpoint import save_checkpoint
+    from charrnn.store.checkpoint import save_checkpoint
     from tests.conftest import tiny_run
 
     folder = tmp_path_factory.mktemp("dyn")

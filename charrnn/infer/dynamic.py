@@ -43,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from charrnn.errors import UsageError
 from charrnn.infer.evaluate import EvalError, char_nll, document_spans
 from charrnn.nn import ops
 
@@ -66,8 +67,9 @@ def _pool(size: int):
     return _POOL
 
 
-class DynamicError(ValueError):
-    """A setting of dynamic evaluation that cannot work; one sentence naming it and the fix."""
+class DynamicError(UsageError, ValueError):
+    """A setting of dynamic evaluation that cannot work; one sentence naming it and the fix
+    (exit status 2)."""
 
 
 def check_settings(kind: str, eta: float, lam: float, segment: int, epsilon: float) -> None:

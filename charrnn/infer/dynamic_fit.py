@@ -34,7 +34,7 @@ MS_WINDOWS = 20          # windows of the training text the paper's MS is gather
 MS_WINDOW_CHARS = 1000   # characters per window (20,000 in all: a few seconds)
 ETA_STEPS = (0.25, 0.5, 1.0, 2.0, 4.0)
 LAMBDA_STEPS = (0.0, 0.25, 1.0, 4.0)
-FIT_FRACTION = 0.2
+FIT_FRACTION = 0.1     # of the text searched on by --fit (the rest is scored)
 
 
 def gradient_ms(model, train_ids, segment: int, windows: int = MS_WINDOWS,

@@ -48,7 +48,7 @@ _OPTIONS = [
                       "training text, data.path), adam (the checkpoint's Adam second moment), "
                       "auto (train when it can be read, else adam)."),
     click.option("--fit", is_flag=True,
-                 help="First search eta and lambda on the first 20% of the text (or "
+                 help="First search eta and lambda on the first 10% of the text (or "
                       "--fit-on), then score the rest with the best."),
     click.option("--fit-on", metavar="FILE", type=click.Path(dir_okay=False, exists=True),
                  help="With --fit: search on this text instead, and score all of FILE|-."),
@@ -75,8 +75,8 @@ def settings_from(options: dict) -> Settings:
 
 def _train_ids(ckpt, vocab, warn):
     """The ids of the run's training split, or None (with a note) when they cannot be read."""
-    from charrnn.train.corpus import read_corpus
-    from charrnn.train.data import DataError
+    from charrnn.store.corpus import read_corpus
+    from charrnn.store.text import DataError
 
     try:
         corpus = read_corpus(ckpt.config.data, vocab, warn=lambda message: None)
@@ -107,7 +107,7 @@ def run_eval(model, vocab, ckpt, text: str, options: dict, unknown: str, warn,
     if options["fit_on"] and not options["fit"]:
         raise DynamicError("--fit-on names the text --fit searches on; add --fit")
     if eod is not None:
-        from charrnn.train.corpus import join_documents, split_documents
+        from charrnn.store.corpus import join_documents, split_documents
 
         text = join_documents(split_documents(text, ckpt.config.data.documents))
     ids, skipped, _ = encode_text(vocab, text, unknown, "the text")
@@ -123,7 +123,7 @@ def run_eval(model, vocab, ckpt, text: str, options: dict, unknown: str, warn,
             raise EvalError("the --fit-on text has fewer than 2 characters the model knows")
     elif options["fit"]:
         fit_ids, ids = split_for_fit(ids)
-        note = "the first 20% of the text"
+        note = "the first 10% of the text"
     result = evaluate_dynamic(model, ids, s, ms, fit_ids, note, eod, source)
     result["ms_source"] = source
     result["chars_skipped"] = int(skipped)
