@@ -27,7 +27,7 @@ def _ms(model, seed=1):
     return 10.0 ** np.random.default_rng(seed).uniform(-3, -1, model.params.size)
 
 
-# -- eta = 0 is the static pass ----------------------------------------------------------------
+# -- eta = 0 is the static pass -------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kind", ["rms", "sgd"])
@@ -51,7 +51,7 @@ def test_eta_zero_equals_static_eval(dtype, kind):
     assert abs(total - static) / n <= 64 * eps * max(1.0, static / n)
 
 
-# -- the segment gradient is the model's ---------------------------------------------------------
+# -- the segment gradient is the model's ----------------------------------------------------------
 
 def test_segment_gradient_is_the_training_gradient():
     model = tiny_model(layers=2, hidden=5, embed=3, vocab=6, dtype=np.float64, scale=1.5)
@@ -163,8 +163,8 @@ def test_a_repeated_text_gains_only_from_what_it_has_read():
     model = tiny_model(layers=1, hidden=64, embed=16, vocab=V, dtype=np.float64, scale=2.0)
     r = _ids(half, vocab=V, seed=11)
     ids = np.concatenate([r, r])
-    static = np.concatenate([x for _, _, x in dynamic_pass(model, ids, Rule("sgd", 0, 0).bind(model))])
-    nll = np.concatenate([x for _, _, x in dynamic_pass(model, ids, Rule("sgd", 1.0, 0).bind(model))])
+    static, nll = (np.concatenate([x for _, _, x in dynamic_pass(model, ids, rule.bind(model))])
+                   for rule in (Rule("sgd", 0, 0), Rule("sgd", 1.0, 0)))
     first, second = slice(0, half - 1), slice(half - 1, None)
     gain = static - nll
     se = 5 * gain.std() / math.sqrt(half)                      # 5 standard errors of a half's mean
@@ -174,7 +174,7 @@ def test_a_repeated_text_gains_only_from_what_it_has_read():
     assert gain[second].mean() > gain[first].mean() + 0.3      # it learnt R while reading it
 
 
-# -- MS and the fit ---------------------------------------------------------------------------------
+# -- MS and the fit -------------------------------------------------------------------------------
 
 def test_gradient_ms_is_the_rms_of_segment_gradients():
     model = tiny_model(layers=1, hidden=4, embed=3, vocab=5, dtype=np.float64)
@@ -191,7 +191,8 @@ def test_adam_ms_reads_the_checkpoints_second_moment():
     model = tiny_model(layers=1, hidden=4, embed=3, vocab=5)
     v = {f"optim.exp_avg_sq.{name}": np.full(view.shape, 4.0)
          for name, view in model.params.items()}
-    np.testing.assert_allclose(adam_ms(v, model, steps=1, beta2=0.75), np.full(model.params.size, 4.0))
+    np.testing.assert_allclose(adam_ms(v, model, steps=1, beta2=0.75),
+                               np.full(model.params.size, 4.0))
     assert adam_ms({}, model) is None
 
 
@@ -205,7 +206,7 @@ def test_fit_restores_the_weights_and_reports_every_trial():
     assert min(rows, key=lambda r: r["loss"])["eta"] == eta
 
 
-# -- the command line -------------------------------------------------------------------------------
+# -- the command line -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
@@ -284,7 +285,7 @@ def test_inspect_dynamic_terminal_json_and_page(run, tmp_path):
     assert out.exit_code == 0 and '"dynamic_surprisal"' in page.read_text(encoding="utf-8")
 
 
-# -- documents mode ---------------------------------------------------------------------------------
+# -- documents mode -------------------------------------------------------------------------------
 
 def test_documents_each_from_a_zero_state_and_reset_goes_back_to_theta0():
     from charrnn.infer.dynamic import dynamic_documents

@@ -31,7 +31,8 @@ _OPTIONS = [
                       "one gradient step on it; prints the static loss beside it."),
     click.option("--rule", type=click.Choice(RULES), default="rms", show_default=True,
                  help="rms: theta -= eta g / (MS + eps) + lambda decay (theta0 - theta), MS "
-                      "the training gradient's RMS; sgd: theta -= eta g + lambda (theta0 - theta)."),
+                      "the training gradient's RMS; sgd: theta -= eta g + lambda (theta0 - "
+                      "theta)."),
     click.option("--eta", "--dynamic-lr", "eta", type=float, default=None,
                  help="eta, the learning rate of the update.  [default: rms 1e-3 with MS "
                       "from train, 1e-4 from adam; sgd 0.01]"),
