@@ -310,3 +310,31 @@ def test_documents_each_from_a_zero_state_and_reset_goes_back_to_theta0():
     model.params.flat[...] = theta
     carried, _ = dynamic_documents(model, ids, eod, rule, 5, reset=False)
     assert carried[0] == reset[0] and carried[1] != reset[1]
+
+
+def test_eval_dynamic_on_a_documents_model(tmp_path):
+    from charrnn.store.checkpoint import save_checkpoint
+    from charrnn.store.vocab import EOD, Vocab
+    from tests.conftest import tiny_run
+
+    names = "anna\nbob\ncarla\nanna\ndora\n"
+    vocab = Vocab.from_text(names, eod=EOD)
+    net, cfg = tiny_run(vocab, layers=1, hidden=8, embed=3, seed=2, scale=2.0)
+    cfg.data.documents = "lines"
+    save_checkpoint(str(tmp_path / "m.safetensors"), net, vocab, cfg)
+    (tmp_path / "names.txt").write_text(names, encoding="utf-8")
+    static = json.loads(run_cli("eval", tmp_path / "m.safetensors", tmp_path / "names.txt",
+                                "--json").stdout)
+    runs = {}
+    for flag in ([], ["--reset-weights"]):
+        out = run_cli("eval", tmp_path / "m.safetensors", tmp_path / "names.txt", "--dynamic",
+                      "--rule", "sgd", "--json", *flag)
+        assert out.exit_code == 0, out.output
+        runs[bool(flag)] = json.loads(out.stdout)
+    for r in runs.values():
+        assert r["static_loss"] == pytest.approx(static["loss"], rel=1e-12)
+        assert r["chars_scored"] == static["chars_scored"] == len(names)
+    assert runs[True]["reset_weights_per_document"] and not runs[False]["reset_weights_per_document"]
+    assert runs[True]["loss"] != runs[False]["loss"]
+    fit = run_cli("eval", tmp_path / "m.safetensors", tmp_path / "names.txt", "--dynamic", "--fit")
+    assert fit.exit_code == 2 and "--fit" in fit.stderr
