@@ -326,15 +326,18 @@ def test_eval_dynamic_on_a_documents_model(tmp_path):
     static = json.loads(run_cli("eval", tmp_path / "m.safetensors", tmp_path / "names.txt",
                                 "--json").stdout)
     runs = {}
-    for flag in ([], ["--reset-weights"]):
+    for flag in ("", "--reset-weights", "--carry-weights"):
         out = run_cli("eval", tmp_path / "m.safetensors", tmp_path / "names.txt", "--dynamic",
-                      "--rule", "sgd", "--json", *flag)
+                      "--rule", "sgd", "--json", *([flag] if flag else []))
         assert out.exit_code == 0, out.output
-        runs[bool(flag)] = json.loads(out.stdout)
+        runs[flag] = json.loads(out.stdout)
     for r in runs.values():
         assert r["static_loss"] == pytest.approx(static["loss"], rel=1e-12)
         assert r["chars_scored"] == static["chars_scored"] == len(names)
-    assert runs[True]["reset_weights_per_document"] and not runs[False]["reset_weights_per_document"]
-    assert runs[True]["loss"] != runs[False]["loss"]
+    assert runs[""] == {**runs["--reset-weights"], "chars_per_s": runs[""]["chars_per_s"],
+                        "static_chars_per_s": runs[""]["static_chars_per_s"]}   # the default
+    assert runs["--reset-weights"]["reset_weights_per_document"]
+    assert not runs["--carry-weights"]["reset_weights_per_document"]
+    assert runs["--reset-weights"]["loss"] != runs["--carry-weights"]["loss"]
     fit = run_cli("eval", tmp_path / "m.safetensors", tmp_path / "names.txt", "--dynamic", "--fit")
     assert fit.exit_code == 2 and "--fit" in fit.stderr

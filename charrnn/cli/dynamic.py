@@ -53,8 +53,9 @@ _OPTIONS = [
                       "--fit-on), then score the rest with the best."),
     click.option("--fit-on", metavar="FILE", type=click.Path(dir_okay=False, exists=True),
                  help="With --fit: search on this text instead, and score all of FILE|-."),
-    click.option("--reset-weights", is_flag=True,
-                 help="Documents-mode models: go back to the trained weights at each document."),
+    click.option("--reset-weights/--carry-weights", default=None,
+                 help="Documents-mode models: go back to the trained weights at each document, "
+                      "or carry the adapted ones over.  [default: reset (measured better)]"),
 ]
 
 

@@ -31,6 +31,9 @@ MS_SOURCES = ("auto", "train", "adam")
 # depends on MS's source: Adam's MS is of batch gradients, smaller than the segments' by ~10x
 DEFAULT_ETA = {("rms", "train"): 1e-3, ("rms", "adam"): 1e-4, ("sgd", None): 0.01}
 DEFAULT_LAMBDA = {("rms", "train"): 0.02, ("rms", "adam"): 0.02, ("sgd", None): 0.001}
+# documents mode: back to theta0 at each document, measured better than carrying the weights
+# over at each one's best eta (docs/dynamic-eval.md#documents-mode)
+RESET_DOCUMENTS = True
 
 
 @dataclass
@@ -41,7 +44,8 @@ class Settings:
     segment: int = SEGMENT
     epsilon: float = EPSILON
     ms_source: str = "auto"         # auto: the training text when it can be read, else Adam's
-    reset: bool = False             # documents mode: theta0 again at each document
+    reset: bool | None = None       # documents mode: theta0 again at each document (None:
+                                    # RESET_DOCUMENTS, the measured better)
 
     def resolved(self, source: str | None = None) -> Settings:
         """The settings with the defaults of the rule (and of MS's source, 'train' or 'adam',
@@ -53,8 +57,8 @@ class Settings:
         if self.ms_source not in MS_SOURCES:
             raise DynamicError(f"unknown MS source {self.ms_source!r}; choose one of "
                                f"{', '.join(MS_SOURCES)}")
-        return Settings(self.rule, eta, lam, self.segment, self.epsilon, self.ms_source,
-                        self.reset)
+        reset = RESET_DOCUMENTS if self.reset is None else self.reset
+        return Settings(self.rule, eta, lam, self.segment, self.epsilon, self.ms_source, reset)
 
 
 def pick_ms(model, source: str, train_ids, optim: dict, steps: int | None, segment: int,
