@@ -55,7 +55,7 @@ _OPTIONS = [
                  help="With --fit: search on this text instead, and score all of FILE|-."),
     click.option("--reset-weights/--carry-weights", default=None,
                  help="Documents-mode models: go back to the trained weights at each document, "
-                      "or carry the adapted ones over.  [default: reset (measured better)]"),
+                      "or carry the adapted ones over.  [default: carry (measured better)]"),
 ]
 
 

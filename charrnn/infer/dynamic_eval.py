@@ -31,9 +31,9 @@ MS_SOURCES = ("auto", "train", "adam")
 # depends on MS's source: Adam's MS is of batch gradients, smaller than the segments' by ~10x
 DEFAULT_ETA = {("rms", "train"): 1e-3, ("rms", "adam"): 1e-4, ("sgd", None): 0.01}
 DEFAULT_LAMBDA = {("rms", "train"): 0.02, ("rms", "adam"): 0.02, ("sgd", None): 0.001}
-# documents mode: back to theta0 at each document, measured better than carrying the weights
-# over at each one's best eta (docs/dynamic-eval.md#documents-mode)
-RESET_DOCUMENTS = True
+# documents mode: carry the adapted weights from one document to the next; going back to theta0
+# at each one measured worse at every eta up to the best (docs/dynamic-eval.md#documents-mode)
+RESET_DOCUMENTS = False
 
 
 @dataclass
