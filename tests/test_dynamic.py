@@ -341,3 +341,21 @@ def test_eval_dynamic_on_a_documents_model(tmp_path):
     assert runs["--reset-weights"]["loss"] != runs["--carry-weights"]["loss"]
     fit = run_cli("eval", tmp_path / "m.safetensors", tmp_path / "names.txt", "--dynamic", "--fit")
     assert fit.exit_code == 2 and "--fit" in fit.stderr
+
+
+def test_ms_auto_prefers_adams_state_and_names_what_is_missing():
+    from charrnn.infer.dynamic import DynamicError
+    from charrnn.infer.dynamic_eval import pick_ms
+
+    model = tiny_model(layers=1, hidden=4, embed=3, vocab=5)
+    adam = {f"optim.exp_avg_sq.{name}": np.full(view.shape, 1.0)
+            for name, view in model.params.items()}
+    ids = _ids(40, vocab=5)
+    assert pick_ms(model, "auto", ids, adam, 10, 5)[1] == "adam"
+    assert pick_ms(model, "auto", ids, {}, 10, 5)[1] == "train"
+    assert pick_ms(model, "train", ids, adam, 10, 5)[1] == "train"
+    for source, train, optim, words in (("adam", ids, {}, "Adam's state"),
+                                        ("train", None, adam, "training text"),
+                                        ("auto", None, {}, "--rule sgd")):
+        with pytest.raises(DynamicError, match=words):
+            pick_ms(model, source, train, optim, 10, 5)

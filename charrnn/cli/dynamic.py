@@ -34,11 +34,11 @@ _OPTIONS = [
                       "the training gradient's RMS; sgd: theta -= eta g + lambda (theta0 - "
                       "theta)."),
     click.option("--eta", "--dynamic-lr", "eta", type=float, default=None,
-                 help="eta, the learning rate of the update.  [default: rms 1e-3 with MS "
-                      "from train, 1e-4 from adam; sgd 0.01]"),
+                 help="eta, the learning rate of the update.  [default: rms 5e-5 with MS "
+                      "from adam, 1e-3 from train; sgd 0.01]"),
     click.option("--lambda", "--decay", "lam", type=float, default=None,
                  help="lambda, the decay rate toward the trained weights theta0, in [0, 1].  "
-                      "[default: rms 0.02, sgd 0.001]"),
+                      "[default: rms 0.005, sgd 0.001]"),
     click.option("--segment", type=int, default=SEGMENT, show_default=True,
                  help="n, characters per segment (one update each; the paper's 5)."),
     click.option("--epsilon", type=float, default=EPSILON, show_default=True,
@@ -47,7 +47,7 @@ _OPTIONS = [
                  show_default=True,
                  help="Where MS comes from: train (the paper's: the gradient over the run's "
                       "training text, data.path), adam (the checkpoint's Adam second moment), "
-                      "auto (train when it can be read, else adam)."),
+                      "auto (adam when the checkpoint has it, measured better; else train)."),
     click.option("--fit", is_flag=True,
                  help="First search eta and lambda on the first 10% of the text (or "
                       "--fit-on), then score the rest with the best."),
@@ -83,7 +83,7 @@ def _train_ids(ckpt, vocab, warn):
     try:
         corpus = read_corpus(ckpt.config.data, vocab, warn=lambda message: None)
     except (DataError, OSError) as error:
-        warn(f"MS from Adam's state: the run's training text cannot be read ({error})")
+        warn(f"the run's training text cannot be read for MS ({error})")
         return None
     return corpus.train_ids
 
@@ -91,10 +91,12 @@ def _train_ids(ckpt, vocab, warn):
 def _ms(model, vocab, ckpt, s: Settings, warn):
     if s.rule != "rms":
         return None, None
-    train = _train_ids(ckpt, vocab, warn) if s.ms_source in ("auto", "train") else None
     optim_state = (ckpt.train_state or {}).get("optim") or {}
     steps = optim_state.get("step") if isinstance(optim_state, dict) else None
     beta2 = getattr(ckpt.config.train, "beta2", None) or 0.999
+    has_adam = any(k.startswith("optim.exp_avg_sq.") for k in ckpt.optim or {})
+    wants_text = s.ms_source == "train" or (s.ms_source == "auto" and not has_adam)
+    train = _train_ids(ckpt, vocab, warn) if wants_text else None
     return pick_ms(model, s.ms_source, train, ckpt.optim, steps, s.segment, beta2)
 
 

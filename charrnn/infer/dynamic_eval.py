@@ -29,8 +29,8 @@ from charrnn.infer.evaluate import evaluate_documents, evaluate_ids
 MS_SOURCES = ("auto", "train", "adam")
 # measured on configs/shakespeare.yaml's model (docs/dynamic-eval.md). The rms rule's eta
 # depends on MS's source: Adam's MS is of batch gradients, smaller than the segments' by ~10x
-DEFAULT_ETA = {("rms", "train"): 1e-3, ("rms", "adam"): 1e-4, ("sgd", None): 0.01}
-DEFAULT_LAMBDA = {("rms", "train"): 0.02, ("rms", "adam"): 0.02, ("sgd", None): 0.001}
+DEFAULT_ETA = {("rms", "train"): 1e-3, ("rms", "adam"): 5e-5, ("sgd", None): 0.01}
+DEFAULT_LAMBDA = {("rms", "train"): 0.005, ("rms", "adam"): 0.005, ("sgd", None): 0.001}
 # documents mode: carry the adapted weights from one document to the next; going back to theta0
 # at each one measured worse at every eta up to the best (docs/dynamic-eval.md#documents-mode)
 RESET_DOCUMENTS = False
@@ -43,7 +43,8 @@ class Settings:
     lam: float | None = None
     segment: int = SEGMENT
     epsilon: float = EPSILON
-    ms_source: str = "auto"         # auto: the training text when it can be read, else Adam's
+    ms_source: str = "auto"         # auto: Adam's state when the checkpoint has it, else the
+                                    # training text (Adam's measured better)
     reset: bool | None = None       # documents mode: theta0 again at each document (None:
                                     # RESET_DOCUMENTS, the measured better)
 
@@ -66,17 +67,21 @@ def pick_ms(model, source: str, train_ids, optim: dict, steps: int | None, segme
     """(MS [P] float64, the source used: 'train' or 'adam') for the rms rule.
 
     source 'train' needs train_ids (else DynamicError), 'adam' Adam's state in the checkpoint
-    (else DynamicError); 'auto' takes the training text when given, else Adam's state."""
-    if source in ("auto", "train") and train_ids is not None:
+    (else DynamicError); 'auto' takes Adam's state when there is one (it measured the better
+    of the two: docs/dynamic-eval.md), else the training text."""
+    ms = None if source == "train" else adam_ms(optim or {}, model, steps, beta2)
+    if ms is not None:
+        return ms, "adam"
+    if source == "adam":
+        raise DynamicError("--ms adam needs Adam's state in the checkpoint, which has none; "
+                           "use --ms train or --rule sgd")
+    if train_ids is not None:
         return gradient_ms(model, train_ids, segment), "train"
     if source == "train":
         raise DynamicError("--ms train needs the run's training text (its config's data.path), "
                            "which cannot be read; use --ms adam or --rule sgd")
-    ms = adam_ms(optim or {}, model, steps, beta2)
-    if ms is None:
-        raise DynamicError("the rms rule needs the gradient's RMS: the training text cannot be "
-                           "read and the checkpoint holds no Adam state; use --rule sgd")
-    return ms, "adam"
+    raise DynamicError("the rms rule needs the gradient's RMS: the checkpoint holds no Adam "
+                       "state and the training text cannot be read; use --rule sgd")
 
 
 def _timed(fn, *args):
