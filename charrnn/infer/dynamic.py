@@ -29,11 +29,12 @@ Public API:
       .bind(model) -> Rule   theta0 and buffers for that model;   .update(model)
       .reset(model)          theta <- theta0
   segment_step(model, ids, state) -> (logits [n, V], nll [n] float64, state, cache)
-  segment_grad(model, cache, targets) -> model.grads (the segment's gradient)
+  segment_grad(model, logits, cache, targets) -> model.grads (the segment's gradient)
   dynamic_pass(model, ids, rule, segment=5) -> iterator of (start, logits [n, V], nll [n])
   dynamic_ids(model, ids, rule, segment=5) -> (total nll in nats, characters scored)
   dynamic_documents(model, ids, eod_id, rule, segment, reset) -> (nll [D], scored [D])
-  DynamicError    a bad setting (one sentence)
+  check_settings(kind, eta, lam, segment, epsilon)    DynamicError for a bad one
+  DynamicError    a bad setting (one sentence, exit status 2)
 """
 
 from __future__ import annotations
@@ -50,7 +51,6 @@ from charrnn.nn import ops
 RULES = ("rms", "sgd")
 SEGMENT = 5           # characters per update (the paper's)
 EPSILON = 0.01        # eps / mean(MS): keeps weights whose gradient is ~0 in training still
-
 
 UPDATE_THREADS = min(2, os.cpu_count() or 1)   # slices of the update run side by side
 THREADED_MIN = 1 << 18                          # smaller buffers: a thread costs more than it saves
