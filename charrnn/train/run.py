@@ -9,9 +9,9 @@ command that reads a checkpoint also takes the folder (resolve_checkpoint).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import re
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +25,13 @@ from charrnn.config import (
     parse_override,
     save_config,
 )
-from charrnn.fileio import shell_path
+from charrnn import engines
+from charrnn.engines.base import Engine
+from charrnn.fast.parallel import available_cores
+from charrnn.fileio import command_name, shell_path
 from charrnn.nn.model import CharRNN
 from charrnn.store import corpus as corpus_mod
+from charrnn.store import source as text_source
 from charrnn.store.text import DataError, display_name
 from charrnn.train import data as data_mod
 from charrnn.store.checkpoint import (
@@ -38,16 +42,16 @@ from charrnn.store.checkpoint import (
     TrainState,
     load_checkpoint,
     resolve_checkpoint,
-    save_checkpoint,
     saved_steps,
+    write_checkpoint,
 )
+from charrnn.train.data import Batches
 from charrnn.train.docbatch import make_document_batches
-from charrnn.train.engine import Local, make_engine
 from charrnn.train.errors import TrainingError
 from charrnn.train.folder import FolderLock, own_out_dir, refuse_existing_run, remove_empty_folder
-from charrnn.train.optim import flatten_state, make_optimizer, unflatten_state
 from charrnn.train.report import quick_timing, report_lines
-from charrnn.train.resume import change_notes, horizon_kept, refuse_changes
+from charrnn.train.lr import LearningRate
+from charrnn.train.resume import change_notes, refuse_changes
 from charrnn.store.vocab import Vocab
 
 ARCHITECTURE_KEYS = ("cell", "nonlinearity", "layers", "hidden_size", "embed_size", "residual",
@@ -60,16 +64,13 @@ class Run:
 
     config: Config
     vocab: Vocab
-    model: CharRNN
-    optimizer: object
-    batches: object
+    engine: Engine                 # where the steps run; owns weights, optimizer, carried state
+    batches: Batches
     val_ids: np.ndarray
     dropout_rng: np.random.Generator
     batch_rng: np.random.Generator
     progress: Progress
-    carry: tuple | None = None
     out_dir: str = ""
-    engine: object = None          # Local or DataParallel: where the step is computed
     corpus: dict | None = None     # corpus_fingerprint of the ids, saved to check resumes
     removed: tuple = ()            # temporary files of interrupted writes cleaned from out_dir
     saved: dict = field(default_factory=dict)   # checkpoint name -> step, of this run's folder
@@ -77,16 +78,19 @@ class Run:
     created_dir: bool = False      # the run created its folder (and removes it if left empty)
     notes: list = field(default_factory=list)   # what changed on resume, for announce()
     corpus_notes: tuple = ()       # what reading the corpus found (files, documents, the split)
+    text_figures: tuple = ()       # (characters, distinct characters) of the text itself
+    init_from: str | None = None   # the checkpoint whose weights and vocabulary a new run takes
     train_ids: np.ndarray | None = None   # the training text's ids (batches cut from them)
     step_seconds: float | None = None     # quick timings of the start-of-run report
     eval_seconds: float | None = None
 
-    def __post_init__(self):
-        if self.engine is None:
-            self.engine = Local(self.model, self.optimizer)
-
     def path(self, name: str) -> str:
         return os.path.join(self.out_dir, name)
+
+    @property
+    def lr(self) -> LearningRate:
+        """The run's learning rate (train/lr.py), over its progress."""
+        return LearningRate(self.config.train, self.progress, self.batches.batches_per_epoch)
 
     def close(self) -> None:
         """Stop the workers and give the folder up (one it created and never wrote to goes)."""
@@ -155,22 +159,31 @@ def read_checked_corpus(cfg: Config, vocab: Vocab | None) -> corpus_mod.Corpus:
     return corpus
 
 
-def corpus_fingerprint(train_ids: np.ndarray, val_ids: np.ndarray) -> dict:
-    """{"chars": N, "crc32": checksum of the ids}: enough to tell a resumed run's corpus changed
-    (one pass of zlib's crc32 over them)."""
-    crc = zlib.crc32(np.ascontiguousarray(val_ids).data, zlib.crc32(np.ascontiguousarray(train_ids).data))
-    return {"chars": int(len(train_ids) + len(val_ids)), "crc32": int(crc)}
+corpus_fingerprint = text_source.fingerprint      # the one rule: charrnn/store/source.py
 
 
 def check_same_corpus(cfg: Config, state: TrainState, corpus: dict) -> None:
     """TrainingError when a resumed run's corpus is not the one it was saved with: its batches
     would be other text, so it would not continue the same run. (Older checkpoints: no check.)"""
-    saved = state.corpus
-    if saved is not None and saved != corpus:
+    how = text_source.changed(state.corpus, corpus)
+    if how is not None:
         raise TrainingError(
-            f"the corpus {cfg.data.path} is not the one this run was trained on "
-            f"({saved.get('chars')} characters then, {corpus['chars']} now, different contents); "
+            f"the corpus {cfg.data.path} is not the one this run was trained on ({how}); "
             f"restore that file to resume, or start a new run from these weights with --init-from.")
+
+
+def _located(cfg: Config, state: TrainState | None) -> Config:
+    """cfg with data.path where a resumed run finds its text from this working directory
+    (charrnn/store/source.py); the config itself keeps the path as given."""
+    if state is None:
+        return cfg
+    fix = (f"charrnn train --resume {shell_path(cfg.train.out_dir)} --set data.path=NEW_PATH")
+    place = text_source.locate(cfg.data.path, state.corpus, cfg.train.out_dir, fix)
+    if place == cfg.data.path:
+        return cfg
+    located = copy.copy(cfg)
+    located.data = dataclasses.replace(cfg.data, path=place)
+    return located
 
 
 def check_prime(cfg: Config, vocab: Vocab) -> None:
@@ -215,8 +228,9 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     if init_from is not None:
         _check_same_architecture(cfg, init_from, "--init-from")
     source = resume or init_from
+    read_cfg = _located(cfg, state)
     try:
-        text = read_checked_corpus(cfg, source.vocab if source else None)
+        text = read_checked_corpus(read_cfg, source.vocab if source else None)
     except DataError as e:
         if resume is None or cfg.data.path != "-" or "is empty" not in str(e):
             raise
@@ -226,6 +240,7 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
                                  f"data.path=FILE") from None
     vocab, train_ids, val_ids = text.vocab, text.train_ids, text.val_ids
     corpus = corpus_fingerprint(train_ids, val_ids)
+    corpus.update(text_source.record(cfg.data.path, read_cfg.data.path, cfg.train.out_dir))
     if state is not None:
         check_same_corpus(cfg, state, corpus)
     check_prime(cfg, vocab)
@@ -233,7 +248,6 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     model = CharRNN(len(vocab), cfg.model, dtype=dtype, seed=cfg.train.seed)
     if source is not None:
         model.params.copy_from({k: v.astype(dtype) for k, v in source.params.items()})
-    optimizer = make_optimizer(None, model.params, cfg.train)
     seeds = np.random.SeedSequence(cfg.train.seed).spawn(2)
     dropout_rng, batch_rng = (np.random.default_rng(s) for s in seeds)
     if vocab.eod_id is not None:
@@ -245,17 +259,21 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     if resume is not None:
         notes = change_notes(resumed_config or resume.config, cfg, state.progress,
                              batches.batches_per_epoch, state.workers)
-    lock, removed, created = ((None, (), False) if dry_run else
-                              own_out_dir(cfg.train.out_dir, resume is None))
-    run = Run(cfg, vocab, model, optimizer, batches, val_ids, dropout_rng, batch_rng, Progress(),
+    engine = engines.get(cfg.train.engine)(model, cfg.train, state.workers if state else None)
+    try:
+        lock, removed, created = ((None, (), False) if dry_run else
+                                  own_out_dir(cfg.train.out_dir, resume is None))
+    except BaseException:
+        engine.close()
+        raise
+    run = Run(cfg, vocab, engine, batches, val_ids, dropout_rng, batch_rng, Progress(),
               out_dir=cfg.train.out_dir, corpus=corpus, removed=removed, lock=lock, notes=notes,
-              train_ids=train_ids, created_dir=created, corpus_notes=tuple(text.notes))
+              train_ids=train_ids, created_dir=created, corpus_notes=tuple(text.notes),
+              text_figures=(text.chars, text.distinct))
     try:
         if resume is not None:
             _restore(run, resume, state)
-            if not horizon_kept(resumed_config or resume.config, cfg):
-                run.progress.horizon = None           # fixed again from the new limits
-        run.engine = make_engine(model, optimizer, cfg.train, state.workers if state else None)
+            run.lr.resumed_from((resumed_config or resume.config).train)
     except BaseException:
         run.close()
         raise
@@ -277,14 +295,12 @@ def _train_state(ckpt: Checkpoint) -> TrainState:
 def _restore(run: Run, ckpt: Checkpoint, state: TrainState) -> None:
     """Put optimizer, progress, carried state and RNGs back as they were saved."""
     try:
-        run.optimizer.load_state_dict(unflatten_state(ckpt.optim, state.optim))
+        run.engine.restore(ckpt.optim, state.optim, ckpt.carry)
         run.dropout_rng.bit_generator.state = state.rng["dropout"]
         run.batch_rng.bit_generator.state = state.rng["batch"]
     except (KeyError, TypeError, ValueError) as e:
         raise _incomplete(e) from None
     run.progress = state.progress
-    dtype = run.model.dtype
-    run.carry = tuple(np.asarray(c, dtype) for c in ckpt.carry) or None
     if run.progress.position > run.batches.batches_per_epoch:
         raise TrainingError("the resumed run's batch position is past the end of an epoch: "
                             "data.path, train.batch_size or train.seq_len changed since it was saved.")
@@ -296,19 +312,20 @@ def save(run: Run, name: str, rng_states: dict | None = None) -> None:
 
     Diverged, and nothing written, when a weight is not finite: a checkpoint never holds NaN.
     """
-    from charrnn.train.health import Diverged, weights_problem
+    from charrnn.train.divergence import Diverged, weights_problem
 
     p = run.progress
-    problem = weights_problem(run.model.params)
+    saved = run.engine.state()
+    problem = weights_problem(saved.params)
     if problem is not None:
         raise Diverged(f"the run diverged by step {p.step}: {problem}; {run.path(name)} was not "
                        f"written. Lower train.lr or keep train.clip on.")
-    tensors, scalars = flatten_state(run.optimizer.state_dict())
-    state = TrainState(p, scalars, rng_states or run.rng_states(), run.engine.workers, run.corpus)
+    state = TrainState(p, saved.optim_scalars, rng_states or run.rng_states(),
+                       run.engine.workers, run.corpus)
     try:
         save_config(run.config, run.path("config.yaml"))     # the settings of the newest checkpoint
-        save_checkpoint(run.path(name), run.model, run.vocab, run.config, tensors,
-                        state.to_dict(), carry=run.carry or ())
+        write_checkpoint(run.path(name), saved.params, run.vocab, run.config, saved.optim,
+                         state.to_dict(), carry=saved.carry)
     except OSError as e:                 # disk full, folder removed, ...: the old file is intact
         before = (f"the previous {name} (step {run.saved[name]}) is intact"
                   if name in run.saved else f"no {name} had been written yet")
@@ -318,10 +335,17 @@ def save(run: Run, name: str, rng_states: dict | None = None) -> None:
     run.saved[name] = p.step
 
 
+def saved_list(run: Run, name_of=lambda name: name) -> str:
+    """'last.safetensors (step 9) and best.safetensors (step 5)': the checkpoints this run's
+    folder holds, or '' (name_of turns a checkpoint's name into how it is shown)."""
+    return " and ".join(f"{name_of(name)} (step {run.saved[name]})" for name in (LAST, BEST)
+                        if name in run.saved)
+
+
 def way_on(run: Run) -> str:
     """How to go on after a failed write: resume if the folder holds a checkpoint, else start."""
     if run.saved:
-        return f"resume with: charrnn train --resume {shell_path(run.out_dir)}"
+        return f"resume with: {command_name()} train --resume {shell_path(run.out_dir)}"
     return "start the run again"
 
 
@@ -361,8 +385,10 @@ def open_run(cfg: Config | None, resume_dir: str | None = None, init_from: str |
         # the run goes on in the folder it is read from (which may have been moved or copied)
         before.train.out_dir = os.path.dirname(path) or os.curdir
         cfg = apply_overrides(before, overrides)
-    init = load_checkpoint(resolve_checkpoint(init_from, say)) if init_from else None
+    init_path = resolve_checkpoint(init_from, say) if init_from else None
+    init = load_checkpoint(init_path) if init_from else None
     run = prepare(cfg, resume=resume, init_from=init, resumed_config=before, dry_run=dry_run)
+    run.init_from = init_path
     if note:
         run.notes.insert(0, note)
     if resume is not None:
@@ -388,11 +414,14 @@ def announce(run: Run, resumed: bool, say=None, warn=None) -> None:
         if resumed:
             say(f"resuming the run in {run.out_dir} at step {run.progress.step} ({source})")
         else:
-            say(f"training on {source} ({run.corpus['chars']:,} characters, {len(run.vocab)} "
-                f"distinct); the run goes to {run.out_dir}")
+            chars, distinct = run.text_figures
+            vocab = (f", encoded with the {len(run.vocab)}-symbol vocabulary of {run.init_from}"
+                     if run.init_from else "")
+            say(f"training on {source} ({chars:,} characters, {distinct} distinct{vocab}); "
+                f"the run goes to {run.out_dir}")
             if run.corpus_notes:
                 say("; ".join(run.corpus_notes))
-        say(f"sample from it with: charrnn sample {shell_path(run.out_dir)}")
+        say(f"sample from it with: {command_name()} sample {shell_path(run.out_dir)}")
         run.step_seconds, run.eval_seconds = quick_timing(run)
         for line in report_lines(run, run.step_seconds, run.eval_seconds):
             say(line)
@@ -400,5 +429,10 @@ def announce(run: Run, resumed: bool, say=None, warn=None) -> None:
     for line in run.notes:
         warn(line)
     t = run.config.train
+    cores = available_cores()
+    if run.engine.workers > cores:
+        warn(f"train.threads is {t.threads} but this machine gives charrnn {cores} core"
+             f"{'s' if cores > 1 else ''}: the workers take turns and every step is slower; "
+             f"set train.threads={cores}, or leave it unset")
     if t.max_steps is None and t.max_epochs is None and t.max_minutes is None:
         warn("it trains until Ctrl-C, which saves it (or set train.max_minutes, max_steps)")
