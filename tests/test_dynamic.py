@@ -12,7 +12,14 @@ import math
 import numpy as np
 import pytest
 
-from charrnn.infer.dynamic import Rule, dynamic_ids, dynamic_pass, segment_grad, segment_step
+from charrnn.infer.dynamic import (
+    SEGMENT,
+    Rule,
+    dynamic_ids,
+    dynamic_pass,
+    segment_grad,
+    segment_step,
+)
 from charrnn.infer.dynamic_fit import adam_ms, fit_settings, gradient_ms
 from charrnn.infer.evaluate import char_nll, evaluate_ids
 from tests.conftest import TINY_TEXT, TINY_VOCAB, run_cli, save_tiny_checkpoint, tiny_model
@@ -231,7 +238,7 @@ def test_eval_dynamic_json(run):
                                 "--json").stdout)
     assert r["static_loss"] == pytest.approx(static["loss"], rel=1e-12)
     assert r["chars_scored"] == len(TINY_TEXT) - 1 and r["ms_source"] == "train"
-    assert r["rule"] == "rms" and r["segment"] == 5
+    assert r["rule"] == "rms" and r["segment"] == SEGMENT
     assert r["gain"] == pytest.approx(r["static_loss"] - r["loss"])
     assert r["loss"] < r["static_loss"]          # a text that repeats four times
     zero = json.loads(run_cli("eval", run / "m.safetensors", run / "text.txt", "--dynamic",
