@@ -35,7 +35,7 @@ _OPTIONS = [
                       "theta)."),
     click.option("--eta", "--dynamic-lr", "eta", type=float, default=None,
                  help="eta, the learning rate of the update.  [default: rms 1e-4 with MS "
-                      "from adam, 1e-3 from train; sgd 0.01]"),
+                      "from adam, 1e-3 from train; sgd 0.04]"),
     click.option("--lambda", "--decay", "lam", type=float, default=None,
                  help="lambda, the decay rate toward the trained weights theta0, in [0, 1].  "
                       "[default: rms 0.005, sgd 0.001]"),

@@ -29,7 +29,7 @@ from charrnn.infer.evaluate import evaluate_documents, evaluate_ids
 MS_SOURCES = ("auto", "train", "adam")
 # measured on configs/shakespeare.yaml's model (docs/dynamic-eval.md). The rms rule's eta
 # depends on MS's source: Adam's MS is of batch gradients, smaller than the segments' by ~10x
-DEFAULT_ETA = {("rms", "train"): 1e-3, ("rms", "adam"): 1e-4, ("sgd", None): 0.01}
+DEFAULT_ETA = {("rms", "train"): 1e-3, ("rms", "adam"): 1e-4, ("sgd", None): 0.04}
 DEFAULT_LAMBDA = {("rms", "train"): 0.005, ("rms", "adam"): 0.005, ("sgd", None): 0.001}
 # documents mode: carry the adapted weights from one document to the next; going back to theta0
 # at each one measured worse at every eta up to the best (docs/dynamic-eval.md#documents-mode)
