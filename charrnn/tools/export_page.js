@@ -1,0 +1,426 @@
+// The runtime of the page `charrnn export` writes: it decodes the embedded weights, runs the
+// model one character at a time (each cell's step comes from charrnn/nn/cells/<cell>.js, which
+// registers itself in CELL_STEPS), samples, scores, and fills the page.
+//
+// Shape key: V vocabulary, E embedding, H hidden, L layers, G gates, M feed-forward width.
+// Weights keep PyTorch's names and layouts (charrnn/nn/model.py): one contiguous Float32Array
+// per matrix, row-major, so W x is a run of dot products over contiguous rows. Activations are
+// Float64Arrays: JavaScript's arithmetic is double precision, so the page computes what NumPy
+// computes in float64 from the same float32 weights.
+//
+// The API, on window.charrnn once window.charrnn.ready is true (docs/export.md):
+//   nextProbs(text)     the next-character distribution after reading text from a zero state,
+//                       as an object {char: probability}
+//   generate({prime, length, temperature, topK, topP, greedy, seed})   the generated text (the
+//                       prime not included); the same seed gives the same text
+//   score(text)         {bitsPerChar, scored, surprisal: [bits per character]}
+//   info, vocab         the model card's figures, the characters in id order
+(function () {
+"use strict";
+const D = JSON.parse(document.getElementById("model").textContent);
+const INFO = D.info, VOCAB = INFO.vocab, V = VOCAB.length;
+const INDEX = new Map(VOCAB.map((c, i) => [c, i]));
+const EOD = INFO.eod === null ? -1 : INDEX.get(INFO.eod);
+
+// -- the weights: base64 of little-endian float32 or float16 arrays, one after another --------
+
+function base64Bytes(b64) {
+  const s = atob(b64), a = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) a[i] = s.charCodeAt(i);
+  return a;
+}
+
+function halfToFloat(u) {               // IEEE 754 binary16 -> number
+  const sign = u & 0x8000 ? -1 : 1, e = (u >> 10) & 0x1f, m = u & 0x3ff;
+  if (e === 0) return sign * m * 5.960464477539063e-8;        // subnormal: m 2^-24
+  if (e === 31) return m ? NaN : sign * Infinity;
+  return sign * (1 + m / 1024) * Math.pow(2, e - 15);
+}
+
+function decodeWeights() {
+  const bytes = base64Bytes(document.getElementById("weights").textContent.trim());
+  const view = new DataView(bytes.buffer), half = D.dtype === "float16";
+  const size = half ? 2 : 4, W = {};
+  for (const [name, offset, shape] of D.tensors) {
+    const n = shape.reduce((a, b) => a * b, 1), at = offset * size, w = new Float32Array(n);
+    for (let i = 0; i < n; i++)       // DataView: little-endian whatever the machine's order
+      w[i] = half ? halfToFloat(view.getUint16(at + 2 * i, true)) : view.getFloat32(at + 4 * i, true);
+    W[name] = w;
+  }
+  return W;
+}
+
+// -- the operations the cells share ---------------------------------------------------------
+
+const ops = {
+  sigmoid: a => 1 / (1 + Math.exp(-a)),     // exp(-a) = Infinity gives the limit 0
+  // out [rows] = W [rows, cols] x [cols] + b [rows] (b may be null); four sums per row so the
+  // loop is not one long chain of dependent additions
+  matvec(W, b, x, out, rows, cols) {
+    for (let i = 0, r = 0; i < rows; i++, r += cols) {
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0, j = 0;
+      for (; j + 3 < cols; j += 4) {
+        s0 += W[r + j] * x[j];
+        s1 += W[r + j + 1] * x[j + 1];
+        s2 += W[r + j + 2] * x[j + 2];
+        s3 += W[r + j + 3] * x[j + 3];
+      }
+      for (; j < cols; j++) s0 += W[r + j] * x[j];
+      out[i] = (s0 + s1) + (s2 + s3) + (b === null ? 0 : b[i]);
+    }
+  },
+};
+
+// -- the model: embedding -> L cells (with the residual and feed-forward blocks) -> decoder ----
+
+const W = decodeWeights();
+const L = INFO.layers, H = INFO.hidden, E = INFO.embed, FFN = INFO.ffn_mult * H;
+const BLOCKS = INFO.residual || FFN > 0;
+const CELL = CELL_STEPS[INFO.cell];
+const TABLE = new Array(V);             // layer 0's input side emb[v] W_ih0^T + b_ih0, per v
+
+function tableRow(id) {
+  if (TABLE[id] === undefined) {
+    const w = W["rnn.weight_ih_l0"], row = new Float64Array(w.length / E);
+    const emb = Float64Array.from(W["embedding.weight"].subarray(id * E, (id + 1) * E));
+    ops.matvec(w, W["rnn.bias_ih_l0"], emb, row, row.length, E);
+    TABLE[id] = row;
+  }
+  return TABLE[id];
+}
+
+// One sequence's state and step over the shared weights: feed(id) reads a character,
+// logits() gives the next one's [V] logits.
+function Runner() {
+  const layers = [];
+  for (let k = 0; k < L; k++) {
+    const state = {};
+    for (const name of CELL.state) state[name] = new Float64Array(H);
+    const w = {weight_hh: W[`rnn.weight_hh_l${k}`] || null, bias_hh: W[`rnn.bias_hh_l${k}`] || null};
+    const wih = W[`rnn.weight_ih_l${k}`];
+    layers.push({
+      state, step: CELL.layer(H, w, ops, INFO.nonlinearity), wih, bih: W[`rnn.bias_ih_l${k}`],
+      xi: new Float64Array(wih.length / (k ? H : E)), out: BLOCKS ? new Float64Array(H) : state.h,
+      ffn: FFN ? [0, 2].map(i => [W[`ffn.${k}.${i}.weight`], W[`ffn.${k}.${i}.bias`]]) : null,
+    });
+  }
+  const u = new Float64Array(FFN), t = new Float64Array(H), logits = new Float64Array(V);
+  const dec = W["decoder.weight"], decBias = W["decoder.bias"];
+
+  function block(k) {                   // o_k = h_k (+ o_{k-1}), then o_k += ffn_k(o_k)
+    const l = layers[k], o = l.out, h = l.state.h, prev = INFO.residual && k ? layers[k - 1].out : null;
+    for (let j = 0; j < H; j++) o[j] = prev === null ? h[j] : h[j] + prev[j];
+    if (l.ffn === null) return;
+    const [[w1, b1], [w2, b2]] = l.ffn;
+    ops.matvec(w1, b1, o, u, FFN, H);
+    for (let j = 0; j < FFN; j++) if (u[j] < 0) u[j] = 0;      // relu
+    ops.matvec(w2, b2, u, t, H, FFN);
+    for (let j = 0; j < H; j++) o[j] += t[j];
+  }
+
+  return {
+    feed(id) {
+      for (let k = 0; k < L; k++) {
+        const l = layers[k];
+        let xi = l.xi;
+        if (k === 0) xi = tableRow(id);
+        else ops.matvec(l.wih, l.bih, layers[k - 1].out, xi, xi.length, H);
+        l.step(xi, l.state);
+        if (BLOCKS) block(k);
+      }
+    },
+    logits() {
+      ops.matvec(dec, decBias, layers[L - 1].out, logits, V, H);
+      return logits;
+    },
+  };
+}
+
+// -- distributions and draws ------------------------------------------------------------------
+
+// softmax(logits / T) into out: the max is subtracted before dividing by T, so a low
+// temperature cannot overflow (the most likely character gets exp(0) = 1)
+function softmax(logits, temperature, out) {
+  let max = -Infinity, sum = 0;
+  for (let i = 0; i < V; i++) if (logits[i] > max) max = logits[i];
+  for (let i = 0; i < V; i++) sum += (out[i] = Math.exp((logits[i] - max) / temperature));
+  for (let i = 0; i < V; i++) out[i] /= sum;
+  return out;
+}
+
+function argmax(a) {                    // the first of equal maxima, as NumPy's argmax
+  let best = 0;
+  for (let i = 1; i < a.length; i++) if (a[i] > a[best]) best = i;
+  return best;
+}
+
+// sfc32 seeded through splitmix32: a small generator whose stream depends only on the seed
+function makeRng(seed) {
+  let x = (seed % 4294967296) >>> 0, y = Math.floor(seed / 4294967296) >>> 0;
+  const mix = () => {
+    x = (x + 0x9e3779b9) | 0;
+    let z = x ^ y;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+    return (z ^ (z >>> 16)) >>> 0;
+  };
+  let a = mix(), b = mix(), c = mix(), d = 1;
+  const next = () => {
+    const r = (((a + b) | 0) + d) | 0;
+    d = (d + 1) | 0;
+    a = b ^ (b >>> 9);
+    b = (c + (c << 3)) | 0;
+    c = (c << 21) | (c >>> 11);
+    c = (c + r) | 0;
+    return r >>> 0;
+  };
+  for (let i = 0; i < 12; i++) next();
+  return () => (next() * 2097152 + (next() >>> 11)) / 9007199254740992;   // 53 bits, [0, 1)
+}
+
+// the candidates of a draw: top-k first (the k largest), then top-p (the smallest set of most
+// likely candidates whose probability reaches p), as charrnn sample chooses them
+function candidates(p, topK, topP) {
+  let ids = Array.from(p.keys());
+  if ((topK !== null && topK < V) || (topP !== null && topP < 1)) {
+    ids.sort((i, j) => p[j] - p[i] || i - j);
+    if (topK !== null && topK < V) ids = ids.slice(0, topK);
+    if (topP !== null && topP < 1) {
+      const total = ids.reduce((s, i) => s + p[i], 0);
+      let cum = 0, n = 0;
+      while (n < ids.length) { cum += p[ids[n++]] / total; if (cum >= topP) break; }
+      ids = ids.slice(0, n);
+    }
+  }
+  return ids;
+}
+
+function draw(p, ids, u) {              // inverse CDF over the candidates
+  let total = 0;
+  for (const i of ids) total += p[i];
+  let x = u * total;
+  for (const i of ids) { x -= p[i]; if (x < 0) return i; }
+  return ids[ids.length - 1];
+}
+
+// -- the API ------------------------------------------------------------------------------------
+
+function encode(text, what) {
+  const chars = Array.from(text), unknown = [...new Set(chars.filter(c => !INDEX.has(c)))];
+  if (unknown.length)
+    throw new Error(`${what} has characters the model does not know: ` +
+                    unknown.slice(0, 10).map(c => JSON.stringify(c)).join(", "));
+  return chars.map(c => INDEX.get(c));
+}
+
+function setting(value, fallback) { return value === undefined || value === null || value === "" ? fallback : value; }
+
+// A sample's settings, checked as charrnn sample checks them; throws an Error naming the bad one.
+function settings(o) {
+  const s = {
+    prime: String(setting(o.prime, "")), length: Number(setting(o.length, 500)),
+    temperature: Number(setting(o.temperature, 1)), greedy: !!o.greedy,
+    topK: o.topK === undefined || o.topK === null || o.topK === "" ? null : Number(o.topK),
+    topP: o.topP === undefined || o.topP === null || o.topP === "" ? null : Number(o.topP),
+    seed: o.seed === undefined || o.seed === null || o.seed === "" ? null : Number(o.seed),
+  };
+  if (!(Number.isInteger(s.length) && s.length >= 0)) throw new Error(`length must be a whole number >= 0; got ${o.length}`);
+  if (!(s.temperature > 0 && isFinite(s.temperature))) throw new Error(`temperature must be a number > 0; got ${o.temperature}`);
+  if (s.topK !== null && !(Number.isInteger(s.topK) && s.topK >= 1)) throw new Error(`topK must be a whole number >= 1; got ${o.topK}`);
+  if (s.topP !== null && !(s.topP > 0 && s.topP <= 1)) throw new Error(`topP must be in (0, 1]; got ${o.topP}`);
+  if (s.seed !== null && !(Number.isSafeInteger(s.seed) && s.seed >= 0)) throw new Error(`seed must be a whole number >= 0; got ${o.seed}`);
+  if (s.seed === null) s.seed = crypto.getRandomValues(new Uint32Array(1))[0];
+  return s;
+}
+
+// A sample as a sequence: next() gives the next character, or null once it ends (its length,
+// or, for a documents-mode model, the end-of-document symbol: one document per sample).
+function Sampler(options) {
+  const s = settings(options || {}), rng = makeRng(s.seed), run = Runner();
+  let ids = encode(s.prime, "the prime");
+  if (EOD >= 0) ids = [EOD].concat(ids);                   // a document starts from its symbol
+  else if (!ids.length) ids = [INDEX.has("\n") ? INDEX.get("\n") : Math.floor(rng() * V)];
+  for (const id of ids) run.feed(id);
+  const p = new Float64Array(V);
+  let n = 0, ended = false;
+  return {
+    settings: s,
+    next() {
+      if (ended || n >= s.length) return null;
+      const logits = run.logits();
+      let id;
+      if (s.greedy) id = argmax(logits);
+      else {
+        softmax(logits, s.temperature, p);
+        id = draw(p, candidates(p, s.topK, s.topP), rng());
+      }
+      if (id === EOD) { ended = true; return null; }
+      n++;
+      run.feed(id);
+      return VOCAB[id];
+    },
+  };
+}
+
+function generate(options) {
+  const sampler = Sampler(options), out = [];
+  for (let c = sampler.next(); c !== null; c = sampler.next()) out.push(c);
+  return out.join("");
+}
+
+function nextProbs(text) {
+  const ids = encode(String(text), "the text");
+  if (!ids.length) throw new Error("nextProbs needs at least one character to read");
+  const run = Runner();
+  for (const id of ids) run.feed(id);
+  const p = softmax(run.logits(), 1, new Float64Array(V)), out = {};
+  VOCAB.forEach((c, i) => { out[c] = p[i]; });
+  return out;
+}
+
+// Each character's surprisal -log2 p in bits, as charrnn eval reads a text: from a zero state,
+// the first character unscored (documents mode: read from the end-of-document symbol, every
+// character scored). top: how many predictions to keep per character, for the hover.
+function score(text, top) {
+  const ids = encode(String(text), "the text"), run = Runner(), p = new Float64Array(V);
+  const start = EOD >= 0 ? 0 : 1, bits = new Array(ids.length).fill(null), expected = [];
+  if (EOD >= 0) run.feed(EOD);
+  let sum = 0;
+  ids.forEach((id, i) => {
+    if (i >= start) {
+      softmax(run.logits(), 1, p);
+      bits[i] = -Math.log2(p[id]);
+      sum += bits[i];
+      if (top) expected[i] = candidates(p, top, null).slice(0, top).map(j => [VOCAB[j], p[j]]);
+    }
+    run.feed(id);
+  });
+  const scored = ids.length - start;
+  return {bitsPerChar: scored > 0 ? sum / scored : null, scored, surprisal: bits, expected};
+}
+
+window.charrnn = {info: INFO, vocab: VOCAB, nextProbs, generate, score, Sampler, ready: false};
+
+// -- the page ------------------------------------------------------------------------------------
+
+const $ = id => document.getElementById(id);
+const SHADES = JSON.parse($("shades").textContent);    // charrnn inspect's, one per whole bit
+const css = SHADES.map((c, i) => c ? `#text span.s${i}{background:${c}}` : "").join("\n");
+document.head.appendChild(Object.assign(document.createElement("style"), {textContent: css}));
+const esc = c => c === "&" ? "&amp;" : c === "<" ? "&lt;" : c === ">" ? "&gt;" : c;
+const shown = c => c === "\n" ? "\\n" : c === "\t" ? "\\t" : c === " " ? "space" :
+  c.codePointAt(0) < 32 ? "0x" + c.codePointAt(0).toString(16) : c;
+
+function card() {
+  const i = INFO, rows = [
+    ["cell", i.cell + (i.cell === "rnn" ? ` (${i.nonlinearity})` : "")],
+    ["layers", `${i.layers} x ${i.hidden} hidden` + (i.residual ? ", residual" : "") +
+               (i.ffn_mult ? `, feed-forward x${i.ffn_mult}` : "")],
+    ["embedding", i.embed], ["parameters", i.params.toLocaleString("en-US")],
+    ["vocabulary", `${V} characters` + (i.eod !== null ? " (documents: one per sample)" : "")],
+    ["best validation loss", i.best_val_loss === null ? "none yet" :
+      `${i.best_val_loss.toFixed(4)} nats/char (${(i.best_val_loss / Math.LN2).toFixed(4)} bits/char)`],
+    ["step", i.step.toLocaleString("en-US")], ["weights", `${D.dtype}, ${i.weight_bytes.toLocaleString("en-US")} bytes`],
+    ["checkpoint", i.checkpoint], ["charrnn", i.version],
+  ];
+  $("card").innerHTML = rows.map(([k, v]) => `<tr><th>${k}</th><td>${String(v).replace(/[&<>]/g, esc)}</td></tr>`).join("");
+  $("vocab").innerHTML = VOCAB.map(c => `<span title="${c === i.eod ? "end of document" : ""}">${esc(shown(c))}</span>`).join("");
+  $("meta").textContent = `${i.checkpoint}: ${i.cell}, ${i.layers} layer(s) of ${i.hidden}, ` +
+    `${i.params.toLocaleString("en-US")} parameters`;
+}
+
+// sampling, streamed: characters are generated in slices of about 20 ms, each slice appended
+// to the output, so the page stays responsive and the stop button is heard between slices
+let current = null;
+function startSample() {
+  stopSample("");
+  const out = $("out"), status = $("status");
+  let sampler;
+  try {
+    sampler = Sampler({prime: $("prime").value, length: $("length").value,
+                       temperature: $("temperature").value, topK: $("topk").value,
+                       topP: $("topp").value, greedy: $("greedy").checked, seed: $("seed").value});
+  } catch (e) { status.textContent = e.message; status.className = "error"; return; }
+  out.textContent = "";
+  out.appendChild(Object.assign(document.createElement("span"), {className: "prime", textContent: sampler.settings.prime}));
+  const text = out.appendChild(document.createTextNode(""));
+  const job = {sampler, n: 0, t0: performance.now(), stopped: false, timer: 0};
+  current = job;
+  $("stop").disabled = false;
+  status.className = "";
+  const report = word => {
+    const secs = (performance.now() - job.t0) / 1000;
+    status.textContent = `${word} ${job.n.toLocaleString("en-US")} characters, ` +
+      `${Math.round(job.n / Math.max(secs, 1e-3)).toLocaleString("en-US")} chars/s, seed ${sampler.settings.seed}`;
+  };
+  const slice = () => {
+    if (job.stopped) return;
+    const end = performance.now() + 20, chunk = [];
+    let c = "";
+    while (performance.now() < end && (c = sampler.next()) !== null) chunk.push(c);
+    job.n += chunk.length;
+    text.appendData(chunk.join(""));
+    if (c === null) { report("done:"); finish(job); return; }
+    report("sampling:");
+    job.timer = setTimeout(slice, 0);
+  };
+  job.report = report;
+  slice();
+}
+function finish(job) { job.stopped = true; if (current === job) { current = null; $("stop").disabled = true; } }
+function stopSample(word) {
+  if (current === null) return;
+  const job = current;
+  clearTimeout(job.timer);
+  if (word) job.report(word);
+  finish(job);
+}
+
+function startScore() {
+  const box = $("text"), summary = $("summary"), text = $("score-text").value;
+  let r;
+  try { r = score(text, 5); } catch (e) { summary.textContent = e.message; summary.className = "error"; return; }
+  summary.className = "";
+  const chars = Array.from(text);
+  box.innerHTML = chars.map((c, i) => {
+    const b = r.surprisal[i], shade = b !== null && b >= 1 ? " s" + Math.min(8, Math.floor(b)) : "";
+    return `<span class="${(c === "\n" ? "nl" : "") + shade}">${esc(c)}</span>`;
+  }).join("");
+  summary.textContent = r.bitsPerChar === null ? "too short to score: the first character has nothing before it" :
+    `${r.bitsPerChar.toFixed(3)} bits/char over ${r.scored.toLocaleString("en-US")} characters`;
+  box.scored = {r, chars};
+}
+
+const tip = $("tip");
+function hover(e) {
+  const s = e.target, box = $("text");
+  if (s.tagName !== "SPAN" || !box.scored) return;
+  const i = Array.prototype.indexOf.call(box.children, s), {r, chars} = box.scored;
+  let html = `<b>${esc(shown(chars[i]))}</b> at ${i}`;
+  if (r.surprisal[i] === null) html += "<br>(the first character: nothing predicts it)";
+  else {
+    html += `<br>${r.surprisal[i].toFixed(2)} bits (p = ${(100 * Math.pow(2, -r.surprisal[i])).toFixed(1)}%)<br>expected here:<table>`;
+    for (const [c, p] of r.expected[i])
+      html += `<tr class="${c === chars[i] ? "hit" : ""}"><td>${esc(shown(c))}</td><td>${(100 * p).toFixed(1)}%</td>` +
+              `<td><span class="bar" style="width:${Math.round(60 * p)}px"></span></td></tr>`;
+    html += "</table>";
+  }
+  tip.innerHTML = html; tip.hidden = false;
+  tip.style.left = Math.min(e.clientX + 14, innerWidth - tip.offsetWidth - 8) + "px";
+  tip.style.top = (e.clientY + 18 + tip.offsetHeight > innerHeight ? e.clientY - tip.offsetHeight - 10 : e.clientY + 18) + "px";
+}
+
+card();
+const defaults = INFO.sample;
+$("prime").value = defaults.prime;
+$("length").value = defaults.length;
+$("temperature").value = defaults.temperature;
+$("topk").value = defaults.top_k === null ? "" : defaults.top_k;
+$("topp").value = defaults.top_p === null ? "" : defaults.top_p;
+$("sample").addEventListener("click", startSample);
+$("stop").addEventListener("click", () => stopSample("stopped after"));
+$("score").addEventListener("click", startScore);
+$("text").addEventListener("mouseover", hover);
+$("text").addEventListener("mouseleave", () => { tip.hidden = true; });
+window.charrnn.ready = true;
+})();
