@@ -2,7 +2,7 @@
 in the browser, offline (docs/export.md).
 
 The page is export_page.html with, inline: the model card and the tensors' names, offsets and
-shapes (JSON), every parameter as base64 of one little-endian float32 or float16 array after
+shapes (JSON), the matrix-vector product as WebAssembly (export_wasm.py), every parameter as base64 of one little-endian float32 or float16 array after
 another (4/3 of their bytes), the step of the model's cell (charrnn/nn/cells/<cell>.js, beside
 its Python module) and the page's runtime (export_page.js). It makes no network request.
 
@@ -32,6 +32,7 @@ from charrnn.errors import CharrnnError
 from charrnn.fileio import write_atomically
 from charrnn.nn import cells
 from charrnn.store.checkpoint import Checkpoint
+from charrnn.tools.export_wasm import module_bytes
 from charrnn.tools.inspect_html import SHADES, STYLE
 
 DTYPES = ("float32", "float16")
@@ -105,7 +106,8 @@ def page_html(ckpt: Checkpoint, checkpoint: str, dtype: str = "float32") -> str:
         "TITLE": html.escape(f"charrnn: {info['checkpoint']}"), "STYLE": STYLE,
         "SHADES": _json(list(SHADES)), "CELL": cell_script(info["cell"]),
         "RUNTIME": _asset("export_page.js"),
-        "MODEL": _json({"info": info, "dtype": dtype, "tensors": index}),
+        "MODEL": _json({"info": info, "dtype": dtype, "tensors": index,
+                        "kernel": base64.b64encode(module_bytes()).decode("ascii")}),
         "WEIGHTS": base64.b64encode(blob).decode("ascii"),
     }
     # one pass: nothing substituted is searched again for placeholders

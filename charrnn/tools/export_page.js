@@ -37,12 +37,14 @@ function halfToFloat(u) {               // IEEE 754 binary16 -> number
   return sign * (1 + m / 1024) * Math.pow(2, e - 15);
 }
 
-function decodeWeights() {
+// Every weight is decoded into the memory `alloc` gives (the WebAssembly kernel's, or plain
+// Float32Arrays): one contiguous Float32Array per tensor, PyTorch's layout.
+function decodeWeights(alloc) {
   const bytes = base64Bytes(document.getElementById("weights").textContent.trim());
   const view = new DataView(bytes.buffer), half = D.dtype === "float16";
   const size = half ? 2 : 4, W = {};
   for (const [name, offset, shape] of D.tensors) {
-    const n = shape.reduce((a, b) => a * b, 1), at = offset * size, w = new Float32Array(n);
+    const n = shape.reduce((a, b) => a * b, 1), at = offset * size, w = alloc(n);
     for (let i = 0; i < n; i++)       // DataView: little-endian whatever the machine's order
       w[i] = half ? halfToFloat(view.getUint16(at + 2 * i, true)) : view.getFloat32(at + 4 * i, true);
     W[name] = w;
@@ -50,30 +52,62 @@ function decodeWeights() {
   return W;
 }
 
+// -- the matrix-vector product: out [rows] = W [rows, cols] x [cols] + b [rows] (b may be null)
+
+// Plain JavaScript: four sums per row, so the loop is not one long chain of dependent additions.
+function matvecJs(W, b, x, out, rows, cols) {
+  for (let i = 0, r = 0; i < rows; i++, r += cols) {
+    let s0 = 0, s1 = 0, s2 = 0, s3 = 0, j = 0;
+    for (; j + 3 < cols; j += 4) {
+      s0 += W[r + j] * x[j];
+      s1 += W[r + j + 1] * x[j + 1];
+      s2 += W[r + j + 2] * x[j + 2];
+      s3 += W[r + j + 3] * x[j + 3];
+    }
+    for (; j < cols; j++) s0 += W[r + j] * x[j];
+    out[i] = (s0 + s1) + (s2 + s3) + (b === null ? 0 : b[i]);
+  }
+}
+
+// WebAssembly with SIMD (charrnn/tools/export_wasm.py), where the browser has it and the page's
+// address does not end in #js: the weights live in its memory, x and out are copied through
+// two scratch vectors there. -> {W, matvec, engine}
+function kernel() {
+  const sizes = D.tensors.map(([, , shape]) => shape.reduce((a, b) => a * b, 1));
+  const code = D.kernel === null ? null : base64Bytes(D.kernel);
+  if (location.hash === "#js" || code === null || typeof WebAssembly !== "object" || !WebAssembly.validate(code))
+    return {W: decodeWeights(n => new Float32Array(n)), matvec: matvecJs, engine: "javascript"};
+  const widest = Math.max(...D.tensors.map(([, , shape]) => Math.max(...shape)), 1);
+  const floats = sizes.reduce((a, n) => a + n + 4, 0);      // each tensor 16-byte aligned
+  const bytes = 16 * Math.ceil(floats / 4) + 16 * widest;
+  const memory = new WebAssembly.Memory({initial: Math.ceil(bytes / 65536) + 1});
+  const exports = new WebAssembly.Instance(new WebAssembly.Module(code), {e: {m: memory}}).exports;
+  let next = 0;
+  const W = decodeWeights(n => {
+    const w = new Float32Array(memory.buffer, next, n);
+    next += 16 * Math.ceil(n / 4);
+    return w;
+  });
+  const xs = new Float64Array(memory.buffer, next, widest), outs = new Float64Array(memory.buffer, next + 8 * widest, widest);
+  const run = exports.matvec;
+  return {W, engine: "webassembly-simd", matvec(w, b, x, out, rows, cols) {
+    xs.set(x.length === cols ? x : x.subarray(0, cols));
+    run(w.byteOffset, b === null ? 0 : b.byteOffset, xs.byteOffset, outs.byteOffset, rows, cols, b === null ? 0 : 1);
+    out.set(rows === widest ? outs : outs.subarray(0, rows));
+  }};
+}
+
 // -- the operations the cells share ---------------------------------------------------------
 
+const KERNEL = kernel();
 const ops = {
   sigmoid: a => 1 / (1 + Math.exp(-a)),     // exp(-a) = Infinity gives the limit 0
-  // out [rows] = W [rows, cols] x [cols] + b [rows] (b may be null); four sums per row so the
-  // loop is not one long chain of dependent additions
-  matvec(W, b, x, out, rows, cols) {
-    for (let i = 0, r = 0; i < rows; i++, r += cols) {
-      let s0 = 0, s1 = 0, s2 = 0, s3 = 0, j = 0;
-      for (; j + 3 < cols; j += 4) {
-        s0 += W[r + j] * x[j];
-        s1 += W[r + j + 1] * x[j + 1];
-        s2 += W[r + j + 2] * x[j + 2];
-        s3 += W[r + j + 3] * x[j + 3];
-      }
-      for (; j < cols; j++) s0 += W[r + j] * x[j];
-      out[i] = (s0 + s1) + (s2 + s3) + (b === null ? 0 : b[i]);
-    }
-  },
+  matvec: KERNEL.matvec,
 };
 
 // -- the model: embedding -> L cells (with the residual and feed-forward blocks) -> decoder ----
 
-const W = decodeWeights();
+const W = KERNEL.W;
 const L = INFO.layers, H = INFO.hidden, E = INFO.embed, FFN = INFO.ffn_mult * H;
 const BLOCKS = INFO.residual || FFN > 0;
 const CELL = CELL_STEPS[INFO.cell];
@@ -299,7 +333,8 @@ function score(text, top) {
   return {bitsPerChar: scored > 0 ? sum / scored : null, scored, surprisal: bits, expected};
 }
 
-window.charrnn = {info: INFO, vocab: VOCAB, nextProbs, generate, score, Sampler, ready: false};
+window.charrnn = {info: INFO, vocab: VOCAB, nextProbs, generate, score, Sampler,
+                  engine: KERNEL.engine, ready: false};
 
 // -- the page ------------------------------------------------------------------------------------
 
