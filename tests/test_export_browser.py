@@ -283,3 +283,42 @@ def test_the_page_looks_right(browser, lstm_page):
     shot = folder / "export.png"
     assert browser.save_screenshot(str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+# -- speed and size (pytest -m benchmark -s; docs/export.md has the figures) ---------------------
+
+SPEED_MODELS = {"demo": (192, 48), "shakespeare": (256, 64)}     # configs/<name>.yaml's sizes
+
+
+@pytest.mark.benchmark
+@pytest.mark.parametrize("name", list(SPEED_MODELS))
+def test_sampling_speed_and_page_size(browser, tmp_path, name):
+    """chars/s of charrnn.generate (temperature 1, a 2-layer LSTM of the config's sizes with
+    random weights and the 65 characters of tiny Shakespeare), best of 3 runs of 20,000
+    characters (plain JavaScript: 5,000), each kernel; the page's size against its float32
+    and float16 weights."""
+    hidden, embed = SPEED_MODELS[name]
+    vocab = Vocab([chr(c) for c in range(32, 95)] + ["\n", "\x7e"])
+    checkpoint = save_model(tmp_path / "m.safetensors", "lstm", vocab=vocab, hidden=hidden,
+                            embed=embed, scale=1.0)
+    params = sum(v.size for v in load_checkpoint(checkpoint).params.values())
+    speeds = {}
+    browser.set_script_timeout(300)
+    for engine, n in (("webassembly-simd", 20000), ("javascript", 5000)):
+        open_page(browser, export(tmp_path, checkpoint), engine)
+        runs = browser.execute_script("""
+            charrnn.generate({length: 1000, seed: 1});               // warm the JIT
+            return [2, 3, 4].map(seed => { const t = performance.now();
+              charrnn.generate({length: arguments[0], seed}); return performance.now() - t; });""",
+                                      n)
+        speeds[engine] = n / (min(runs) / 1000)
+    sizes = {dtype: export(tmp_path, checkpoint, f"{dtype}.html", dtype).stat().st_size
+             for dtype in ("float32", "float16")}
+    print(f"\n{name}: {params:,} parameters; chars/s " +
+          ", ".join(f"{e} {s:,.0f}" for e, s in speeds.items()) +
+          "; page bytes " + ", ".join(f"{d} {b:,} ({b / (params * 4):.3f} x float32 weights)"
+                                      for d, b in sizes.items()))
+    assert sizes["float32"] < 4 / 3 * params * 4 + 100_000
+    assert sizes["float16"] < 4 / 3 * params * 2 + 100_000
+    if name == "demo":
+        assert speeds["webassembly-simd"] >= 2000

@@ -214,9 +214,11 @@ function makeRng(seed) {
 
 // the candidates of a draw: top-k first (the k largest), then top-p (the smallest set of most
 // likely candidates whose probability reaches p), as charrnn sample chooses them
+const ALL = Array.from(VOCAB.keys());
 function candidates(p, topK, topP) {
-  let ids = Array.from(p.keys());
+  let ids = ALL;
   if ((topK !== null && topK < V) || (topP !== null && topP < 1)) {
+    ids = ALL.slice();
     ids.sort((i, j) => p[j] - p[i] || i - j);
     if (topK !== null && topK < V) ids = ids.slice(0, topK);
     if (topP !== null && topP < 1) {

@@ -10,7 +10,7 @@ falls back to it where WebAssembly SIMD is missing.
                                                x, out float64
 
 Each float32 weight is widened to float64 (f64x2.promote_low_f32x4) and the sums run in double
-precision, two lanes and two accumulators, so the page computes what NumPy computes in float64
+precision, eight columns a step in four two-lane sums, so the page computes what NumPy computes in float64
 from the same float32 weights, up to the order of the additions.
 """
 
@@ -73,47 +73,53 @@ LANE0, LANE1 = simd(0x21, 0), simd(0x21, 1)
 
 # parameters 0..6: w, b, x, out, rows, cols, has_bias; locals 7..: as named
 W, B, X, OUT, ROWS, COLS, HAS_BIAS = range(7)
-I, J, WP, XP, END4, S, ACC0, ACC1, WV = range(7, 16)    # END4: cols rounded down to 4
-LOCALS = [(5, I32), (1, F64), (3, V128)]     # i, j, wp, xp, end4 | s | acc0, acc1, wv
+I, J, WP, XP, END8, S = range(7, 13)          # END8: cols rounded down to a multiple of 8
+ACC = range(13, 17)                           # four f64x2 sums: four independent chains
+WV = 17
+LOCALS = [(5, I32), (1, F64), (5, V128)]      # i, j, wp, xp, end8 | s | acc0-3, wv
+
+
+def _loop(condition: list[bytes], body: list[bytes]) -> list[bytes]:
+    """while (condition) { body }"""
+    return [BLOCK, LOOP, *condition, EQZ, BR_IF, b"\x01", *body, BR, b"\x00", END, END]
+
+
+def _eight_columns() -> list[bytes]:
+    """Eight columns of a row: w[wp : wp + 32] (float32) as four f64x2 times x[xp : xp + 64]."""
+    code = []
+    for k in range(2):
+        code += [get(WP), V_LOAD[:2] + mem(0, 16 * k), put(WV)]
+        for half, lanes in ((0, []), (1, [get(WV), V_HIGH])):
+            acc = ACC[2 * k + half]
+            code += [get(acc), get(WV), *lanes, PROMOTE,
+                     get(XP), V_LOAD[:2] + mem(0, 32 * k + 16 * half), F64X2_MUL, F64X2_ADD,
+                     put(acc)]
+    return code + [get(WP), i32(32), ADD, put(WP), get(XP), i32(64), ADD, put(XP),
+                   get(J), i32(8), ADD, put(J)]
 
 
 def _matvec_body() -> bytes:
     """The listing of matvec (see the module docstring)."""
+    one_column = [get(S), get(WP), F32_LOAD, F64_PROMOTE, get(XP), F64_LOAD, F64_MUL, F64_ADD,
+                  put(S), get(WP), i32(4), ADD, put(WP), get(XP), i32(8), ADD, put(XP),
+                  get(J), i32(1), ADD, put(J)]
     row = [
-        V_ZERO, put(ACC0), V_ZERO, put(ACC1), i32(0), put(J),
-        # four columns at a time: w[wp : wp + 16] as two f64x2, times x[xp : xp + 32]
-        BLOCK, LOOP,
-        get(J), get(END4), LT_U, EQZ, BR_IF, b"\x01",
-        get(WP), V_LOAD, put(WV),
-        get(ACC0), get(WV), PROMOTE, get(XP), V_LOAD, F64X2_MUL, F64X2_ADD, put(ACC0),
-        get(ACC1), get(WV), get(WV), V_HIGH, PROMOTE, get(XP), V_LOAD[:2] + mem(0, 16), F64X2_MUL,
-        F64X2_ADD, put(ACC1),
-        get(WP), i32(16), ADD, put(WP), get(XP), i32(32), ADD, put(XP),
-        get(J), i32(4), ADD, put(J), BR, b"\x00",
-        END, END,
-        get(ACC0), get(ACC1), F64X2_ADD, put(ACC0),
-        get(ACC0), LANE0, get(ACC0), LANE1, F64_ADD, put(S),
-        # the last cols mod 4 columns, one at a time
-        BLOCK, LOOP,
-        get(J), get(COLS), LT_U, EQZ, BR_IF, b"\x01",
-        get(S), get(WP), F32_LOAD, F64_PROMOTE, get(XP), F64_LOAD, F64_MUL, F64_ADD, put(S),
-        get(WP), i32(4), ADD, put(WP), get(XP), i32(8), ADD, put(XP),
-        get(J), i32(1), ADD, put(J), BR, b"\x00",
-        END, END,
+        *[op for acc in ACC for op in (V_ZERO, put(acc))], i32(0), put(J), get(X), put(XP),
+        *_loop([get(J), get(END8), LT_U], _eight_columns()),
+        get(ACC[0]), get(ACC[1]), F64X2_ADD, get(ACC[2]), get(ACC[3]), F64X2_ADD, F64X2_ADD,
+        put(ACC[0]), get(ACC[0]), LANE0, get(ACC[0]), LANE1, F64_ADD, put(S),
+        *_loop([get(J), get(COLS), LT_U], one_column),          # the last cols mod 8
         get(HAS_BIAS), IF,
         get(S), get(B), get(I), i32(2), SHL, ADD, F32_LOAD, F64_PROMOTE, F64_ADD, put(S),
         END,
         get(OUT), get(I), i32(3), SHL, ADD, get(S), F64_STORE,
+        get(I), i32(1), ADD, put(I),
     ]
     return b"".join([
-        get(COLS), i32(-4), b"\x71", put(END4),          # i32.and: cols & ~3
+        get(COLS), i32(-8), b"\x71", put(END8),          # i32.and: cols & ~7
         get(W), put(WP), i32(0), put(I),
-        BLOCK, LOOP,
-        get(I), get(ROWS), LT_U, EQZ, BR_IF, b"\x01",
-        get(X), put(XP),
-        *row,
-        get(I), i32(1), ADD, put(I), BR, b"\x00",
-        END, END, END,
+        *_loop([get(I), get(ROWS), LT_U], row),
+        END,
     ])
 
 
