@@ -2,16 +2,17 @@
 in the browser, offline (docs/export.md).
 
 The page is export_page.html with, inline: the model card and the tensors' names, offsets and
-shapes (JSON), the matrix-vector product as WebAssembly (export_wasm.py), every parameter as base64 of one little-endian float32 or float16 array after
-another (4/3 of their bytes), the step of the model's cell (charrnn/nn/cells/<cell>.js, beside
-its Python module) and the page's runtime (export_page.js). It makes no network request.
+shapes (JSON), the matrix-vector product as WebAssembly (export_wasm.py), every parameter as
+base64 of one little-endian float32 or float16 array after another (4/3 of their bytes), the
+step of the model's cell (charrnn/nn/cells/<cell>.js, beside its Python module) and the page's
+runtime (export_page.js). It makes no network request.
 
 The checkpoint is read through charrnn.store only (its format, version and checksums are
 verified there), so exporting needs nothing of the trainer.
 
 Public API:
-  page_html(checkpoint, path, dtype="float32") -> str        the page
-  write_page(checkpoint, path, out, dtype="float32") -> dict  write it atomically; its figures
+  page_html(ckpt, checkpoint, dtype="float32") -> str         the page of a loaded Checkpoint
+  write_page(ckpt, checkpoint, out, dtype="float32") -> dict  write it atomically; its figures
   DTYPES, ExportError
 """
 
@@ -36,7 +37,7 @@ from charrnn.tools.export_wasm import module_bytes
 from charrnn.tools.inspect_html import SHADES, STYLE
 
 DTYPES = ("float32", "float16")
-NO_LOSS = 1e300        # best_val_loss at or above this: no evaluation yet (JSON's infinity stand-in)
+NO_LOSS = 1e300        # a best_val_loss at or above this: no evaluation yet (JSON has no inf)
 
 
 class ExportError(CharrnnError):

@@ -1,17 +1,17 @@
 """The matrix-vector product of the exported page as a WebAssembly module with 128-bit SIMD,
 assembled here from the listing below (no toolchain, no build step).
 
-Plain JavaScript reached about 0.6 G multiply-adds/s in headless Chromium, short of the
-2,000 chars/s the demo model's sampling needs (455 k multiply-adds per character); the page
-falls back to it where WebAssembly SIMD is missing.
+Why: the page's plain JavaScript product falls short of the 2,000 chars/s the demo model's
+sampling should reach (docs/export.md has the figures); the page falls back to it where
+WebAssembly SIMD is missing.
 
-    matvec(w, b, x, out, rows, cols, has_bias)      (byte addresses in the imported memory)
-        out[i] = sum_j w[i, j] x[j] (+ b[i])   w float32 [rows, cols] row-major, b float32 [rows],
-                                               x, out float64
+    matvec(w, b, x, out, rows, cols, has_bias)     (byte addresses in the imported memory)
+        out[i] = sum_j w[i, j] x[j] (+ b[i])
+        w float32 [rows, cols] row-major, b float32 [rows], x float64 [cols], out float64 [rows]
 
 Each float32 weight is widened to float64 (f64x2.promote_low_f32x4) and the sums run in double
-precision, eight columns a step in four two-lane sums, so the page computes what NumPy computes in float64
-from the same float32 weights, up to the order of the additions.
+precision, eight columns a step in four two-lane sums, so the page computes what NumPy computes
+in float64 from the same float32 weights, up to the order of the additions.
 """
 
 from __future__ import annotations

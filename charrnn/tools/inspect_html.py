@@ -39,7 +39,8 @@ PAGE_MAX_CHARS = 100_000       # characters on the page (one element each)
 UNIT_BYTES = 8_000_000         # bytes of unit values on the page (one per unit and character)
 # the background of a character by its surprisal, one per whole bit (0: none; 8: 8 bits or more):
 # the terminal view's shades, shared with the page of `charrnn export`
-SHADES = ("", "#ffffd7", "#ffffaf", "#ffff87", "#ffd75f", "#ffaf00", "#ff8700", "#ff5f00", "#ff0000")
+SHADES = ("", "#ffffd7", "#ffffaf", "#ffff87", "#ffd75f", "#ffaf00", "#ff8700", "#ff5f00",
+          "#ff0000")
 
 
 def _b64(array: np.ndarray) -> str:
@@ -85,8 +86,9 @@ def page_html(ins, ranked: list[dict], checkpoint: str) -> str:
     data = json.dumps(page_data(ins, ranked, checkpoint), ensure_ascii=False)
     data = data.replace("<", "\\u003c")              # nothing in the data can end the script
     title = html.escape(f"charrnn inspect: {checkpoint}")
+    script = _SCRIPT.replace("%SHADES%", json.dumps(SHADES))
     return (_TEMPLATE.replace("%TITLE%", title).replace("%STYLE%", STYLE)
-            .replace("%SCRIPT%", _SCRIPT.replace("%SHADES%", json.dumps(SHADES))).replace("%DATA%", data))
+            .replace("%SCRIPT%", script).replace("%DATA%", data))
 
 
 def write_html(path: str, ins, ranked: list[dict], checkpoint: str) -> str:
