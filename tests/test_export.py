@@ -135,3 +135,13 @@ def test_the_model_card_has_the_runs_best_loss_and_step(tmp_path):
     assert (info["cell"], info["layers"], info["hidden"], info["embed"]) == ("minlstm", 1, 4, 3)
     assert info["step"] == 1234 and info["best_val_loss"] == 1.5
     assert info["checkpoint"] == "m.safetensors" and info["eod"] is None
+
+
+def test_a_cell_without_its_javascript_step_is_one_clear_error(gru_checkpoint, monkeypatch,
+                                                              tmp_path):
+    from charrnn.nn import cells
+
+    monkeypatch.setattr(cells, "script_path", lambda module: str(tmp_path / "nowhere.js"))
+    r = run_cli("export", gru_checkpoint, "-o", tmp_path / "m.html")
+    assert r.exit_code == 1 and "the cell gru has no JavaScript step" in r.output
+    assert not (tmp_path / "m.html").exists()

@@ -50,8 +50,13 @@ def _asset(name: str) -> str:
 
 def cell_script(cell: str) -> str:
     """The JavaScript step of a cell: the .js file beside its module (docs/adding-a-cell.md)."""
-    with open(cells.script_path(cells.get(cell)), encoding="utf-8") as f:
-        return f.read()
+    path = cells.script_path(cells.get(cell))
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise ExportError(f"the cell {cell} has no JavaScript step ({path}), so it cannot be "
+                          f"exported yet (docs/adding-a-cell.md)") from None
 
 
 def weights_blob(params: dict[str, np.ndarray], dtype: str) -> tuple[list, bytes]:
