@@ -4,8 +4,9 @@ in the browser, offline (docs/export.md).
 The page is export_page.html with, inline: the model card and the tensors' names, offsets and
 shapes (JSON), the matrix-vector product as WebAssembly (export_wasm.py), every parameter as
 base64 of one little-endian float32 or float16 array after another (4/3 of their bytes), the
-step of the model's cell (charrnn/nn/cells/<cell>.js, beside its Python module) and the page's
-runtime (export_page.js). It makes no network request.
+step of the model's cell (charrnn/nn/cells/<cell>.js, beside its Python module), the model's
+runtime and API (export_model.js) and the page around it (export_ui.js). It makes no network
+request.
 
 The checkpoint is read through charrnn.store only (its format, version and checksums are
 verified there), so exporting needs nothing of the trainer.
@@ -87,7 +88,7 @@ def model_info(ckpt: Checkpoint, checkpoint: str, dtype: str) -> dict:
         "cell": spec.cell, "nonlinearity": spec.nonlinearity, "layers": spec.layers,
         "hidden": spec.hidden_size, "embed": spec.embed_size, "residual": bool(spec.residual),
         "ffn_mult": int(spec.ffn_mult), "params": int(sum(v.size for v in ckpt.params.values())),
-        "weight_bytes": int(sum(v.size for v in ckpt.params.values()) * np.dtype(dtype).itemsize),
+        "dtype": dtype, "weight_bytes": int(sum(v.size for v in ckpt.params.values()) * np.dtype(dtype).itemsize),
         "vocab": ckpt.vocab.to_list(), "eod": ckpt.vocab.eod, "best_val_loss": best,
         "step": int(progress.get("step", 0) or 0), "checkpoint": os.path.basename(checkpoint),
         "version": ckpt.version or __version__, "exported_by": __version__,
@@ -111,13 +112,13 @@ def page_html(ckpt: Checkpoint, checkpoint: str, dtype: str = "float32") -> str:
     parts = {
         "TITLE": html.escape(f"charrnn: {info['checkpoint']}"), "STYLE": STYLE,
         "SHADES": _json(list(SHADES)), "CELL": cell_script(info["cell"]),
-        "RUNTIME": _asset("export_page.js"),
+        "MODEL_JS": _asset("export_model.js"), "UI": _asset("export_ui.js"),
         "MODEL": _json({"info": info, "dtype": dtype, "tensors": index,
                         "kernel": base64.b64encode(module_bytes()).decode("ascii")}),
         "WEIGHTS": base64.b64encode(blob).decode("ascii"),
     }
     # one pass: nothing substituted is searched again for placeholders
-    return re.sub(r"%([A-Z]+)%", lambda m: parts[m.group(1)], _asset("export_page.html"))
+    return re.sub(r"%([A-Z_]+)%", lambda m: parts[m.group(1)], _asset("export_page.html"))
 
 
 def write_page(ckpt: Checkpoint, checkpoint: str, out: str, dtype: str = "float32") -> dict:

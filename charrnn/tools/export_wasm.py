@@ -10,8 +10,8 @@ WebAssembly SIMD is missing.
         w float32 [rows, cols] row-major, b float32 [rows], x float64 [cols], out float64 [rows]
 
 Each float32 weight is widened to float64 (f64x2.promote_low_f32x4) and the sums run in double
-precision, eight columns a step in four two-lane sums, so the page computes what NumPy computes
-in float64 from the same float32 weights, up to the order of the additions.
+precision, two rows and eight columns a step in four two-lane sums a row, so the page computes
+what NumPy computes in float64 from the same float32 weights, up to the order of the additions.
 """
 
 from __future__ import annotations
@@ -73,10 +73,12 @@ LANE0, LANE1 = simd(0x21, 0), simd(0x21, 1)
 
 # parameters 0..6: w, b, x, out, rows, cols, has_bias; locals 7..: as named
 W, B, X, OUT, ROWS, COLS, HAS_BIAS = range(7)
-I, J, WP, XP, END8, S = range(7, 13)          # END8: cols rounded down to a multiple of 8
-ACC = range(13, 17)                           # four f64x2 sums: four independent chains
-WV = 17
-LOCALS = [(5, I32), (1, F64), (5, V128)]      # i, j, wp, xp, end8 | s | acc0-3, wv
+I, J, XP, END8, ROW_BYTES = range(7, 12)      # END8: cols rounded down to a multiple of 8
+WP = (12, 13)                                 # the two rows' weight pointers
+S = (14, 15)                                  # the two rows' sums
+ACC = ((16, 17, 18, 19), (20, 21, 22, 23))    # four f64x2 sums a row: independent chains
+WV, XA, XB = 24, 25, 26
+LOCALS = [(7, I32), (2, F64), (11, V128)]
 
 
 def _loop(condition: list[bytes], body: list[bytes]) -> list[bytes]:
@@ -84,41 +86,66 @@ def _loop(condition: list[bytes], body: list[bytes]) -> list[bytes]:
     return [BLOCK, LOOP, *condition, EQZ, BR_IF, b"\x01", *body, BR, b"\x00", END, END]
 
 
-def _eight_columns() -> list[bytes]:
-    """Eight columns of a row: w[wp : wp + 32] (float32) as four f64x2 times x[xp : xp + 64]."""
+def _at(code: bytes, offset: int) -> bytes:
+    """A load or store instruction `code` (opcode and memarg) with its offset set."""
+    prefix = 2 if code[0] == SIMD else 1           # the opcode, then the alignment byte
+    return code[:prefix + 1] + _uleb(offset)
+
+
+def _eight_columns(rows: int) -> list[bytes]:
+    """Eight columns of `rows` rows: x[xp : xp + 64] (float64) loaded once for all of them, each
+    row's w[wp : wp + 32] (float32) as four f64x2."""
     code = []
     for k in range(2):
-        code += [get(WP), V_LOAD[:2] + mem(0, 16 * k), put(WV)]
-        for half, lanes in ((0, []), (1, [get(WV), V_HIGH])):
-            acc = ACC[2 * k + half]
-            code += [get(acc), get(WV), *lanes, PROMOTE,
-                     get(XP), V_LOAD[:2] + mem(0, 32 * k + 16 * half), F64X2_MUL, F64X2_ADD,
-                     put(acc)]
-    return code + [get(WP), i32(32), ADD, put(WP), get(XP), i32(64), ADD, put(XP),
-                   get(J), i32(8), ADD, put(J)]
+        code += [get(XP), _at(V_LOAD, 32 * k), put(XA), get(XP), _at(V_LOAD, 32 * k + 16), put(XB)]
+        for r in range(rows):
+            code += [get(WP[r]), _at(V_LOAD, 16 * k), put(WV)]
+            for half, lanes, x in ((0, [], XA), (1, [get(WV), V_HIGH], XB)):
+                acc = ACC[r][2 * k + half]
+                code += [get(acc), get(WV), *lanes, PROMOTE, get(x), F64X2_MUL, F64X2_ADD, put(acc)]
+    for r in range(rows):
+        code += [get(WP[r]), i32(32), ADD, put(WP[r])]
+    return code + [get(XP), i32(64), ADD, put(XP), get(J), i32(8), ADD, put(J)]
+
+
+def _one_column(rows: int) -> list[bytes]:
+    code = []
+    for r in range(rows):
+        code += [get(S[r]), get(WP[r]), F32_LOAD, F64_PROMOTE, get(XP), F64_LOAD, F64_MUL,
+                 F64_ADD, put(S[r]), get(WP[r]), i32(4), ADD, put(WP[r])]
+    return code + [get(XP), i32(8), ADD, put(XP), get(J), i32(1), ADD, put(J)]
+
+
+def _rows(rows: int) -> list[bytes]:
+    """Rows i .. i + rows - 1 (1 or 2: two share each load of x), then i += rows; wp[0] starts
+    at row i and ends at the next row not done."""
+    code = [op for r in range(rows) for acc in ACC[r] for op in (V_ZERO, put(acc))]
+    code += [i32(0), put(J), get(X), put(XP)]
+    if rows == 2:
+        code += [get(WP[0]), get(ROW_BYTES), ADD, put(WP[1])]
+    code += _loop([get(J), get(END8), LT_U], _eight_columns(rows))
+    for r in range(rows):
+        a = ACC[r]
+        code += [get(a[0]), get(a[1]), F64X2_ADD, get(a[2]), get(a[3]), F64X2_ADD, F64X2_ADD,
+                 put(a[0]), get(a[0]), LANE0, get(a[0]), LANE1, F64_ADD, put(S[r])]
+    code += _loop([get(J), get(COLS), LT_U], _one_column(rows))       # the last cols mod 8
+    for r in range(rows):
+        code += [get(HAS_BIAS), IF, get(S[r]), get(B), get(I), i32(2), SHL, ADD,
+                 _at(F32_LOAD, 4 * r), F64_PROMOTE, F64_ADD, put(S[r]), END,
+                 get(OUT), get(I), i32(3), SHL, ADD, get(S[r]), _at(F64_STORE, 8 * r)]
+    if rows == 2:
+        code += [get(WP[1]), put(WP[0])]
+    return code + [get(I), i32(rows), ADD, put(I)]
 
 
 def _matvec_body() -> bytes:
-    """The listing of matvec (see the module docstring)."""
-    one_column = [get(S), get(WP), F32_LOAD, F64_PROMOTE, get(XP), F64_LOAD, F64_MUL, F64_ADD,
-                  put(S), get(WP), i32(4), ADD, put(WP), get(XP), i32(8), ADD, put(XP),
-                  get(J), i32(1), ADD, put(J)]
-    row = [
-        *[op for acc in ACC for op in (V_ZERO, put(acc))], i32(0), put(J), get(X), put(XP),
-        *_loop([get(J), get(END8), LT_U], _eight_columns()),
-        get(ACC[0]), get(ACC[1]), F64X2_ADD, get(ACC[2]), get(ACC[3]), F64X2_ADD, F64X2_ADD,
-        put(ACC[0]), get(ACC[0]), LANE0, get(ACC[0]), LANE1, F64_ADD, put(S),
-        *_loop([get(J), get(COLS), LT_U], one_column),          # the last cols mod 8
-        get(HAS_BIAS), IF,
-        get(S), get(B), get(I), i32(2), SHL, ADD, F32_LOAD, F64_PROMOTE, F64_ADD, put(S),
-        END,
-        get(OUT), get(I), i32(3), SHL, ADD, get(S), F64_STORE,
-        get(I), i32(1), ADD, put(I),
-    ]
+    """The listing of matvec (see the module docstring): rows two at a time, then the last."""
     return b"".join([
         get(COLS), i32(-8), b"\x71", put(END8),          # i32.and: cols & ~7
-        get(W), put(WP), i32(0), put(I),
-        *_loop([get(I), get(ROWS), LT_U], row),
+        get(COLS), i32(2), SHL, put(ROW_BYTES),
+        get(W), put(WP[0]), i32(0), put(I),
+        *_loop([get(I), i32(1), ADD, get(ROWS), LT_U], _rows(2)),
+        *_loop([get(I), get(ROWS), LT_U], _rows(1)),
         END,
     ])
 
