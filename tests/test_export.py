@@ -145,3 +145,11 @@ def test_a_cell_without_its_javascript_step_is_one_clear_error(gru_checkpoint, m
     r = run_cli("export", gru_checkpoint, "-o", tmp_path / "m.html")
     assert r.exit_code == 1 and "the cell gru has no JavaScript step" in r.output
     assert not (tmp_path / "m.html").exists()
+
+
+def test_a_run_folder_exports_its_best_checkpoint(tmp_path):
+    save_tiny_checkpoint(tmp_path / "best.safetensors", cell="rnn", layers=1)
+    r = run_cli("export", tmp_path, "-o", tmp_path / "m.html")
+    assert r.exit_code == 0 and "best.safetensors (lowest validation loss)" in r.output
+    info = page_parts((tmp_path / "m.html").read_text(encoding="utf-8"))[0]["info"]
+    assert info["checkpoint"] == "best.safetensors" and info["cell"] == "rnn"

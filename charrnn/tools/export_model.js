@@ -14,7 +14,9 @@
 //   generate({prime, length, temperature, topK, topP, greedy, seed})   the generated text (the
 //                       prime not included); the same seed gives the same text
 //   score(text)         {bitsPerChar, scored, surprisal: [bits per character]}
-//   info, vocab         the model card's figures, the characters in id order
+//   Sampler(options)    generate's sample as a sequence: .next() gives a character, or null
+//                       at its end (the page streams with it)
+//   info, vocab, engine the model card's figures, the characters in id order, the kernel
 (function () {
 "use strict";
 const D = JSON.parse(document.getElementById("model").textContent);
