@@ -259,6 +259,22 @@ def test_a_documents_model_samples_one_document_as_charrnn_sample_does(browser, 
     assert ckpt.vocab.eod == "\x03"
 
 
+def test_any_characters_survive_the_page(browser, tmp_path):
+    """Markup, quotes, control and astral characters in the vocabulary: the page reads them as
+    the model's characters (code points), and its card shows them."""
+    vocab = Vocab(list("\x00\t\n <>&\"'/\\é\u2028😀ab!-ciprst"))
+    checkpoint = save_model(tmp_path / "odd.safetensors", "minlstm", vocab=vocab, layers=1)
+    open_page(browser, export(tmp_path, checkpoint))
+    assert browser.execute_script("return charrnn.vocab") == vocab.to_list()
+    text = "</script><!--😀é\u2028\"&\\ab\x00"
+    got = browser.execute_script("return charrnn.nextProbs(arguments[0])", text)
+    model, _ = float64_model(checkpoint)
+    np.testing.assert_allclose([got[c] for c in vocab.symbols],
+                               numpy_next_probs(model, vocab, text), rtol=0, atol=PROB_TOLERANCE)
+    assert browser.execute_script("return document.querySelectorAll('#vocab span').length") \
+        == len(vocab)
+
+
 def test_a_float16_page_computes_with_its_rounded_weights(browser, tmp_path):
     checkpoint = save_model(tmp_path / "m.safetensors", "gru", layers=2)
     page = export(tmp_path, checkpoint, "half.html", "float16")
