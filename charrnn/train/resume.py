@@ -59,6 +59,7 @@ CHANGES_WHAT: dict[str, str] = {
     "train.threads": "another split of the batch over workers: other dropout masks and "
                      "float sums",
     "train.engine": "another engine computes the steps: other float sums",
+    "train.device": "another device computes the steps: other float sums",
     **{f"train.{k}": "another update from now on" for k in (
         "lr", "momentum", "beta1", "beta2", "eps", "alpha", "weight_decay", "clip",
         "clip_value", "lr_schedule", "warmup_steps", "min_lr", "decay_rate", "decay_every",
