@@ -182,3 +182,14 @@ def test_a_checkpoint_of_the_torch_engine_samples_and_evaluates(tmp_path):
     assert math.isfinite(json.loads(out.stdout)["loss"])
     out = run_cli("sample", tmp_path / "torch", "-n", "20", "--seed", "1")
     assert out.exit_code == 0 and len(out.stdout) >= 20
+
+
+def test_bench_measures_the_torch_engine_with_the_same_json():
+    from charrnn.tools.bench import run_bench
+
+    numpy_keys = set(run_bench(hidden=8, emb=4, batch=4, seq=5, steps=1, sample=5, warmup=1))
+    result = run_bench(hidden=8, emb=4, batch=4, seq=5, steps=1, sample=5, warmup=1,
+                       engine="torch", device="cpu")
+    assert result["engine"] == "torch" and result["device"] == "cpu"
+    assert result["train_chars_per_s"] > 0 and math.isfinite(result["train_loss"])
+    assert numpy_keys - set(result) <= {"worker_processes", "worker_added_rss_mb"}

@@ -22,6 +22,8 @@ engine and `charrnn --help` never load it.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from charrnn.engines.base import Clip, EngineState, StepFigures
@@ -29,6 +31,12 @@ from charrnn.errors import UsageError
 from charrnn.nn.model import CharRNN
 from charrnn.nn.params import FlatParams
 from charrnn.optim import Optimizer, make_optimizer, unflatten_state
+
+# PyTorch's OpenMP threads spin while they wait for each other; on a CPU shared with other
+# work (or another run) a spinning thread holds the core its partner needs, and a step took
+# ten times longer (docs/torch.md). Passive waiting unless the user chose otherwise; read by
+# the OpenMP runtime when torch loads, so it is set before.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:
     import torch
@@ -211,6 +219,10 @@ class TorchEngine:
                 if name not in arrays or tuple(np.shape(arrays[name])) != tuple(p.shape):
                     raise ValueError(f"{kind} slot {slot!r} lacks {name} of shape "
                                      f"{tuple(p.shape)}")
+
+    def worker_memory_mb(self) -> list:
+        """No worker processes (charrnn bench asks)."""
+        return []
 
     def close(self) -> None:
         pass
