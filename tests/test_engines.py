@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from charrnn import engines
+from charrnn.engines import base
 from charrnn.config import CHOICES, Config, ConfigError, load_config
 from charrnn.errors import UsageError
 from charrnn.optim import OPTIMIZERS
@@ -59,6 +60,16 @@ def test_the_config_reads_its_engines_from_the_registry():
     with pytest.raises(ConfigError, match="train.device must be auto, cpu, cuda, cuda:N or mps"):
         load_config(None, ["train.device=gpu"])
     assert load_config(None, ["train.device=cuda:1"]).train.device == "cuda:1"
+
+
+def test_the_registry_checks_each_engine_against_the_interface():
+    for name in engines.NAMES:
+        assert base.missing_members(engines.get(name)) == []
+
+    class Half:
+        def gradient(self, ids, targets, reset, rng, clip): ...
+
+    assert base.missing_members(Half) == ["update", "inference_model", "state", "restore", "close"]
 
 
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))

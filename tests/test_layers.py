@@ -13,7 +13,7 @@ import pytest
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "charrnn")
 
 # lower number = lower layer; a module may import from layers with a number <= its own
-RANKS = {"fileio": 0, "errors": 0, "fast": 0, "nn": 1, "optim": 1, "engines": 2, "config": 2,
+RANKS = {"fileio": 0, "errors": 0, "ranges": 0, "fast": 0, "nn": 1, "optim": 1, "engines": 2, "config": 2,
          "store": 3, "infer": 4, "train": 5, "tools": 6, "cli": 7, "__main__": 8, "__init__": 0}
 
 

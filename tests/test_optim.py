@@ -22,7 +22,7 @@ from charrnn.optim import (
     make_optimizer,
     unflatten_state,
 )
-from charrnn.train.schedule import lr_at
+from charrnn.train.lr import lr_at
 
 SHAPES = {"embedding.weight": (5, 3), "rnn.weight_hh_l0": (4, 2), "rnn.bias_ih_l0": (4,),
           "decoder.bias": (1,)}

@@ -232,3 +232,33 @@ def test_an_error_in_a_worker_update_is_raised():
         dp.update(0.01)
     finally:
         dp.close()
+
+
+class WholeBufferSGD(SGD):
+    """SGD with the step scaled to a fixed length over the whole buffer: not element-wise (as
+    LAMB's or Muon's per-tensor rules), so a part of the buffer would get another update."""
+
+    name = "wholesgd"
+    elementwise = False
+
+    def _update(self, g, lr):
+        np.subtract(self.params.flat, lr * g / (np.linalg.norm(g) + 1e-12), out=self.params.flat)
+
+
+def test_an_optimizer_that_is_not_element_wise_is_refused_by_the_workers(tmp_path, corpus,
+                                                                         monkeypatch):
+    from charrnn.config import CHOICES
+    from charrnn.optim import OPTIMIZERS as KINDS
+    from tests.conftest import run_cli
+    from tests.test_train import SMALL, write_config
+    monkeypatch.setitem(KINDS, "wholesgd", WholeBufferSGD)
+    monkeypatch.setitem(CHOICES, "train.optimizer", tuple(KINDS))
+    args = [*SMALL, "--set", "train.optimizer=wholesgd", "--set", "train.max_steps=2"]
+    r = run_cli("train", write_config(tmp_path, corpus), "-q", *args, "--set", "train.threads=2")
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.output
+    assert "train.optimizer wholesgd updates whole tensors" in r.stderr
+    assert "set train.threads=1" in r.stderr and not (tmp_path / "run").exists()
+    r = run_cli("train", write_config(tmp_path, corpus), "-q", *args, "--set", "train.threads=1")
+    assert r.exit_code == 0, r.output                       # in one process it trains
+    with pytest.raises(ValueError, match="not element-wise"):
+        WholeBufferSGD(make("gru").params, 0.1).part(slice(0, 3))

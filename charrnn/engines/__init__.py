@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import importlib
 
+from charrnn.engines import base
+
 ENGINES = {                # train.engine value -> its module under charrnn/engines
     "numpy": "numpy_engine",       # this process, or the batch over worker processes (fast/)
     "reference": "reference",
@@ -24,7 +26,13 @@ NAMES = tuple(ENGINES)
 
 
 def get(name: str) -> type:
-    """The engine class registered as `name`; ValueError naming the known ones otherwise."""
+    """The engine class registered as `name`; ValueError naming the known ones otherwise,
+    TypeError when the class lacks a method of the interface (base.Engine)."""
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; expected one of {', '.join(ENGINES)}")
-    return importlib.import_module(f"{__name__}.{ENGINES[name]}").ENGINE
+    cls = importlib.import_module(f"{__name__}.{ENGINES[name]}").ENGINE
+    missing = base.missing_members(cls)
+    if missing:
+        raise TypeError(f"engine {name!r} lacks {', '.join(missing)} of charrnn/engines/base.py's "
+                        f"Engine")
+    return cls

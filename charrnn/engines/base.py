@@ -94,6 +94,12 @@ class Engine(Protocol):
         """Release workers, if any (idempotent)."""
 
 
+def missing_members(cls: type) -> list[str]:
+    """The methods of Engine that an engine class lacks (the registry refuses such a class)."""
+    return [name for name, member in vars(Engine).items()
+            if callable(member) and not name.startswith("_") and not hasattr(cls, name)]
+
+
 def carried(carry: tuple | None, reset) -> tuple | None:
     """The state a step starts from: None (zeros) when reset is True or nothing is carried,
     else carry with the streams where reset is True zeroed (a copy; carry is unchanged)."""

@@ -75,6 +75,9 @@ def torch_optimizer(spec: Optimizer, params) -> torch.optim.Optimizer:
     """torch.optim's optimizer of the same name as spec's class, with its hyperparameters
     (torch's defaults for the rest: no amsgrad, nesterov, dampening, centered or lr_decay)."""
     kind = type(spec).__name__
+    if kind not in ("SGD", "Adagrad", "RMSprop", "Adam", "AdamW"):
+        raise UsageError(f"train.engine torch has no torch.optim counterpart of optimizer "
+                         f"{kind}; use train.engine numpy")
     kw = {"lr": spec.lr, "weight_decay": spec.weight_decay}
     if kind == "SGD":
         kw["momentum"] = spec.momentum

@@ -77,7 +77,7 @@ class Progress:
     lr: float = 0.0               # the rate of the last update
     first_loss: float | None = None  # the run's first training loss: the divergence rule's base
     exploded_steps: int = 0       # steps in a row whose loss was over the divergence ceiling
-    horizon: int | None = None    # the step where a decaying schedule ends (train/budget.py)
+    horizon: int | None = None    # the step where a decaying schedule ends (train/lr.py)
     evals_since_best: int = 0     # evaluations since best_val_loss last improved (patience)
     lr_scale: float = 1.0         # the plateau schedule's factor on the rate so far
     plateau_bad: int = 0          # plateau: evaluations without a new best since the last cut

@@ -21,14 +21,12 @@ from tqdm import tqdm
 from charrnn.engines.base import Clip, carried
 from charrnn.fileio import shell_path
 from charrnn.train.divergence import Divergence
-from charrnn.train.budget import StepTimer, step_horizon, time_horizon
+from charrnn.train.budget import StepTimer
 from charrnn.store.checkpoint import Progress
 from charrnn.train.errors import TrainingError, TrainingInterrupted
 from charrnn.train.metrics import Metrics
-from charrnn.train.plateau import after_evaluation
 from charrnn.train.report import time_eval
 from charrnn.train.run import BEST, LAST, Run, open_run, save, saved_list, way_on
-from charrnn.train.schedule import DECAYING, lr_at, resolved_schedule
 
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -103,30 +101,22 @@ def _stop_reason(run: Run, started: float) -> str | None:
         return f"reached train.max_steps={t.max_steps}"
     if t.max_epochs is not None and p.epoch >= t.max_epochs:
         return f"reached train.max_epochs={t.max_epochs}"
-    if p.horizon is not None and p.step >= p.horizon and resolved_schedule(t) in DECAYING:
-        return f"reached the end of the schedule (step {p.horizon}, from train.max_minutes)"
+    if (ended := run.lr.ended()) is not None:
+        return ended
     if t.max_minutes is not None and time.perf_counter() - started >= 60 * t.max_minutes:
         return f"reached train.max_minutes={t.max_minutes:g}"
     return None
 
 
 def fix_horizon(run: Run, started: float, timer: StepTimer) -> None:
-    """Fix the step where a decaying schedule ends, once (train/budget.py): at the start from
-    max_steps / max_epochs, or, with max_minutes, once the first steps have been timed."""
-    t, p = run.config.train, run.progress
-    if p.horizon is not None or resolved_schedule(t) not in DECAYING:
-        return
-    steps = step_horizon(t, run.batches.batches_per_epoch)
-    if t.max_minutes is None:
-        p.horizon = steps
-        return
-    if not timer.ready:
-        return
-    if run.eval_seconds is None:
-        run.eval_seconds = time_eval(run)
-    left = 60 * t.max_minutes - (time.perf_counter() - started)
-    by_time = time_horizon(p.step, left, timer.step_seconds, run.eval_seconds, t.eval_every)
-    p.horizon = by_time if steps is None else min(steps, by_time)
+    """Fix the step where a decaying schedule ends, once (train/lr.py), with the time a
+    max_minutes run has left and the time an evaluation takes (measured the first time)."""
+    def time_left() -> tuple[float, float]:
+        if run.eval_seconds is None:
+            run.eval_seconds = time_eval(run)
+        return run.eval_seconds, 60 * run.config.train.max_minutes - (time.perf_counter() - started)
+
+    run.lr.fix_horizon(timer, time_left)
 
 
 def random_resets(prob: float, seed: int, step: int, streams: int) -> np.ndarray | bool:
@@ -172,7 +162,7 @@ def train_step(run: Run, rule: Divergence | None = None) -> tuple[float, float]:
     rng_states = run.rng_states()           # as the previous step left them
     reset = stream_resets(run)
     x, y = b.get(p.position)
-    lr = lr_at(cfg, p.step, p.epoch + p.position / b.batches_per_epoch, p.horizon) * p.lr_scale
+    lr = run.lr.next()
     figures = run.engine.gradient(x, y, reset, run.dropout_rng, Clip.of(cfg))
     verdict = rule.judge_step(figures.loss, figures.grad_norm)
     if rule.save_before_update(verdict):
@@ -289,19 +279,30 @@ def evaluate_and_keep_best(run: Run, rule: Divergence, metrics: Metrics, started
     healthy = rule.judge_evaluation(val)
     p.last_val_loss = val
     improved = healthy and val < p.best_val_loss
-    scale = p.lr_scale
-    stop = after_evaluation(run.config.train, p, improved)
+    stop = patience_ran_out(run.config.train, p, improved)
+    cut = run.lr.after_evaluation(improved)
     if improved:
         p.best_val_loss = val
         save(run, BEST)
     if quiet_bar:   # no progress bar (not a terminal): a plain log line instead
         log(f"step {p.step}: val loss {val:.4f} ({val / math.log(2):.3f} bits/char)"
             + (" *best*" if improved else "") + ("" if healthy else " (exploded: not saved)"))
-    if p.lr_scale != scale:
-        log(f"step {p.step}: validation stalled; the rate is now {run.config.train.lr * p.lr_scale:.3g}")
+    if cut:
+        log(cut)
     if run.config.train.sample_every and p.step % run.config.train.sample_every == 0:
         log(f"--- sample at step {p.step} ---\n{sample_text(run)}\n---")
     return stop
+
+
+def patience_ran_out(train_cfg, progress: Progress, improved: bool) -> str | None:
+    """Count an evaluation without a new best; the reason to stop once train.patience of them
+    came in a row (Keras's EarlyStopping, monitor val_loss; the best checkpoint is the result)."""
+    p = progress
+    p.evals_since_best = 0 if improved else p.evals_since_best + 1
+    if train_cfg.patience is not None and p.evals_since_best >= train_cfg.patience:
+        return (f"stopped early: {p.evals_since_best} evaluations without a new best "
+                f"(train.patience={train_cfg.patience})")
+    return None
 
 
 def sample_text(run: Run) -> str:

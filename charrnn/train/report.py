@@ -12,8 +12,6 @@ import time
 import numpy as np
 
 from charrnn.engines.base import Clip
-from charrnn.train.budget import TIMED_STEPS, WARMUP_STEPS, step_horizon
-from charrnn.train.schedule import DECAYING, resolved_schedule
 
 TIMED = 3               # forward/backward passes timed (after one untimed)
 EVAL_SLICE = 8192       # validation characters timed, scaled to the whole pass
@@ -85,23 +83,7 @@ def report_lines(run, step_seconds: float, eval_seconds: float) -> list[str]:
         f"{_duration(t.eval_every * step_seconds)} per {t.eval_every} steps "
         f"+ {_duration(eval_seconds)} per evaluation",
     ]
-    schedule = schedule_line(run)
+    schedule = run.lr.report_line()
     if schedule:
         lines.append(schedule)
     return lines
-
-
-def schedule_line(run) -> str | None:
-    """How the learning rate will go, for a decaying schedule."""
-    t = run.config.train
-    kind = resolved_schedule(t)
-    if kind not in DECAYING:
-        return None
-    end = run.progress.horizon or step_horizon(t, run.batches.batches_per_epoch)
-    timed = t.max_minutes is not None and not run.progress.horizon
-    until = f"step {end:,}" if end else ""
-    if timed:
-        until += (" or sooner: " if end else "") + (
-            f"the step where train.max_minutes runs out, fixed after timing the first "
-            f"{WARMUP_STEPS + TIMED_STEPS} steps")
-    return f"schedule: {kind} from {t.lr:g} to {t.min_lr:g} at {until}"

@@ -48,7 +48,8 @@ from charrnn.train.docbatch import make_document_batches
 from charrnn.train.errors import TrainingError
 from charrnn.train.folder import FolderLock, own_out_dir, refuse_existing_run, remove_empty_folder
 from charrnn.train.report import quick_timing, report_lines
-from charrnn.train.resume import change_notes, horizon_kept, refuse_changes
+from charrnn.train.lr import LearningRate
+from charrnn.train.resume import change_notes, refuse_changes
 from charrnn.store.vocab import Vocab
 
 ARCHITECTURE_KEYS = ("cell", "nonlinearity", "layers", "hidden_size", "embed_size", "residual",
@@ -81,6 +82,11 @@ class Run:
 
     def path(self, name: str) -> str:
         return os.path.join(self.out_dir, name)
+
+    @property
+    def lr(self) -> LearningRate:
+        """The run's learning rate (train/lr.py), over its progress."""
+        return LearningRate(self.config.train, self.progress, self.batches.batches_per_epoch)
 
     def close(self) -> None:
         """Stop the workers and give the folder up (one it created and never wrote to goes)."""
@@ -251,8 +257,7 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     try:
         if resume is not None:
             _restore(run, resume, state)
-            if not horizon_kept(resumed_config or resume.config, cfg):
-                run.progress.horizon = None           # fixed again from the new limits
+            run.lr.resumed_from((resumed_config or resume.config).train)
     except BaseException:
         run.close()
         raise
