@@ -69,7 +69,8 @@ def test_the_registry_checks_each_engine_against_the_interface():
     class Half:
         def gradient(self, ids, targets, reset, rng, clip): ...
 
-    assert base.missing_members(Half) == ["update", "inference_model", "state", "restore", "close"]
+    assert base.missing_members(Half) == ["update", "inference_model", "state", "restore", "agree",
+                                          "close"]
 
 
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))

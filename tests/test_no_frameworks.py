@@ -12,6 +12,7 @@ FRAMEWORKS = {"torch", "torchvision", "jax", "jaxlib", "flax", "tensorflow", "ke
 
 TORCH_ENGINE = {os.path.join("charrnn", "engines", "torch_engine.py"),
                 os.path.join("charrnn", "engines", "torch_model.py"),
+                os.path.join("charrnn", "engines", "torch_dist.py"),
                 os.path.join("tests", "test_torch_engine.py")}
 
 

@@ -69,6 +69,8 @@ class Engine(Protocol):
     dtype are the run's)."""
 
     workers: int                  # processes of a step (saved, so a resume keeps its shards)
+    writer: bool                  # whether this process writes the run's folder and output
+                                  # (False on the ranks other than 0 of a run under torchrun)
 
     def gradient(self, ids: np.ndarray, targets: np.ndarray, reset, rng: np.random.Generator,
                  clip: Clip) -> StepFigures:
@@ -89,6 +91,10 @@ class Engine(Protocol):
     def restore(self, optim: dict[str, np.ndarray], optim_scalars: dict, carry: tuple) -> None:
         """Put a checkpoint's optimizer state and carried state back (the weights came with the
         model the engine was built from). ValueError when they do not fit."""
+
+    def agree(self, flag: bool) -> bool:
+        """Whether flag is True in any process of the run (in one process: flag), so that every
+        process of a run stops at the same step (a signal reaches each at its own moment)."""
 
     def close(self) -> None:
         """Release workers, if any (idempotent)."""

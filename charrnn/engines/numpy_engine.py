@@ -67,6 +67,8 @@ def make_stepper(model: CharRNN, optimizer: Optimizer, workers: int):
 class NumpyEngine:
     """The numpy engine (engines/base.py's Engine): `model` is trained in place."""
 
+    writer = True                            # one process writes its run
+
     def __init__(self, model: CharRNN, train_cfg, saved_workers: int | None = None):
         self.model = model
         self.optimizer = make_optimizer(None, model.params, train_cfg)
@@ -98,6 +100,9 @@ class NumpyEngine:
 
     def worker_memory_mb(self) -> list:
         return self.stepper.worker_memory_mb()
+
+    def agree(self, flag: bool) -> bool:
+        return flag                          # one process
 
     def close(self) -> None:
         self.stepper.close()

@@ -22,6 +22,8 @@ class ReferenceEngine:
     """engines/base.py's Engine over nn/reference.py. UsageError for what the textbook model
     does not do: float32, dropout, documents mode's padded targets."""
 
+    writer = True                            # one process writes its run
+
     workers = 1
 
     def __init__(self, model: CharRNN, train_cfg, saved_workers: int | None = None):
@@ -64,6 +66,9 @@ class ReferenceEngine:
     def restore(self, optim, optim_scalars, carry) -> None:
         self.optimizer.load_state_dict(unflatten_state(optim, optim_scalars))
         self.carry = tuple(np.asarray(c, np.float64) for c in carry) or None
+
+    def agree(self, flag: bool) -> bool:
+        return flag                          # one process
 
     def close(self) -> None:
         pass

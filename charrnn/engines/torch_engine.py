@@ -16,8 +16,12 @@ Dropout masks are torch's (torch.nn.LSTM(dropout=p), torch.nn.Dropout), seeded a
 from the run's dropout generator: a resumed run on the CPU draws the same masks; they are not
 the numpy engine's masks.
 
-PyTorch is imported here (and in torch_model.py, which only this module imports): the numpy
-engine and `charrnn --help` never load it.
+Under torchrun the B streams of a batch are split over the processes (engines/torch_dist.py):
+DistributedDataParallel averages the gradients, rank 0 alone writes (`writer`), and every rank
+stops at the same step (`agree`).
+
+PyTorch is imported here (and in torch_model.py and torch_dist.py, which only this module
+imports): the numpy engine and `charrnn --help` never load it.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ except ImportError:
     raise UsageError("train.engine torch needs PyTorch, which is not installed here; "
                      "pip install 'charrnn[torch]', or use train.engine numpy") from None
 
+from charrnn.engines.torch_dist import Ranks  # noqa: E402
 from charrnn.engines.torch_model import STACKED, TorchCharRNN  # noqa: E402
 
 CELLS = (*STACKED, "mingru", "minlstm")     # the cells torch_model.py has a module for
@@ -106,7 +111,11 @@ class TorchEngine:
         if model.cell not in CELLS:
             raise UsageError(f"train.engine torch has no module for model.cell {model.cell}; "
                              f"use train.engine numpy (torch runs {', '.join(CELLS)})")
+        self.ranks = Ranks(train_cfg.batch_size, train_cfg.max_minutes)
+        self.writer = self.ranks.rank == 0
         self.device = resolve_device(train_cfg.device)
+        if self.ranks.many and self.device.type == "cuda" and train_cfg.device in ("auto", "cuda"):
+            self.device = torch.device("cuda", self.ranks.local)       # torchrun: one GPU a rank
         if self.device.type == "mps" and model.dtype == np.float64:
             raise UsageError("train.device mps has no float64; set train.dtype=float32")
         if self.device.type == "cpu" and train_cfg.threads is not None:
@@ -117,6 +126,10 @@ class TorchEngine:
         with torch.no_grad():
             for name, p in self.params.items():
                 p.copy_(torch.from_numpy(model.params[name]))
+        self.ranks.start(self.device)
+        self.step_net = (torch.nn.parallel.DistributedDataParallel(
+            self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if self.ranks.many else self.net)
         self.spec = resolved_optimizer(train_cfg)
         self.optimizer = torch_optimizer(self.spec, list(self.params.values()))
         self.updates = 0                      # optimizer steps so far (the checkpoint's "step")
@@ -150,16 +163,18 @@ class TorchEngine:
     def gradient(self, ids, targets, reset, rng, clip: Clip) -> StepFigures:
         self.net.train()
         if self.net.p > 0:                    # masks from the run's generator: resumes exactly
-            torch.manual_seed(int(rng.integers(2 ** 63)))
+            torch.manual_seed(int(rng.integers(2 ** 62)) + self.ranks.rank)
+        scored = max(int(np.count_nonzero(targets >= 0)), 1)   # documents: PAD (-1) is not
+        ids, targets, reset = (self.ranks.mine(a) for a in (ids, targets, reset))
         state = self._start_state(reset, ids.shape[0])
         self.optimizer.zero_grad(set_to_none=False)
-        logits, final = self.net(self._tensor(ids.T), state)
-        scored = max(int(np.count_nonzero(targets >= 0)), 1)   # documents: PAD (-1) is not
-        loss = torch.nn.functional.cross_entropy(
+        logits, final = self.step_net(self._tensor(ids.T), state)
+        total = torch.nn.functional.cross_entropy(      # this rank's share of the batch's sum
             logits.reshape(-1, logits.shape[-1]), self._tensor(targets.T).reshape(-1),
-            ignore_index=-1, reduction="sum") / scored
-        loss.backward()
+            ignore_index=-1, reduction="sum")
+        (total * (self.ranks.world / scored)).backward()   # DDP averages over the W ranks
         self._next = tuple(part.detach() for part in final)
+        loss = self.ranks.total(total.detach()) / scored
         return StepFigures(loss.item(), self._clip(clip))
 
     def _clip(self, clip: Clip) -> float:
@@ -195,7 +210,7 @@ class TorchEngine:
                 saved = self.optimizer.state.get(p, {}).get(slot)
                 optim[f"optim.{slot}.{name}"] = (np.zeros_like(params[name]) if saved is None
                                                  else saved.detach().cpu().numpy().copy())
-        carry = tuple(part.cpu().numpy() for part in self.carry or ())
+        carry = tuple(self.ranks.gather_streams(part).cpu().numpy() for part in self.carry or ())
         return EngineState(params, optim, {"step": self.updates}, carry)
 
     def restore(self, optim, optim_scalars, carry) -> None:
@@ -209,7 +224,8 @@ class TorchEngine:
                 entry["step"] = torch.tensor(float(step), dtype=torch.float32)
             self.optimizer.state[p] = entry
         self.updates = step
-        self.carry = tuple(self._tensor(np.asarray(c)).to(self.dtype) for c in carry) or None
+        self.carry = tuple(self._tensor(np.asarray(c)[:, self.ranks.rows]).to(self.dtype)
+                           for c in carry) or None
 
     def _check_slots(self, slots: dict) -> None:
         """ValueError when a checkpoint's optimizer state does not fit this optimizer."""
@@ -227,8 +243,11 @@ class TorchEngine:
         """No worker processes (charrnn bench asks)."""
         return []
 
+    def agree(self, flag: bool) -> bool:
+        return self.ranks.any(flag)
+
     def close(self) -> None:
-        pass
+        self.ranks.close()
 
 
 ENGINE = TorchEngine
