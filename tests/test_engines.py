@@ -123,3 +123,10 @@ def test_without_torch_the_torch_engine_is_one_line_and_exit_2(tmp_path):
         "charrnn: error: train.engine torch needs PyTorch, which is not installed here; pip "
         "install 'charrnn[torch]', or use train.engine numpy"]
     assert not out.exists()
+
+
+def test_an_engine_of_one_process_refuses_torchrun(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UsageError, match="train.engine numpy runs in one process; under torchrun"):
+        tiny_run(tmp_path, "numpy", "gru", "tanh", "adam")
+    assert not (tmp_path / "numpy").exists()

@@ -16,11 +16,13 @@ NumPy arrays under the checkpoint's names (state()), and come back on resume (re
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from charrnn.errors import UsageError
 from charrnn.nn.model import CharRNN
 from charrnn.nn.params import FlatParams
 from charrnn.optim import clip_coefficient, clip_grad_value
@@ -104,6 +106,14 @@ def missing_members(cls: type) -> list[str]:
     """The methods of Engine that an engine class lacks (the registry refuses such a class)."""
     return [name for name, member in vars(Engine).items()
             if callable(member) and not name.startswith("_") and not hasattr(cls, name)]
+
+
+def refuse_torchrun(engine: str) -> None:
+    """UsageError when an engine of one process is started by torchrun (WORLD_SIZE > 1): every
+    rank would train the whole run and write the same folder."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError(f"train.engine {engine} runs in one process; under torchrun use "
+                         f"--set train.engine=torch")
 
 
 def carried(carry: tuple | None, reset) -> tuple | None:

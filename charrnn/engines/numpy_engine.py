@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from charrnn.engines.base import Clip, EngineState, StepFigures, carried, clip_in_place
+from charrnn.engines.base import (Clip, EngineState, StepFigures, carried, clip_in_place,
+                                  refuse_torchrun)
 from charrnn.fast.parallel import DataParallel, auto_workers
 from charrnn.nn.model import CharRNN
 from charrnn.optim import Optimizer, flatten_state, make_optimizer, unflatten_state
@@ -70,6 +71,7 @@ class NumpyEngine:
     writer = True                            # one process writes its run
 
     def __init__(self, model: CharRNN, train_cfg, saved_workers: int | None = None):
+        refuse_torchrun("numpy")
         self.model = model
         self.optimizer = make_optimizer(None, model.params, train_cfg)
         self.stepper = make_stepper(model, self.optimizer, worker_count(train_cfg, saved_workers))

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from charrnn.engines.base import Clip, EngineState, StepFigures, carried, clip_in_place
+from charrnn.engines.base import (Clip, EngineState, StepFigures, carried, clip_in_place,
+                                  refuse_torchrun)
 from charrnn.errors import UsageError
 from charrnn.nn.model import CharRNN
 from charrnn.nn.reference import reference_loss_and_grads
@@ -27,6 +28,7 @@ class ReferenceEngine:
     workers = 1
 
     def __init__(self, model: CharRNN, train_cfg, saved_workers: int | None = None):
+        refuse_torchrun("reference")
         if model.dtype != np.float64:
             raise UsageError("train.engine reference computes in float64; set train.dtype=float64")
         if model.dropout:
