@@ -368,3 +368,29 @@ def test_benchmark_adam_1m_float32(capsys):
     with capsys.disabled():
         print(f"\nAdam step, 1M float32: fused {fused_ms:.2f} ms, naive {naive_ms:.2f} ms")
     assert fused_ms < naive_ms
+
+
+def test_the_registry_declares_what_config_and_resume_read():
+    from charrnn.config import CHOICES, RANGES
+    from charrnn.optim import OPTIMIZERS, hyperparameter_ranges
+    from charrnn.train.resume import CHANGES, rule
+    assert CHOICES["train.optimizer"] == tuple(OPTIMIZERS)
+    assert all(cls.name == name and cls.elementwise for name, cls in OPTIMIZERS.items())
+    for key, interval in hyperparameter_ranges().items():
+        assert RANGES[f"train.{key}"] == interval and rule(f"train.{key}") == CHANGES
+    assert set(hyperparameter_ranges()) == {"lr", "weight_decay", "momentum", "eps", "alpha",
+                                            "beta1", "beta2"}
+    with pytest.raises(ValueError, match="beta1 must be in \\[0, 1\\), got 1.0"):
+        Adam.check("beta1", 1.0)
+
+
+def test_two_intervals_for_one_key_are_refused(monkeypatch):
+    from charrnn.optim import OPTIMIZERS, Range, hyperparameter_ranges
+
+    class Loose(SGD):
+        name = "loose"
+        hyperparameters = {**SGD.hyperparameters, "momentum": Range(0, 2)}
+
+    monkeypatch.setitem(OPTIMIZERS, "loose", Loose)
+    with pytest.raises(ValueError, match="train.momentum has two intervals"):
+        hyperparameter_ranges()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -129,13 +130,14 @@ def carried(carry: tuple | None, reset) -> tuple | None:
     return carry
 
 
-def clip_in_place(grads: FlatParams, clip: Clip, norm=None) -> tuple[float, float]:
+def clip_in_place(grads: FlatParams, clip: Clip,
+                  grad_norm: Callable[[], float] | None = None) -> tuple[float, float]:
     """(norm, coef) of a gradient under `clip`: by value, the elements are clamped here and the
     norm is that of the clamped gradient; by norm, coef = clip_value / (norm + 1e-6) is what
-    the update scales it by when below 1 (torch.nn.utils.clip_grad_norm_). norm(): the norm of
-    grads (default grads.norm())."""
+    the update scales it by when below 1 (torch.nn.utils.clip_grad_norm_). grad_norm(): the
+    L2 norm of grads, where the engine knows it already (default grads.norm())."""
     if clip.kind == "value":
         clip_grad_value(grads, clip.value)
         return float(np.linalg.norm(grads.flat)), 1.0
-    norm = grads.norm() if norm is None else norm()
+    norm = grads.norm() if grad_norm is None else grad_norm()
     return norm, clip_coefficient(norm, clip.value if clip.kind == "norm" else math.inf)

@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from charrnn.engines.base import Clip, carried
-from charrnn.fileio import shell_path
+from charrnn.fileio import command_name, shell_path
 from charrnn.train.divergence import Divergence
 from charrnn.train.budget import StepTimer
 from charrnn.store.checkpoint import Progress
@@ -229,22 +229,22 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
                                 chars=p.chars, time=round(time.perf_counter() - started, 3),
                                 train_loss=window_loss / window_steps, lr=p.lr,
                                 chars_per_s=round(speed), grad_norm=norm)
-                    bar.set_postfix(loss=f"{window_loss / window_steps:.3f}", val=_fmt(p.last_val_loss),
+                    bar.set_postfix(loss=f"{window_loss / window_steps:.3f}",   # val: a log line
                                     lr=f"{p.lr:.2e}", cps=f"{speed:,.0f}")
                     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
                 if p.step % cfg.eval_every == 0:
-                    early = evaluate_and_keep_best(run, rule, metrics, started, log, bar.disable)
+                    early = evaluate_and_keep_best(run, rule, metrics, started, log)
                 if p.step % cfg.checkpoint_every == 0 and rule.save_when_due():
                     save(run, LAST)
                 if run.engine.agree(signals.received is not None):     # every process stops here
                     raise TrainingInterrupted(f"interrupted at step {p.step}; {on_interrupt(run, rule)}. "
-                                              f"Resume with: charrnn train --resume {shell_path(run.out_dir)}",
+                                              f"Resume with: {command_name()} train --resume {shell_path(run.out_dir)}",
                                               SIGNAL_EXIT.get(signals.received, 143))
             if timer.steps == 0 and run.saved:
                 pass                         # nothing changed since the checkpoint it resumed
             else:
                 if run.progress.step % cfg.eval_every != 0 or run.progress.last_val_loss is None:
-                    evaluate_and_keep_best(run, rule, metrics, started, log, bar.disable)
+                    evaluate_and_keep_best(run, rule, metrics, started, log)
                 rule.check_final()
                 save(run, LAST)
     except OSError as e:                     # metrics.jsonl (checkpoints say so themselves)
@@ -257,10 +257,6 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
     return run.progress
 
 
-def _fmt(x):
-    return "-" if x is None else f"{x:.3f}"
-
-
 def on_interrupt(run: Run, rule: Divergence) -> str:
     """Save the current state if nothing says it diverged; the words for what was done."""
     if not rule.may_save_on_interrupt():
@@ -271,8 +267,8 @@ def on_interrupt(run: Run, rule: Divergence) -> str:
     return f"saved {run.path(LAST)}"
 
 
-def evaluate_and_keep_best(run: Run, rule: Divergence, metrics: Metrics, started: float, log,
-                           quiet_bar: bool) -> str | None:
+def evaluate_and_keep_best(run: Run, rule: Divergence, metrics: Metrics, started: float,
+                           log) -> str | None:
     """Validation pass, judged by the divergence rule; best.safetensors when it improves (and is
     healthy); optional sample. Returns the reason to stop early (train.patience) or None."""
     p = run.progress
@@ -287,9 +283,9 @@ def evaluate_and_keep_best(run: Run, rule: Divergence, metrics: Metrics, started
     if improved:
         p.best_val_loss = val
         save(run, BEST)
-    if quiet_bar:   # no progress bar (not a terminal): a plain log line instead
-        log(f"step {p.step}: val loss {val:.4f} ({val / math.log(2):.3f} bits/char)"
-            + (" *best*" if improved else "") + ("" if healthy else " (exploded: not saved)"))
+    # every evaluation a line that stays: above the bar (tqdm.write), in a log file alike
+    log(f"step {p.step}: val loss {val:.4f} ({val / math.log(2):.3f} bits/char)"
+        + (" *best*" if improved else "") + ("" if healthy else " (exploded: not saved)"))
     if cut:
         log(cut)
     if run.config.train.sample_every and p.step % run.config.train.sample_every == 0:

@@ -103,16 +103,14 @@ class LearningRate:
         self.cfg, self.progress, self.batches_per_epoch = train_cfg, progress, batches_per_epoch
         self.kind = resolved_schedule(train_cfg)
 
-    def at(self, step: int, position: int = 0, epoch: int = 0) -> float:
-        """The rate of the update after `step` updates, at batch `position` of `epoch`."""
-        p = self.progress
-        return lr_at(self.cfg, step, epoch + position / self.batches_per_epoch,
-                     p.horizon) * p.lr_scale
+    def at(self, step: int, epoch: float = 0.0) -> float:
+        """The rate of the update after `step` updates, at `epoch` (with the fraction done)."""
+        return lr_at(self.cfg, step, epoch, self.progress.horizon) * self.progress.lr_scale
 
     def next(self) -> float:
         """The rate of the next update."""
         p = self.progress
-        return self.at(p.step, p.position, p.epoch)
+        return self.at(p.step, p.epoch + p.position / self.batches_per_epoch)
 
     # -- the horizon --------------------------------------------------------------------------
 

@@ -83,6 +83,9 @@ def report_lines(run, step_seconds: float, eval_seconds: float) -> list[str]:
         f"{_duration(t.eval_every * step_seconds)} per {t.eval_every} steps "
         f"+ {_duration(eval_seconds)} per evaluation",
     ]
+    line = run.batches.describe()      # the packing, its padding, what is left out
+    if line:
+        lines.append(line)
     schedule = run.lr.report_line()
     if schedule:
         lines.append(schedule)
