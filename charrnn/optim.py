@@ -12,7 +12,9 @@ its `name`, its `hyperparameters` (the train-config keys it reads, each with the
 lie in: config.py checks them, and so does the constructor), and whether its update is
 `elementwise` (DataParallel splits an update over processes by parts of the flat buffer, right
 only for element-wise rules). On resume every hyperparameter may change (the run goes on with
-another update: HYPERPARAMETER_ON_RESUME) and the optimizer may not (its slots are its own).
+another update: HYPERPARAMETER_ON_RESUME; a slot that only some values need, such as SGD's
+momentum buffer, starts from zeros or is dropped: optional_slots) and the optimizer may not
+(its slots are its own).
 A new optimizer is one class here and its name in OPTIMIZERS.
 
 Update rules are torch.optim's (defaults: no amsgrad / nesterov / dampening / centered / lr_decay).
@@ -57,6 +59,9 @@ class Optimizer:
     name = ""
     hyperparameters: dict[str, Range] = {"lr": POSITIVE, "weight_decay": NON_NEGATIVE}
     slot_names: tuple[str, ...] = ()
+    # slots that only some hyperparameter values need (SGD's momentum_buffer, for momentum > 0):
+    # the resume rule lets a change turn them on (from zeros, as torch's first step) or off
+    optional_slots: tuple[str, ...] = ()
     elementwise = True          # each element's update reads only that element of each buffer
     couple_weight_decay = True  # add wd * p to the gradient before the update (torch's L2 form)
 
@@ -135,8 +140,10 @@ class Optimizer:
         step = state["step"]
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             raise ValueError(f"{kind} state 'step' must be a non-negative integer, not {step!r}")
-        slots = state["slots"]
-        if set(slots) != set(self.slots):
+        slots = {name: arrays for name, arrays in state["slots"].items()
+                 if name in self.slots or name not in self.optional_slots}
+        fresh = set(self.slots) - set(slots)         # optional slots this state has not got
+        if set(slots) - set(self.slots) or fresh - set(self.optional_slots):
             raise ValueError(
                 f"{kind} state has slots {sorted(slots)} but {kind} needs {sorted(self.slots)}; "
                 f"was it saved by a different optimizer or with different settings?")
@@ -154,6 +161,8 @@ class Optimizer:
                                      f"but the model's {name} has shape {shape}")
         for slot_name, arrays in slots.items():
             self.slots[slot_name].copy_from(arrays)
+        for slot_name in fresh:
+            self.slots[slot_name].flat[...] = 0
         self.step_count = int(step)
 
 
@@ -167,6 +176,7 @@ class SGD(Optimizer):
 
     name = "sgd"
     hyperparameters = {**Optimizer.hyperparameters, "momentum": UNIT_OPEN_RIGHT}
+    optional_slots = ("momentum_buffer",)
 
     def __init__(self, params: FlatParams, lr: float, momentum: float = 0.0,
                  weight_decay: float = 0.0):

@@ -394,3 +394,18 @@ def test_two_intervals_for_one_key_are_refused(monkeypatch):
     monkeypatch.setitem(OPTIMIZERS, "loose", Loose)
     with pytest.raises(ValueError, match="train.momentum has two intervals"):
         hyperparameter_ranges()
+
+
+def test_a_resume_may_turn_sgd_momentum_on_or_off():
+    """SGD's momentum buffer exists only for momentum > 0: a state without it loads into SGD
+    with momentum (the buffer from zeros, so the next step is torch's first momentum step), and
+    a state with it into plain SGD (dropped)."""
+    plain = SGD(make_params(), 0.1)
+    plain.step(grad_sequence(1)[0])
+    heavy = SGD(make_params(), 0.1, momentum=0.9)
+    heavy.slots["momentum_buffer"].flat[...] = 1.0
+    heavy.load_state_dict(plain.state_dict())
+    assert heavy.step_count == 1 and not heavy.slots["momentum_buffer"].flat.any()
+    heavy.step(grad_sequence(2)[1])
+    plain.load_state_dict(heavy.state_dict())
+    assert plain.step_count == 2 and set(plain.slots) == set()

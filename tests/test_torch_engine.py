@@ -193,3 +193,15 @@ def test_bench_measures_the_torch_engine_with_the_same_json():
     assert result["engine"] == "torch" and result["device"] == "cpu"
     assert result["train_chars_per_s"] > 0 and math.isfinite(result["train_loss"])
     assert numpy_keys - set(result) <= {"worker_processes", "worker_added_rss_mb"}
+
+
+def test_a_resume_that_turns_momentum_on_is_taken_alike_by_both_engines(tmp_path):
+    import shutil
+
+    finish(run_on(tmp_path, "numpy", optimizer="sgd", momentum=0.0, max_steps=STEPS // 2))
+    ends = {}
+    for engine in ("numpy", "torch"):              # the saved state has no momentum_buffer
+        shutil.copytree(tmp_path / "numpy", tmp_path / f"on-{engine}")
+        ends[engine] = finish(open_run(None, resume_dir=str(tmp_path / f"on-{engine}"), overrides=[
+            f"train.engine={engine}", "train.momentum=0.5", f"train.max_steps={STEPS}"]))
+    assert_same_weights(ends["numpy"], ends["torch"])

@@ -130,7 +130,7 @@ class TorchEngine:
         self.step_net = (torch.nn.parallel.DistributedDataParallel(
             self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if self.ranks.many else self.net)
-        self.spec = resolved_optimizer(train_cfg)
+        self.train_cfg, self.spec = train_cfg, resolved_optimizer(train_cfg)
         self.optimizer = torch_optimizer(self.spec, list(self.params.values()))
         self.updates = 0                      # optimizer steps so far (the checkpoint's "step")
         self.carry: tuple | None = None       # [L, B, H] tensors the last update left
@@ -214,8 +214,7 @@ class TorchEngine:
         return EngineState(params, optim, {"step": self.updates}, carry)
 
     def restore(self, optim, optim_scalars, carry) -> None:
-        saved = unflatten_state(optim, optim_scalars)
-        self._check_slots(saved["slots"])
+        saved = self._checked(unflatten_state(optim, optim_scalars))
         step = saved["step"]
         for name, p in self.params.items():
             entry = {slot: self._tensor(np.asarray(arrays[name])).to(self.dtype)
@@ -227,17 +226,13 @@ class TorchEngine:
         self.carry = tuple(self._tensor(np.asarray(c)[:, self.ranks.rows]).to(self.dtype)
                            for c in carry) or None
 
-    def _check_slots(self, slots: dict) -> None:
-        """ValueError when a checkpoint's optimizer state does not fit this optimizer."""
-        kind = type(self.spec).__name__
-        if set(slots) != set(self.spec.slot_names):
-            raise ValueError(f"{kind} state has slots {sorted(slots)} but {kind} needs "
-                             f"{sorted(self.spec.slot_names)}")
-        for slot, arrays in slots.items():
-            for name, p in self.params.items():
-                if name not in arrays or tuple(np.shape(arrays[name])) != tuple(p.shape):
-                    raise ValueError(f"{kind} slot {slot!r} lacks {name} of shape "
-                                     f"{tuple(p.shape)}")
+    def _checked(self, state: dict) -> dict:
+        """A checkpoint's optimizer state as charrnn's optimizer takes it (charrnn/optim.py's
+        load_state_dict: the same ValueError for what does not fit, an optional slot the
+        state lacks as zeros, one this optimizer lacks dropped)."""
+        numpy_optimizer = make_optimizer(None, self.model.params, self.train_cfg)
+        numpy_optimizer.load_state_dict(state)
+        return numpy_optimizer.state_dict()
 
     def worker_memory_mb(self) -> list:
         """No worker processes (charrnn bench asks)."""

@@ -6,6 +6,7 @@ Every batcher (these two, and documents mode's in docbatch.py) declares the prot
   batches.batches_per_epoch    int, >= 1
   batches.stateful             True: carry hidden state from batch k to k+1 (reset at position 0)
   batches.by_document          True: batches.resets(k) names the streams zeroed before batch k
+  batches.describe()           a line for the start-of-run report (what an epoch covers), or None
   batches.get(k) -> (x, y)     int64 arrays [B, T]; y[:, t] is the character after x[:, t]
 
 Exact resume: the trainer stores `(epoch, position)` where position is the index of the NEXT batch
@@ -99,6 +100,9 @@ class Batches(Protocol):
     def resets(self, k: int) -> np.ndarray:
         """bool [B]: the streams whose document starts at batch k (by_document batchers)."""
 
+    def describe(self) -> str | None:
+        """A line for the start-of-run report on what an epoch covers, or None."""
+
 
 class ContiguousBatches:
     """char-rnn's batching for truncated BPTT with hidden state carried between batches.
@@ -174,6 +178,10 @@ class RandomWindows:
         self.batch_size, self.seq_len = B, T
         self.batches_per_epoch = max(1, n // (B * T))
         self._offsets = np.arange(T + 1)
+
+    def describe(self) -> None:
+        """Nothing to report: the windows are drawn anywhere in the text."""
+        return None
 
     def get(self, k: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """A fresh random batch: (x, y), int64 arrays of shape [B, T]."""
