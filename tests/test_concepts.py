@@ -68,6 +68,7 @@ QUICK = {
         f"charrnn train configs/irnn.yaml --set train.max_steps={QUICK_STEPS} {SMALL}",
     "charrnn diagnose runs/irnn held_out.txt --window 100": None,
     "charrnn gradcheck --cell gru --layers 3": None,
+    "charrnn eval runs/demo held_out.txt --dynamic": None,
 }
 
 # gradcheck's quick form: the same cells and layers on 1 sequence of 3 steps instead of 3 of 10
@@ -189,6 +190,14 @@ def test_eval_figures_agree_with_each_other(page_run):
     assert number(r"^perplexity:\s+([\d.]+)", out) == pytest.approx(math.exp(loss), rel=1e-4)
     vocab = len(set((page_run[0] / "data" / "shakespeare.txt").read_text()))
     assert loss < math.log(vocab)              # better than a uniform guess after a few steps
+
+
+def test_dynamic_eval_prints_the_static_loss_beside_the_dynamic_one(page_run):
+    static = number(r"^loss:\s+([\d.]+)", output(page_run, "charrnn eval runs/demo held_out.txt"))
+    out = output(page_run, "charrnn eval runs/demo held_out.txt --dynamic")
+    assert number(r"^static loss:\s+([\d.]+)", out) == pytest.approx(static, abs=2e-6)
+    gain = number(r"^static loss:\s+([\d.]+)", out) - number(r"^dynamic loss:\s+([\d.]+)", out)
+    assert number(r"^gain:\s+(-?[\d.]+)", out) == pytest.approx(gain, abs=2e-6)
 
 
 def test_samples_at_three_temperatures(page_run):

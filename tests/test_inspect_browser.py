@@ -100,3 +100,34 @@ def test_a_page_of_100000_characters_stays_responsive(browser, tmp_path):
         "const t = performance.now(); inspectPage.choose(0, 'c', 3);"
         "document.body.getBoundingClientRect(); return performance.now() - t")
     assert loaded < 30 and elapsed < 2000, (loaded, elapsed)
+
+
+def test_the_dynamic_button_shades_by_the_dynamic_surprisal(browser, tmp_path):
+    """inspect --dynamic: key d shades each character by its dynamic surprisal, s goes back,
+    and hovering shows both figures."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    model, _ = quote_model()
+    text = quote_text(300)
+    ins = inspect_text(model, QUOTE_VOCAB, text)
+    ins.dynamic_surprisal = np.where(np.arange(len(text)) % 2 == 0, 0.5, 8.5)   # none, red
+    ins.dynamic_surprisal[0] = np.nan
+    ins.dynamic = {"rule": "rms", "eta": 0.001, "lambda": 0.02, "segment": 5}
+    page = tmp_path / "page.html"
+    write_html(str(page), ins, [], "quote.safetensors")
+    open_page(browser, page)
+    static = browser.execute_script(COLOURS)
+    button = browser.find_element(By.ID, "by-dynamic")
+    assert button.is_displayed()
+    button.click()
+    shaded = [rgb(c) for c in browser.execute_script(COLOURS)]
+    assert all(c[:3] == (255, 0, 0) for c in shaded[1::2])          # 8.5 bits: red
+    assert all(c[3] == 0 for c in shaded[2::2])                      # 0.5 bits: no shade
+    browser.find_element(By.TAG_NAME, "body").send_keys("s")
+    assert browser.execute_script(COLOURS) == static
+    ActionChains(browser).move_to_element(browser.find_elements(By.CSS_SELECTOR, "#text span")[3]
+                                          ).perform()
+    tip = browser.find_element(By.ID, "tip")
+    wait_until(tip.is_displayed, timeout=10, what="the tooltip")
+    assert "dynamic: 8.50 bits" in tip.text

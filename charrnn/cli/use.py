@@ -10,6 +10,7 @@ import sys
 import click
 
 from charrnn.cli.app import CHECKPOINT, checkpoint_file, cli, examples, note, warn
+from charrnn.cli.dynamic import dynamic_options
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.infer.sample import SampleError
 from charrnn.store.text import DataError
@@ -180,8 +181,9 @@ def _novelty_marker(ckpt, vocab, novelty: bool | None, by_default: bool, given: 
 @click.option("--one-process", is_flag=True,
               help="Keep the exact pass in this process (by default, on Linux, a model of two "
                    "or more layers runs layer 0 in a second one; the result is the same).")
+@dynamic_options
 def eval_command(checkpoint, text_file, as_json, unknown, chunk_len, streams, warmup,
-                 one_process):
+                 one_process, **dynamic):
     """Loss (nats/char), bits/char and perplexity of CHECKPOINT on a text (default: stdin).
 
     CHECKPOINT is a .safetensors file or a run folder (its best checkpoint, else its last).
@@ -199,6 +201,13 @@ def eval_command(checkpoint, text_file, as_json, unknown, chunk_len, streams, wa
     if text_file == "-" and sys.stdin.isatty():
         raise UsageError("give a text FILE, or pipe the text into standard input")
     model, vocab, ckpt = load_model(checkpoint_file(checkpoint))
+    if dynamic["dynamic"]:              # docs/dynamic-eval.md
+        from charrnn.cli.dynamic import format_dynamic, run_eval
+
+        result = run_eval(model, vocab, ckpt, read_text(text_file, warn=warn), dynamic, unknown,
+                          warn, read_text)
+        click.echo(json.dumps(result) if as_json else format_dynamic(result))
+        return
     if vocab.eod is not None:           # documents mode: each document from a zero state
         from charrnn.infer.evaluate import evaluate_document_list
         from charrnn.store.corpus import split_documents
@@ -248,8 +257,9 @@ cli.add_command(_alias(eval_command, "perplexity"))
               help="Shade the text by surprisal.  [default: on a terminal, unless NO_COLOR is set]")
 @click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True,
               help="Characters outside the vocabulary: fail, or skip them and count them.")
+@dynamic_options
 def inspect_command(checkpoint, text_file, html_path, as_json, top_k, per_feature, after, gates,
-                    color, unknown):
+                    color, unknown, **dynamic):
     """Run a text through CHECKPOINT once (eval's exact pass) and show, per character, its
     surprisal (bits), the model's top-k predictions and every layer's state; and which units
     track simple features of the text (quotes, brackets, position in the line, ...).
@@ -268,8 +278,13 @@ def inspect_command(checkpoint, text_file, html_path, as_json, top_k, per_featur
     if html_path and not os.path.isdir(folder):             # before the work, not after
         raise CharrnnError(f"cannot write {html_path}: the folder {folder} does not exist")
     checkpoint = checkpoint_file(checkpoint)
-    model, vocab, _ = load_model(checkpoint)
+    model, vocab, ckpt = load_model(checkpoint)
     ins = inspect_text(model, vocab, read_text(text_file), top_k, gates, unknown)
+    if dynamic["dynamic"]:              # static and dynamic surprisal side by side
+        from charrnn.cli.dynamic import dynamic_surprisal
+
+        ins.dynamic_surprisal, ins.dynamic = dynamic_surprisal(
+            model, vocab, ckpt, vocab.encode(ins.text), dynamic, warn)
     if ins.chars_skipped:
         warn(f"skipped {ins.chars_skipped} character(s) not in the model's vocabulary")
     ranked = find_units(ins, unescape(after), per_feature)
@@ -283,7 +298,13 @@ def inspect_command(checkpoint, text_file, html_path, as_json, top_k, per_featur
         return
     if color is None:
         color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    if not html_path:
+    if ins.dynamic is not None:
+        from charrnn.tools.inspect_dynamic import format_dynamic_summary, format_side_by_side
+        if not html_path:
+            click.echo(format_side_by_side(ins, color), color=color)
+            click.echo()
+        click.echo(format_dynamic_summary(ins))
+    elif not html_path:
         click.echo(format_text(ins, color), color=color)    # click strips escapes unless told
         click.echo()
     click.echo(format_summary(ins, ranked, spans, color), color=color)

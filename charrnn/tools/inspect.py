@@ -60,6 +60,15 @@ class Inspection:
     top_probs: np.ndarray        # [N, K] their probabilities
     states: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)   # [N, H] each
     chars_skipped: int = 0
+    dynamic_surprisal: np.ndarray | None = None   # [N] bits under dynamic evaluation (--dynamic)
+    dynamic: dict | None = None                   # its settings (charrnn/infer/dynamic.py)
+
+    @property
+    def dynamic_bits_per_char(self) -> float | None:
+        """Mean dynamic surprisal of x_1 .. x_{N-1} (bits), or None without --dynamic."""
+        if self.dynamic_surprisal is None:
+            return None
+        return float(np.mean(self.dynamic_surprisal[1:]))
 
     @property
     def loss(self) -> float:

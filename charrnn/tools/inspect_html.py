@@ -7,7 +7,8 @@ by that unit's value after reading each character, blue (negative) through white
 Networks" (2015). Hovering a character shows its surprisal, what the model expected there (its
 top-k after the character before) and the chosen unit's value. The interpretable units
 (charrnn.tools.units) are listed; clicking one chooses it. Keys: left / right arrow, the
-previous / next unit; s, back to surprisal.
+previous / next unit; s, back to surprisal. With `inspect --dynamic` a second button (key d)
+shades by the dynamic surprisal (charrnn/infer/dynamic.py), and hovering shows both.
 
 Limits, so the page stays responsive: it holds the first PAGE_MAX_CHARS characters (one element
 each; the rest is cut, and the page says so), and the values of every unit for the first
@@ -39,6 +40,10 @@ from charrnn.fileio import write_atomically
 
 PAGE_MAX_CHARS = 100_000       # characters on the page (one element each)
 UNIT_BYTES = 8_000_000         # bytes of unit values on the page (one per unit and character)
+# the background of a character by its surprisal, one per whole bit (0: none; 8: 8 bits or more):
+# the terminal view's shades, shared with the page of `charrnn export`
+SHADES = ("", "#ffffd7", "#ffffaf", "#ffff87", "#ffd75f", "#ffaf00", "#ff8700", "#ff5f00",
+          "#ff0000")
 
 
 def _b64(array: np.ndarray) -> str:
@@ -81,7 +86,16 @@ def page_data(ins, ranked: list[dict], checkpoint: str) -> dict:
         "top_k": int(ins.top_ids.shape[1]),
         "surprisal": _b64(surprisal), "top_ids": _b64(ins.top_ids[:m].astype(np.uint32)),
         "top_probs": _b64(probs), "units": units, "lows": lows, "scales": scales, "ranked": ranked,
+        **_dynamic_data(ins, m),
     }
+
+
+def _dynamic_data(ins, m: int) -> dict:
+    """With `inspect --dynamic`: the dynamic surprisal (float32, base64) and its figures."""
+    if ins.dynamic_surprisal is None:
+        return {}
+    return {"dynamic": {**ins.dynamic, "bits_per_char": ins.dynamic_bits_per_char},
+            "dynamic_surprisal": _b64(ins.dynamic_surprisal[:m].astype(np.float32))}
 
 
 def page_html(ins, ranked: list[dict], checkpoint: str) -> str:
@@ -89,8 +103,9 @@ def page_html(ins, ranked: list[dict], checkpoint: str) -> str:
     data = json.dumps(page_data(ins, ranked, checkpoint), ensure_ascii=False)
     data = data.replace("<", "\\u003c")              # nothing in the data can end the script
     title = html.escape(f"charrnn inspect: {checkpoint}")
-    return (_TEMPLATE.replace("%TITLE%", title).replace("%STYLE%", _STYLE)
-            .replace("%SCRIPT%", _SCRIPT).replace("%DATA%", data))
+    script = _SCRIPT.replace("%SHADES%", json.dumps(SHADES))
+    return (_TEMPLATE.replace("%TITLE%", title).replace("%STYLE%", STYLE)
+            .replace("%SCRIPT%", script).replace("%DATA%", data))
 
 
 def write_html(path: str, ins, ranked: list[dict], checkpoint: str) -> str:
@@ -112,6 +127,7 @@ _TEMPLATE = """<!DOCTYPE html>
   <div id="controls">
     <span>colour by</span>
     <button id="by-surprisal" class="on" title="s">surprisal</button>
+    <button id="by-dynamic" title="d" hidden>dynamic surprisal</button>
     <span>or unit</span>
     <select id="layer" aria-label="layer"></select>
     <select id="state" aria-label="state"></select>
@@ -132,7 +148,8 @@ _TEMPLATE = """<!DOCTYPE html>
 </body></html>
 """
 
-_STYLE = """
+# the look, shared with the page of `charrnn export` (charrnn/tools/export.py)
+STYLE = """
 body{margin:0;font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;color:#222;background:#fafafa}
 header{position:sticky;top:0;z-index:2;background:#fff;border-bottom:1px solid #ddd;padding:8px 16px}
 h1{font-size:17px;margin:0 12px 0 0;display:inline}
@@ -176,7 +193,9 @@ _SCRIPT = r"""
 const D = JSON.parse(document.getElementById("data").textContent);
 function bytes(b64){const s=atob(b64), a=new Uint8Array(s.length);
   for(let i=0;i<s.length;i++) a[i]=s.charCodeAt(i); return a;}
-const surprisal = new Float32Array(bytes(D.surprisal).buffer);
+const staticBits = new Float32Array(bytes(D.surprisal).buffer);
+const dynamicBits = D.dynamic ? new Float32Array(bytes(D.dynamic_surprisal).buffer) : null;
+let surprisal = staticBits;     // the shading's: static, or dynamic (inspect --dynamic, key d)
 const topIds = new Uint32Array(bytes(D.top_ids).buffer);
 const topProbs = new Uint16Array(bytes(D.top_probs).buffer);
 const K = D.top_k, text = D.text, M = D.page_chars, U = D.unit_chars;
@@ -184,7 +203,7 @@ const units = {};
 for (const key in D.units) units[key] = bytes(D.units[key]);
 
 // surprisal shades (the terminal's), one per whole bit, then the unit scale's 21 steps
-const SHADES = ["", "#ffffd7", "#ffffaf", "#ffff87", "#ffd75f", "#ffaf00", "#ff8700", "#ff5f00", "#ff0000"];
+const SHADES = %SHADES%;
 const STEPS = 10;
 function unitColour(x){   // x in [-1, 1]: blue, white, red
   const t = Math.min(1, Math.abs(x)), w = Math.round(255 * (1 - t));
@@ -231,7 +250,8 @@ function paint(){
       spans[i].className = (base[i] + " v" + (step + STEPS)).trim();
     }
   }
-  document.getElementById("by-surprisal").classList.toggle("on", mode === "surprisal");
+  document.getElementById("by-surprisal").classList.toggle("on", mode === "surprisal" && surprisal === staticBits);
+  dynButton.classList.toggle("on", mode === "surprisal" && surprisal === dynamicBits);
   document.getElementById("by-unit").classList.toggle("on", mode === "unit");
   document.querySelectorAll(".u").forEach(b => b.classList.toggle("on", mode === "unit"
     && b.dataset.key === current[0] && +b.dataset.unit === current[1]));
@@ -262,10 +282,14 @@ function choose(layer, state, unit){
 function fromControls(){ choose(+layerSel.value, stateSel.value, +unitIn.value); }
 [layerSel, stateSel, unitIn].forEach(el => el.addEventListener("change", fromControls));
 document.getElementById("by-unit").addEventListener("click", fromControls);
-document.getElementById("by-surprisal").addEventListener("click", () => { mode = "surprisal"; paint(); });
+document.getElementById("by-surprisal").addEventListener("click", () => { surprisal = staticBits; mode = "surprisal"; paint(); });
+const dynButton = document.getElementById("by-dynamic");
+dynButton.hidden = !dynamicBits;
+dynButton.addEventListener("click", () => { surprisal = dynamicBits; mode = "surprisal"; paint(); });
 document.addEventListener("keydown", e => {
   if (e.target.tagName === "INPUT" || e.target.tagName === "SELECT") return;
-  if (e.key === "s") { mode = "surprisal"; paint(); }
+  if (e.key === "s") { surprisal = staticBits; mode = "surprisal"; paint(); }
+  else if (e.key === "d" && dynamicBits) { surprisal = dynamicBits; mode = "surprisal"; paint(); }
   else if (e.key === "ArrowRight" || e.key === "ArrowLeft") {
     const [key, unit] = current || ["0/" + D.states[0], -1], [l, s] = key.split("/");
     choose(+l, s, unit + (e.key === "ArrowRight" ? 1 : -1)); e.preventDefault();
@@ -291,7 +315,8 @@ D.ranked.forEach(f => {
 // header and notes
 const pct = x => (100 * x).toFixed(x < 0.01 ? 2 : 1) + "%";
 document.getElementById("meta").textContent = `${D.checkpoint}: ${D.cell}, ${D.layers} layer(s) of ${D.hidden}; ` +
-  `${D.chars.toLocaleString()} characters, ${D.bits_per_char.toFixed(3)} bits/char`;
+  `${D.chars.toLocaleString()} characters, ${D.bits_per_char.toFixed(3)} bits/char` +
+  (D.dynamic ? `, ${D.dynamic.bits_per_char.toFixed(3)} dynamic (${D.dynamic.rule}, eta ${D.dynamic.eta}, lambda ${D.dynamic.lambda})` : "");
 const notes = [];
 if (M < D.chars) notes.push(`The page shows the first ${M.toLocaleString()} of ${D.chars.toLocaleString()} characters (the --json output has them all).`);
 if (U < M) notes.push(`Unit values are on the page for the first ${U.toLocaleString()} characters only (one byte per unit and character); grey characters have none.`);
@@ -307,8 +332,10 @@ box.addEventListener("mouseover", e => {
   hovered = s; s.classList.add("cur");
   let out = `<b>${esc(shown(chars[i]))}</b> at ${i}`;
   if (i > 0) {
-    const b = surprisal[i];
-    out += `<br>${b.toFixed(2)} bits (p = ${pct(Math.pow(2, -b))})<br>expected here:<table>`;
+    const b = staticBits[i];
+    out += `<br>${b.toFixed(2)} bits (p = ${pct(Math.pow(2, -b))})`;
+    if (dynamicBits) out += `<br>dynamic: ${dynamicBits[i].toFixed(2)} bits (p = ${pct(Math.pow(2, -dynamicBits[i]))})`;
+    out += `<br>expected here (static):<table>`;
     for (let j = 0; j < K; j++) {
       const id = topIds[(i - 1) * K + j], p = topProbs[(i - 1) * K + j] / 65535;
       const c = D.vocab[id];

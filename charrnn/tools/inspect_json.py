@@ -10,6 +10,8 @@ The schema (format "charrnn-inspect/1"; N characters, K predictions, L layers, H
     chars, chars_scored, chars_skipped           N, N - 1, characters skipped
     loss, bits_per_char, perplexity               as `charrnn eval` (nats, bits, exp(loss))
     surprisal      [N]: -log2 p(x_t | x_0 .. x_{t-1}) in bits; null for the first character
+    dynamic, dynamic_surprisal   with --dynamic only: the settings and bits_per_char of the
+                   dynamic pass (docs/dynamic-eval.md) and its surprisal [N], as surprisal's
     top_k          K
     top_chars      [N][K]: the K most likely characters after reading x_t (row t - 1 is what
                    the model expected at t), most likely first
@@ -56,6 +58,9 @@ def write_json(stream, ins, ranked: list[dict], spans: list[tuple[int, float]], 
     w = stream.write
     w(json.dumps(head)[:-1])
     w(', "surprisal": ' + _numbers(ins.surprisal))
+    if ins.dynamic_surprisal is not None:       # charrnn inspect --dynamic
+        w(', "dynamic": ' + json.dumps({**ins.dynamic, "bits_per_char": ins.dynamic_bits_per_char}))
+        w(', "dynamic_surprisal": ' + _numbers(ins.dynamic_surprisal))
     w(', "top_chars": [' + ",".join(json.dumps([ins.vocab[i] for i in row])
                                     for row in ins.top_ids.tolist()) + "]")
     w(', "top_probs": [' + ",".join(_numbers(row) for row in ins.top_probs) + "]")
