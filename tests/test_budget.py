@@ -405,3 +405,13 @@ def test_a_first_estimate_that_caps_the_warmup_behind_the_step_decays_from_the_p
     assert p.horizon // 10 < 23                                    # the cap is behind us
     assert lr.at(23) == cfg.lr and lr.at(24) < cfg.lr              # the peak, then the decay
     assert lr.at(p.horizon) == pytest.approx(1e-4)
+
+
+def test_a_constant_rate_run_keeps_its_final_evaluation_inside_the_budget(tmp_path, corpus,
+                                                                          changing_clock):
+    args = [*CHANGING, "--set", "train.lr_schedule=constant", "--set", "train.max_minutes=0.25"]
+    r = run_cli("train", write_config(tmp_path, corpus), "-q", *args)
+    assert r.exit_code == 0 and "reached train.max_minutes=0.25" in r.stderr, r.output
+    # 40 steps (10 s), an evaluation with its best checkpoint (1.5 s) and a checkpoint (0.5 s),
+    # 4 steps more, then the final evaluation, best and last checkpoints: 15 s, not 15 + 2
+    assert 0.98 * 15.0 <= changing_clock[0] <= 15.0

@@ -103,7 +103,7 @@ def _stop_reason(run: Run, clock: RunClock) -> str | None:
         return f"reached train.max_epochs={t.max_epochs}"
     if (ended := run.lr.ended()) is not None:
         return ended
-    if t.max_minutes is not None and clock.now() + final_seconds(run) >= 60 * t.max_minutes:
+    if t.max_minutes is not None and clock.now() + seconds_to_end(run) > 60 * t.max_minutes:
         return f"reached train.max_minutes={t.max_minutes:g}"
     return None
 
@@ -121,12 +121,16 @@ def eval_guess(run: Run) -> float:
     return run.eval_seconds * measured / quick
 
 
-def final_seconds(run: Run) -> float:
-    """Seconds the final evaluation and checkpoint will take, as last measured (before any
-    evaluation: the quick timing), so a max_minutes run ends with them within its budget."""
+def seconds_to_end(run: Run) -> float:
+    """Seconds one more step and then the end (the evaluation at that step, regular or final,
+    and the final checkpoint) will take, as last measured (before any evaluation: its quick
+    timing), so a max_minutes run stops when they would no longer fit in its budget."""
     p, t = run.progress, run.config.train
     evaluation = p.eval_seconds if p.eval_seconds is not None else eval_guess(run)
-    return seconds_needed(p.step, 0, Costs(0.0, evaluation, p.save_seconds or 0.0),
+    step = p.step_seconds    # the last estimate's, else (no estimate yet) the steps timed so far
+    if step is None:
+        step = p.timed_seconds / p.timed_steps if p.timed_steps else 0.0
+    return seconds_needed(p.step, 1, Costs(step, evaluation, p.save_seconds or 0.0),
                           t.eval_every, t.checkpoint_every)
 
 
