@@ -103,7 +103,7 @@ class TrainConfig:
     clip_value: float = 5.0  # the norm or value threshold for clip
     max_steps: int | None = None  # stop after this many updates (first of max_* wins)
     max_epochs: int | None = None  # stop after this many passes over the training text
-    max_minutes: float | None = None  # stop after this much wall-clock time
+    max_minutes: float | None = None  # training time, final evaluation included (resume: what is left)
     eval_every: int = 200  # steps between validation passes (and best-checkpoint updates)
     eval_chars: int | None = None  # cap on validation characters per evaluation (null = all)
     checkpoint_every: int = 200  # steps between latest-checkpoint writes

@@ -5,10 +5,10 @@ from these: first once TIMED_STEPS steps are timed (after the run's first WARMUP
 slower), then again after the first evaluation and when the run has done each of CHECKS of its
 budget (of its time or of its schedule, whichever is further: a machine that slows down reaches
 the first, one that speeds up the second), each time from the steps timed since the last
-estimate, so the end moves with the machine's speed. The estimate counts the evaluations and checkpoints still to
-come and the final evaluation and checkpoint, so the run ends, all of them included, at the
-budget. Every figure here is kept in the run's Progress (saved in every checkpoint), so a
-resumed run makes the same estimates from the same timings.
+estimate, so the end moves with the machine's speed. The estimate counts the evaluations and
+checkpoints still to come and the final evaluation and checkpoint, so the run ends, all of them
+included, at the budget. Every figure here is kept in the run's Progress (saved in every
+checkpoint), so a resumed run makes the same estimates from the same timings.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ class Costs:
     save: float
 
 
-def seconds_needed(step: int, n: int, costs: Costs, eval_every: int, checkpoint_every: int) -> float:
+def seconds_needed(step: int, n: int, costs: Costs, eval_every: int,
+                   checkpoint_every: int) -> float:
     """Seconds from `step` to the end of a run that stops after n more steps: the steps, the
     evaluations and checkpoints due on the way, the final evaluation (unless one fell on the
     last step) and the final checkpoint."""

@@ -183,8 +183,8 @@ class LearningRate:
         step limits)."""
         t, p = self.cfg, self.progress
         p.step_seconds = p.timed_seconds / max(p.timed_steps, 1)
-        costs = Costs(p.step_seconds, p.eval_seconds if p.eval_seconds is not None else eval_guess(),
-                      p.save_seconds or 0.0)
+        evaluation = p.eval_seconds if p.eval_seconds is not None else eval_guess()
+        costs = Costs(p.step_seconds, evaluation, p.save_seconds or 0.0)
         by_time = time_horizon(p.step, seconds_left, costs, t.eval_every, t.checkpoint_every)
         steps = step_horizon(t, self.batches_per_epoch)
         return by_time if steps is None else min(steps, by_time)
