@@ -415,3 +415,13 @@ def test_a_constant_rate_run_keeps_its_final_evaluation_inside_the_budget(tmp_pa
     # 40 steps (10 s), an evaluation with its best checkpoint (1.5 s) and a checkpoint (0.5 s),
     # 4 steps more, then the final evaluation, best and last checkpoints: 15 s, not 15 + 2
     assert 0.98 * 15.0 <= changing_clock[0] <= 15.0
+
+
+def test_the_report_of_a_resumed_minutes_run_says_its_end_is_estimated_so_far():
+    cfg = Config().train
+    cfg.max_minutes, cfg.lr_schedule = 1.0, "cosine"
+    line = LearningRate(cfg, Progress(step=300, horizon=700), 1000).report_line()
+    assert line == ("schedule: cosine from 0.004 to 0 at step 700 as estimated so far from what "
+                    "is left of train.max_minutes (estimated again as the run goes)")
+    kept = LearningRate(cfg, Progress(step=300, horizon=700, horizon_fixed=True), 1000)
+    assert kept.report_line() == "schedule: cosine from 0.004 to 0 at step 700"

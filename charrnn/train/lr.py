@@ -258,6 +258,9 @@ class LearningRate:
                 f"the step where train.max_minutes runs out (its final evaluation included), "
                 f"estimated after timing the first {WARMUP_STEPS + TIMED_STEPS} steps and again "
                 f"after the first evaluation and at {checks} of the budget")
+        elif t.max_minutes is not None and not self.progress.horizon_fixed:
+            until += (" as estimated so far from what is left of train.max_minutes (estimated "
+                      "again as the run goes)")
         return f"schedule: {self.kind} from {t.lr:g} to {t.min_lr:g} at {until}"
 
     def resume_note(self, old_train) -> str | None:
