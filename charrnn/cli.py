@@ -7,6 +7,7 @@ config errors, 1 for everything else. stdout carries only data.
 
 from __future__ import annotations
 
+import codecs
 import os
 import sys
 
@@ -615,5 +616,18 @@ def bench_command(cell, layers, hidden, emb, vocab, batch, seq, steps, sample, t
     click.echo(json.dumps(result) if as_json else format_summary(result))
 
 
+def _console_streams() -> None:
+    """Whatever the console's encoding: data to stdout as UTF-8, messages to stderr in the
+    console's encoding with what it cannot show escaped (\\xe9); a console declared ASCII is taken
+    as misconfigured and given UTF-8, as Python's C locale and click take it (README, Output)."""
+    ascii_only = codecs.lookup(getattr(sys.stderr, "encoding", None) or "ascii").name == "ascii"
+    for stream, options in ((sys.stdout, {"encoding": "utf-8"}),
+                            (sys.stderr, {"encoding": "utf-8" if ascii_only else None,
+                                          "errors": "backslashreplace"})):
+        if hasattr(stream, "reconfigure"):      # a real text stream (not a test's replacement)
+            stream.reconfigure(**options)
+
+
 def main():
+    _console_streams()
     cli(prog_name="charrnn")

@@ -189,3 +189,12 @@ def run_cli(*args, input=None):
         raise result.exception
     return result
 
+
+
+# -- the report's header ------------------------------------------------------------------------
+
+def pytest_report_header(config):
+    """Which OpenBLAS kernel set the numbers came from (OPENBLAS_CORETYPE forces one)."""
+    from tests.blas_kernel import describe
+
+    return describe()
