@@ -28,6 +28,10 @@ from charrnn.train.optim import clip_coefficient, clip_grad_value
 from charrnn.train.plateau import after_evaluation
 from charrnn.train.report import time_eval
 from charrnn.train.run import BEST, LAST, Run, open_run, save, way_on
+
+# no tqdm monitor thread: validation forks a worker mid-run (charrnn/fast/pipeline.py), and a fork
+# while another thread runs may deadlock the child (Python 3.12+ warns)
+tqdm.monitor_interval = 0
 from charrnn.train.schedule import DECAYING, lr_at, resolved_schedule
 
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
