@@ -95,6 +95,17 @@ def fork_worker(target, args: tuple, name: str):
     return ours, proc
 
 
+def sent(pipe, message) -> bool:
+    """Send message through pipe; False when the other end has gone. The OSError ends here rather
+    than in a caller's chained error: its traceback holds the pickled message's BytesIO buffer,
+    which the garbage collector of Python 3.12.0 and 3.12.1 crashes on (CPython gh-111049)."""
+    try:
+        pipe.send(message)
+        return True
+    except OSError:
+        return False
+
+
 def stop_worker(pipe, proc) -> None:
     """Close our end of a fork_worker's pipe and wait for it to end (5 s, then terminate it)."""
     pipe.close()
@@ -281,9 +292,7 @@ class DataParallel:
         return results
 
     def _send(self, k: int, job) -> None:
-        try:
-            self.pipes[k - 1].send(job)
-        except OSError:                  # BrokenPipeError must not pass for a closed stdout
+        if not sent(self.pipes[k - 1], job):   # BrokenPipeError must not pass for a closed stdout
             self._lost()
 
     def _receive(self, k: int):
