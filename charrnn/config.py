@@ -28,11 +28,12 @@ from typing import Any
 
 import yaml
 
+from charrnn.errors import UsageError
 from charrnn.fileio import write_atomically
 from charrnn.nn.cells import CELLS, has_recurrent_weights, nonlinearities_of
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A bad config file, key or value; the message is one sentence naming the key and the fix."""
 
 

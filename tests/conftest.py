@@ -16,7 +16,7 @@ import pytest
 from charrnn.config import Config, ModelConfig
 from charrnn.nn.cells import CELLS, nonlinearities_of
 from charrnn.nn.model import CharRNN
-from charrnn.vocab import Vocab
+from charrnn.store.vocab import Vocab
 
 # -- the cells ----------------------------------------------------------------------------------
 
@@ -101,7 +101,7 @@ def tiny_run(vocab, cell="lstm", *, layers=2, hidden=4, embed=3, dtype="float32"
 
 def save_tiny_checkpoint(path, vocab=TINY_VOCAB, *, train_state=None, **model):
     """Save tiny_run(vocab, **model) at path; returns (path as str, model, config)."""
-    from charrnn.train.checkpoint import save_checkpoint
+    from charrnn.store.checkpoint import save_checkpoint
 
     net, cfg = tiny_run(vocab, **model)
     save_checkpoint(str(path), net, vocab, cfg, train_state=train_state)

@@ -67,8 +67,8 @@ def test_evaluation_equals_the_training_forwards_loss(cell):
 
 
 def test_checkpoints_round_trip(tmp_path):
-    from charrnn.train.checkpoint import load_checkpoint, save_checkpoint
-    from charrnn.vocab import Vocab
+    from charrnn.store.checkpoint import load_checkpoint, save_checkpoint
+    from charrnn.store.vocab import Vocab
 
     vocab = Vocab(list("abcdef"))
     model = tiny_model("mingru", vocab=vocab, dtype=np.float32, seed=5, **BLOCKS)
@@ -110,7 +110,7 @@ def test_the_commands_run_a_checkpoint_with_blocks(tmp_path, text_file):
     inspect walk the same stack."""
     import json
 
-    from charrnn.train.checkpoint import save_checkpoint
+    from charrnn.store.checkpoint import save_checkpoint
     from tests.conftest import TINY_TEXT, TINY_VOCAB, run_cli
 
     model = tiny_model("mingru", layers=2, hidden=6, vocab=TINY_VOCAB, dtype=np.float32, seed=1,

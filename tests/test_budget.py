@@ -12,7 +12,7 @@ import yaml
 import charrnn.train.loop as loop_mod
 from charrnn.config import Config
 from charrnn.train import budget, plateau
-from charrnn.train.checkpoint import Progress, load_checkpoint
+from charrnn.store.checkpoint import Progress, load_checkpoint
 from charrnn.train.schedule import lr_at
 from tests.conftest import run_cli
 from tests.test_train import SMALL, write_config

@@ -8,19 +8,19 @@ trains, saves and samples through the command line.
 """
 
 import re
+import types
 
 import numpy as np
 import pytest
 
 from charrnn.config import CHOICES
 from charrnn.nn import cells
+from charrnn.nn.cells import contract
 from charrnn.nn.model import parameter_shapes
 from charrnn.nn.stepper import Stepper
 from charrnn.tools import gradcheck
 from tests.conftest import CELL_CASES, tiny_model
 
-REQUIRED = ("GATES", "STATE", "forward", "backward", "kinks", "trace", "step_columns",
-            "step_layout", "step_body", "reference_step", "reference_step_backward")
 ids_of = pytest.mark.parametrize("cell,nonlinearity", CELL_CASES,
                                  ids=["-".join(case) for case in CELL_CASES])
 
@@ -28,11 +28,23 @@ ids_of = pytest.mark.parametrize("cell,nonlinearity", CELL_CASES,
 @pytest.mark.parametrize("name", list(cells.CELLS))
 def test_a_cell_module_has_what_the_registry_promises(name):
     module = cells.get(name)
-    missing = [attr for attr in REQUIRED if not hasattr(module, attr)]
-    assert not missing, f"{name} lacks {missing}"
+    assert isinstance(module, contract.Cell) and isinstance(module, contract.BatchOneStep)
     assert module.STATE[0] == "h" and len(set(module.STATE)) == len(module.STATE)
     assert len(module.GATES) >= 1 and len(set(module.GATES)) == len(module.GATES)
     assert name in CHOICES["model.cell"]          # the config (and so the CLI) offers it
+
+
+def test_the_contract_names_what_a_cell_module_lacks():
+    """A module missing part of the core or of the fast path is refused as it is registered."""
+    lstm = cells.get("lstm")
+    partial = types.ModuleType("halfcell")
+    partial.__dict__.update({k: v for k, v in vars(lstm).items()
+                             if k not in ("backward", "step_body", "STATE")})
+    with pytest.raises(contract.CellContractError,
+                       match="^the cell module halfcell lacks STATE, backward, step_body "):
+        contract.check("halfcell", partial)
+    assert contract.check("lstm", lstm) is lstm
+    assert set(contract.members(contract.Cell)) >= {"GATES", "STATE", "forward", "backward"}
 
 
 def test_an_unknown_cell_is_one_clear_error():

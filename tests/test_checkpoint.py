@@ -11,8 +11,8 @@ from safetensors.numpy import load_file, save_file
 from charrnn import __version__
 from charrnn.config import config_to_dict
 from charrnn.nn import cells
-from charrnn.train import checkpoint
-from charrnn.train.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from charrnn.store import checkpoint
+from charrnn.store.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from tests.conftest import CELL_NAMES, FORMAT_CHECKPOINT, tiny_run
 from tests.conftest import FORMAT_VOCAB as VOCAB
 

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from charrnn.cli import cli
 from charrnn.infer.sample import NOISE_BLOCK
 from charrnn.nn.stepper import Stepper
-from charrnn.train.checkpoint import load_model
+from charrnn.store.checkpoint import load_model
 from tests.numerics import dot_bound, sum_rtol
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
@@ -105,5 +105,5 @@ def test_an_old_checkpoint_resumes(cell, tmp_path):
                                       "--set", f"data.path={corpus}",
                                       "--set", "train.max_steps=14"])
     assert result.exit_code == 0, result.output
-    from charrnn.train.checkpoint import load_checkpoint
+    from charrnn.store.checkpoint import load_checkpoint
     assert load_checkpoint(str(run / "last.safetensors")).train_state["progress"]["step"] == 14

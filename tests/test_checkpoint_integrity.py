@@ -16,8 +16,8 @@ from safetensors.numpy import load_file, save_file
 
 from charrnn.cli import cli
 from charrnn.nn import cells
-from charrnn.train import checkpoint
-from charrnn.train.checkpoint import (
+from charrnn.store import checkpoint
+from charrnn.store.checkpoint import (
     CheckpointError,
     CorruptCheckpoint,
     load_checkpoint,

@@ -15,7 +15,7 @@ from safetensors.numpy import load_file, save_file
 from charrnn.cli import cli
 from charrnn.fast.parallel import can_fork
 from charrnn.infer.evaluate import evaluate_ids
-from charrnn.train.checkpoint import save_checkpoint
+from charrnn.store.checkpoint import save_checkpoint
 from tests.conftest import TINY_TEXT as TEXT
 from tests.conftest import TINY_VOCAB as VOCAB
 from tests.conftest import child_pids, process_start, wait_until
@@ -133,7 +133,7 @@ def test_sample_defaults_come_from_the_checkpoints_sample_section(ckpt, tmp_path
     """Options left out take the trained config's sample: values; options given win."""
     import dataclasses
 
-    from charrnn.train.checkpoint import load_checkpoint
+    from charrnn.store.checkpoint import load_checkpoint
     c = load_checkpoint(ckpt)
     cfg = dataclasses.replace(c.config, sample=dataclasses.replace(
         c.config.sample, length=30, temperature=0.5, top_k=2, prime="the ", seed=4))
@@ -160,7 +160,7 @@ def test_eval_prints_loss_bpc_perplexity_and_count(ckpt, tmp_path):
     assert [ln.split(":")[0] for ln in lines] == ["loss", "bits/char", "perplexity", "chars scored"]
     assert lines[3].split()[-1] == str(len(TEXT) - 1)
     j = json.loads(run("eval", ckpt, f, "--json").stdout)
-    from charrnn.train.checkpoint import load_model
+    from charrnn.store.checkpoint import load_model
     model, vocab, _ = load_model(ckpt)
     total, n = evaluate_ids(model, vocab.encode(TEXT))
     assert j["loss"] == pytest.approx(total / n, rel=1e-12) and j["chars_scored"] == n
@@ -177,7 +177,7 @@ def test_eval_prints_loss_bpc_perplexity_and_count(ckpt, tmp_path):
 
 
 def test_eval_streams_are_opt_in_and_say_so(ckpt):
-    from charrnn.train.checkpoint import load_model
+    from charrnn.store.checkpoint import load_model
     model, vocab, _ = load_model(ckpt)
     total, n = evaluate_ids(model, vocab.encode(TEXT), streams=4, warmup=9)
     r = run("eval", ckpt, "-", "--streams", "4", "--warmup", "9", input=TEXT)

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from charrnn.vocab import Vocab
+from charrnn.store.vocab import Vocab
 from tests.conftest import run_cli, save_tiny_checkpoint
 
 CONSOLES = ["cp1252", "latin-1", "ascii"]

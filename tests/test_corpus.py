@@ -7,9 +7,9 @@ from click.testing import CliRunner
 
 from charrnn.cli import cli
 from charrnn.config import DataConfig
-from charrnn.train.corpus import read_corpus, read_files, split_at, split_documents
-from charrnn.train.data import DataError
-from charrnn.vocab import EOD
+from charrnn.store.corpus import read_corpus, read_files, split_at, split_documents
+from charrnn.store.text import DataError
+from charrnn.store.vocab import EOD
 
 
 def tree(root, files: dict):

@@ -7,17 +7,10 @@ import types
 import numpy as np
 import pytest
 
-from charrnn.train.data import (
-    ContiguousBatches,
-    DataError,
-    RandomWindows,
-    make_batches,
-    min_corpus_chars,
-    read_text,
-    split_train_val,
-    validate_split,
-)
-from charrnn.vocab import Vocab
+from charrnn.train.data import ContiguousBatches, RandomWindows, make_batches, min_corpus_chars, split_train_val, validate_split
+
+from charrnn.store.text import DataError, read_text
+from charrnn.store.vocab import Vocab
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 

@@ -12,11 +12,11 @@ from charrnn.config import Config
 from charrnn.fast.parallel import DataParallel
 from charrnn.infer.evaluate import evaluate_documents, evaluate_ids
 from charrnn.nn import ops
-from charrnn.train.checkpoint import load_checkpoint, save_checkpoint
-from charrnn.train.corpus import join_documents, novelty_marker
+from charrnn.store.checkpoint import load_checkpoint, save_checkpoint
+from charrnn.store.corpus import join_documents, novelty_marker
 from charrnn.train.docbatch import PAD, DocumentStreams, RandomPieces
 from charrnn.train.optim import SGD
-from charrnn.vocab import EOD, Vocab
+from charrnn.store.vocab import EOD, Vocab
 from tests.conftest import tiny_model
 
 NAMES = ["anna", "bo", "cyrilla", "dee", "eve", "fitzgeraldo", "gus", "hal", "ivy", "jo",
@@ -223,7 +223,7 @@ def test_eval_scores_each_document_from_a_zero_state(names_run, tmp_path):
 
 
 def test_checkpoints_without_documents_store_no_symbol_and_load_as_before(tmp_path):
-    from charrnn.train.checkpoint import _header_metadata
+    from charrnn.store.checkpoint import _header_metadata
     from tests.conftest import FORMAT_CHECKPOINT, FORMAT_VOCAB, save_tiny_checkpoint
 
     path, _, _ = save_tiny_checkpoint(tmp_path / "plain.safetensors", FORMAT_VOCAB, **FORMAT_CHECKPOINT)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from charrnn.train.data import DataError, read_text
+from charrnn.store.text import DataError, read_text
 
 TEXT = "The quick brown fox jumps over the lazy dog.\nSecond line, café.\n" * 3
 

@@ -17,7 +17,7 @@ from charrnn.infer.evaluate import (
     format_result,
 )
 from charrnn.nn.reference import reference_loss_and_grads
-from charrnn.vocab import UnknownCharactersError, Vocab
+from charrnn.store.vocab import UnknownCharactersError, Vocab
 from tests.conftest import CELL_CASES, tiny_model, wait_until
 
 VOCAB = Vocab(list("\nabcdefgh ."))

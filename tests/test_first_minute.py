@@ -15,8 +15,9 @@ from click.testing import CliRunner
 from charrnn.cli import cli
 from charrnn.config import Config, config_to_dict, field_comments, load_config, starter_config
 from charrnn.fileio import TEMP_PREFIX, is_temp_name, remove_stale_temporaries, temp_name
-from charrnn.train.checkpoint import load_checkpoint
-from charrnn.train.run import out_dir_for, resolve_checkpoint, train_config
+from charrnn.store.checkpoint import load_checkpoint
+from charrnn.store.checkpoint import resolve_checkpoint
+from charrnn.train.run import out_dir_for, train_config
 from tests.conftest import LSTM_CHECKPOINT, TINY_TEXT, make_corpus, save_tiny_checkpoint
 
 # a small model and short run, for the tests that are about the command and not the defaults

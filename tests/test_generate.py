@@ -8,7 +8,7 @@ import pytest
 from charrnn.infer import sample as gen
 from charrnn.infer.evaluate import UnknownTextError
 from charrnn.infer.sample import SampleError, Sampler, Stepper, generate, unescape, write_samples
-from charrnn.vocab import Vocab
+from charrnn.store.vocab import Vocab
 from tests.conftest import CELL_CASES, tiny_model
 
 VOCAB = Vocab(list("\nabcdefghij .,"))

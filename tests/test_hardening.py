@@ -20,11 +20,11 @@ from charrnn.config import Config, ModelConfig
 from charrnn.infer.evaluate import DEFAULT_CHUNK, chunk_for, evaluate_ids
 from charrnn.nn.model import CharRNN
 from charrnn.train import health, resume
-from charrnn.train.checkpoint import load_checkpoint, save_checkpoint
+from charrnn.store.checkpoint import load_checkpoint, save_checkpoint
 from charrnn.train.folder import LOCK_NAME, FolderLock
 from charrnn.train.metrics import Metrics
 from charrnn.train.run import open_run
-from charrnn.vocab import Vocab
+from charrnn.store.vocab import Vocab
 from tests.conftest import make_corpus, run_cli, wait_until
 from tests.test_train import SMALL, write_config
 
@@ -464,7 +464,7 @@ def test_the_suggested_limit_is_above_the_current_step(five_steps):
 
 def test_a_finished_minutes_schedule_is_not_run_again():
     from charrnn.config import ConfigError
-    from charrnn.train.checkpoint import Progress
+    from charrnn.store.checkpoint import Progress
 
     cfg = Config()
     cfg.train.max_minutes = 1.0

@@ -12,8 +12,8 @@ from charrnn.infer.evaluate import evaluate_ids, evaluate_text
 from charrnn.nn.cells import CELLS
 from charrnn.tools.inspect import inspect_text, surprising_spans
 from charrnn.tools.units import correlations, rank_units, text_features
-from charrnn.train.checkpoint import load_model, save_checkpoint
-from charrnn.vocab import Vocab
+from charrnn.store.checkpoint import load_model, save_checkpoint
+from charrnn.store.vocab import Vocab
 from tests.conftest import TINY_TEXT, TINY_VOCAB, run_cli, tiny_model, tiny_run
 
 run = run_cli

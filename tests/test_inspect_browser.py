@@ -10,7 +10,7 @@ import pytest
 from charrnn.tools.inspect import find_units, inspect_text
 from charrnn.tools.inspect_html import write_html
 from charrnn.tools.units import text_features
-from charrnn.vocab import Vocab
+from charrnn.store.vocab import Vocab
 from tests.browser import browser_or_skip
 from tests.conftest import tiny_model, wait_until
 from tests.test_inspect import QUOTE_UNIT, QUOTE_VOCAB, quote_model, quote_text

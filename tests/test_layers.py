@@ -1,4 +1,4 @@
-"""The package's layers import one way: fast, nn <- infer <- train <- tools <- cli.
+"""The package's layers import one way: fast, nn <- config <- store <- infer <- train <- tools <- cli.
 
 Each module may import only from its own layer or a lower one; this reads every import
 statement (module level and inside functions) of every source file.
@@ -12,8 +12,8 @@ import pytest
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "charrnn")
 
 # lower number = lower layer; a module may import from layers with a number <= its own
-RANKS = {"fileio": 0, "vocab": 0, "fast": 0, "nn": 1, "config": 2, "infer": 3, "train": 4,
-         "tools": 5, "cli": 6, "__main__": 7, "__init__": 0}
+RANKS = {"fileio": 0, "errors": 0, "fast": 0, "nn": 1, "config": 2, "store": 3, "infer": 4, "train": 5,
+         "tools": 6, "cli": 7, "__main__": 8, "__init__": 0}
 
 
 def layer_of(module: str) -> str:

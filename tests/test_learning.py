@@ -7,7 +7,7 @@ import pytest
 
 from charrnn.train.data import ContiguousBatches
 from charrnn.train.optim import Adam, clip_grad_norm
-from charrnn.vocab import Vocab
+from charrnn.store.vocab import Vocab
 from tests.conftest import CELL_CASES, tiny_model
 
 # period 16; "o" is followed by " ", "g" or "w" depending on earlier characters, so the model

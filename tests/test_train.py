@@ -13,7 +13,7 @@ from safetensors.numpy import load_file
 
 from charrnn.cli import cli
 from charrnn.nn.model import CharRNN
-from charrnn.train.checkpoint import load_checkpoint
+from charrnn.store.checkpoint import load_checkpoint
 from tests.conftest import CELL_NAMES, wait_until
 
 SMALL = ["--set", "model.hidden_size=16", "--set", "model.embed_size=8", "--set", "model.layers=2",
@@ -175,7 +175,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_previous_one(tmp_
                                                                             monkeypatch):
     import errno
 
-    import charrnn.train.checkpoint as ckpt_mod
+    import charrnn.store.checkpoint as ckpt_mod
     cfg = write_config(tmp_path, corpus)
     real = ckpt_mod.write_atomically
     saves = []

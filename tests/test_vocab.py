@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from charrnn import vocab as vocab_mod
-from charrnn.vocab import UnknownCharactersError, Vocab
+from charrnn.store import vocab as vocab_mod
+from charrnn.store.vocab import UnknownCharactersError, Vocab
 
 TEXT = "héllo — wörld 😀\nhello\tworld é"
 

@@ -44,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from charrnn.errors import CharrnnError
 from charrnn.fast import blas
 from charrnn.fast.shared import share
 
@@ -68,7 +69,7 @@ def auto_workers(batch_size: int) -> int:
     return max(1, min(available_cores(), MAX_AUTO_WORKERS, batch_size // MIN_STREAMS_PER_WORKER))
 
 
-class WorkerError(RuntimeError):
+class WorkerError(CharrnnError, RuntimeError):
     """A worker process died or could not be reached."""
 
 

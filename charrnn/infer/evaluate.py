@@ -52,16 +52,17 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from charrnn.errors import CharrnnError
 from charrnn.fast.parallel import can_fork
 from charrnn.fast.pipeline import pipelined_nll
-from charrnn.vocab import UnknownCharactersError
+from charrnn.store.vocab import UnknownCharactersError
 
 DEFAULT_CHUNK = 1024  # characters per forward call: long enough to amortise, small in memory
 LOGITS_BUDGET = 32 << 20  # bytes of float64 logits per forward call: caps chunks of a big vocabulary
 PIPELINE_MIN_CHUNKS = 4  # shorter texts: forking the layer-0 process costs more than it saves
 
 
-class EvalError(ValueError):
+class EvalError(CharrnnError, ValueError):
     """A text that cannot be evaluated; one sentence naming the problem and the fix."""
 
 

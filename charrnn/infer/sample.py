@@ -29,14 +29,15 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from charrnn.errors import UsageError
 from charrnn.infer.evaluate import encode_text
 from charrnn.nn.stepper import Stepper
-from charrnn.vocab import Vocab
+from charrnn.store.vocab import Vocab
 
 NOISE_BLOCK = 1024  # sampling steps per block of Gumbel noise
 
 
-class SampleError(ValueError):
+class SampleError(UsageError, ValueError):
     """A sampling setting that cannot be used; one sentence naming the option and the fix."""
 
 

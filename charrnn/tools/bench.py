@@ -62,7 +62,7 @@ def set_blas_threads(n: int) -> int | None:
 
 def bench_vocab(size: int):
     """A vocabulary of `size` printable characters (ASCII first), like a corpus's."""
-    from charrnn.vocab import Vocab
+    from charrnn.store.vocab import Vocab
 
     return Vocab(chr(c) for c in range(32, 32 + size))
 
@@ -72,7 +72,7 @@ def make_run(cell="lstm", layers=2, hidden=128, emb=64, vocab=65, batch=50, seq=
     """A charrnn.train.Run over random ids with exactly enough batches for warmup + steps."""
     from charrnn.config import Config
     from charrnn.nn.model import CharRNN
-    from charrnn.train.checkpoint import Progress
+    from charrnn.store.checkpoint import Progress
     from charrnn.train.data import make_batches
     from charrnn.train.engine import make_engine
     from charrnn.train.optim import make_optimizer

@@ -32,8 +32,8 @@ from charrnn.config import ModelConfig
 from charrnn.nn import cells
 from charrnn.nn.model import CharRNN
 from charrnn.tools import gradcheck
-from charrnn.train.data import DataError
-from charrnn.vocab import UnknownCharactersError
+from charrnn.store.text import DataError
+from charrnn.store.vocab import UnknownCharactersError
 
 THRESHOLD = 1e-3
 

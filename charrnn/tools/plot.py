@@ -17,11 +17,13 @@ import os
 
 import numpy as np
 
+from charrnn.errors import CharrnnError
+
 INSTALL_HINT = "pip install 'charrnn[plot]'"
 METRICS_FILE = "metrics.jsonl"
 
 
-class PlotError(Exception):
+class PlotError(CharrnnError):
     """A picture that cannot be drawn; the message is one sentence for the user."""
 
 

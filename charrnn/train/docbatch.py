@@ -1,6 +1,6 @@
 """Batches of documents: no hidden state is ever carried from one document into the next.
 
-The training ids of documents mode are EOD d_1 EOD d_2 ... d_n EOD (charrnn/train/corpus.py).
+The training ids of documents mode are EOD d_1 EOD d_2 ... d_n EOD (charrnn/store/corpus.py).
 Unit i is document i read from the EOD before it: inputs ids[s_i : s_{i+1}], targets
 ids[s_i + 1 : s_{i+1} + 1], where s_i is the position of the i-th EOD, so its first target is the
 document's first character and its last target is EOD. A unit is cut into pieces of T inputs;
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from charrnn.train.data import DataError
+from charrnn.store.text import DataError
 
 PAD = -1     # the target of a padding position: no loss, no gradient
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+from charrnn.errors import CharrnnError
 
-class TrainingError(Exception):
+
+class TrainingError(CharrnnError):
     """Training cannot go on (non-finite loss, unusable run folder, ...): exit status 1."""
 
-    exit_code = 1
 
-
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(CharrnnError):
     """SIGINT / SIGTERM arrived; last.safetensors holds the state. exit_code is 128 + signal."""
 
     def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
+        super().__init__(message, exit_code)

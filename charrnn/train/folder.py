@@ -12,7 +12,7 @@ import tempfile
 
 from charrnn.config import ConfigError
 from charrnn.fileio import remove_stale_temporaries, shell_path
-from charrnn.train.checkpoint import RUN_CHECKPOINTS
+from charrnn.store.checkpoint import RUN_CHECKPOINTS
 from charrnn.train.errors import TrainingError
 
 try:

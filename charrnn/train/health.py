@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 
+from charrnn.store.checkpoint import nonfinite_tensor
 from charrnn.train.errors import TrainingError
 
 EXPLOSION_FACTOR = 3.0
@@ -64,14 +65,6 @@ def explosion(what: str, loss: float, ceiling: float) -> str:
     """The words for a loss above the ceiling."""
     return (f"the {what} loss reached {loss:.4g} nats/char, over {ceiling:.3g} "
             f"({EXPLOSION_FACTOR:g}x the first training loss or that of a uniform guess)")
-
-
-def nonfinite_tensor(tensors) -> str | None:
-    """The name of the first tensor of `tensors` (name -> array) holding NaN or inf, or None."""
-    for name, value in tensors:
-        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
-            return name
-    return None
 
 
 def weights_problem(params) -> str | None:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from charrnn.fileio import shell_path
 from charrnn.train import health
 from charrnn.train.budget import StepTimer, step_horizon, time_horizon
-from charrnn.train.checkpoint import Progress
+from charrnn.store.checkpoint import Progress
 from charrnn.train.errors import TrainingError, TrainingInterrupted
 from charrnn.train.metrics import Metrics
 from charrnn.train.optim import clip_coefficient, clip_grad_value

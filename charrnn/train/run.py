@@ -27,15 +27,17 @@ from charrnn.config import (
 )
 from charrnn.fileio import shell_path
 from charrnn.nn.model import CharRNN
-from charrnn.train import corpus as corpus_mod
+from charrnn.store import corpus as corpus_mod
+from charrnn.store.text import DataError, display_name
 from charrnn.train import data as data_mod
-from charrnn.train.checkpoint import (
+from charrnn.store.checkpoint import (
     RUN_CHECKPOINTS,
     Checkpoint,
     CheckpointError,
     Progress,
     TrainState,
     load_checkpoint,
+    resolve_checkpoint,
     save_checkpoint,
     saved_steps,
 )
@@ -46,7 +48,7 @@ from charrnn.train.folder import FolderLock, own_out_dir, refuse_existing_run, r
 from charrnn.train.optim import flatten_state, make_optimizer, unflatten_state
 from charrnn.train.report import quick_timing, report_lines
 from charrnn.train.resume import change_notes, horizon_kept, refuse_changes
-from charrnn.vocab import Vocab
+from charrnn.store.vocab import Vocab
 
 ARCHITECTURE_KEYS = ("cell", "nonlinearity", "layers", "hidden_size", "embed_size", "residual",
                      "ffn_mult")
@@ -106,24 +108,6 @@ LAST, BEST = RUN_CHECKPOINTS
 RUNS_FOLDER = "runs"           # where `charrnn train --data FILE` puts a run with no out_dir
 
 
-def resolve_checkpoint(path: str, say=None) -> str:
-    """The checkpoint file that `path` names: `path` itself, or for a run folder its
-    best.safetensors if there, else its last.safetensors (say(line) tells which).
-
-    CheckpointError for a folder that holds neither.
-    """
-    if not os.path.isdir(path):
-        return path
-    for name, why in ((BEST, "lowest validation loss"), (LAST, "latest; no best.safetensors yet")):
-        found = os.path.join(path, name)
-        if os.path.isfile(found):
-            if say is not None:
-                say(f"using {found} ({why})")
-            return found
-    raise CheckpointError(f"the folder {path} holds no checkpoint ({BEST} or {LAST}); give a "
-                          f"run folder of `charrnn train` or a .safetensors file.")
-
-
 def out_dir_for(data_path: str) -> str:
     """The run folder for a corpus given with --data: runs/<file or folder name without its
     suffix> (of a glob: of the part before its first wildcard), runs/stdin for '-'."""
@@ -154,16 +138,16 @@ def load_corpus(cfg: Config, vocab: Vocab | None):
 
 
 def read_checked_corpus(cfg: Config, vocab: Vocab | None) -> corpus_mod.Corpus:
-    """The corpus of data.path (charrnn/train/corpus.py), checked to make a batch and a
+    """The corpus of data.path (charrnn/store/corpus.py), checked to make a batch and a
     validation pass; the given vocab (from a checkpoint) if any."""
     try:
         corpus = corpus_mod.read_corpus(cfg.data, vocab)
-    except data_mod.DataError as e:
+    except DataError as e:
         if "is empty" not in str(e):
             raise
         need = data_mod.min_corpus_chars(cfg.data.val_fraction, cfg.train.batch_size,
                                          cfg.train.seq_len, cfg.data.batching)
-        raise data_mod.DataError(f"{str(e).removesuffix('some UTF-8 text')}a UTF-8 text "
+        raise DataError(f"{str(e).removesuffix('some UTF-8 text')}a UTF-8 text "
                                  f"file of at least {need} characters") from None
     if not corpus.documents:       # documents mode: its batcher checks the pieces (docbatch.py)
         data_mod.validate_split(corpus.train_ids, corpus.val_ids, cfg.data.val_fraction,
@@ -233,10 +217,10 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     source = resume or init_from
     try:
         text = read_checked_corpus(cfg, source.vocab if source else None)
-    except data_mod.DataError as e:
+    except DataError as e:
         if resume is None or cfg.data.path != "-" or "is empty" not in str(e):
             raise
-        raise data_mod.DataError(f"this run read its text from standard input and none came; "
+        raise DataError(f"this run read its text from standard input and none came; "
                                  f"pipe the same text again (cat FILE | charrnn train --resume "
                                  f"{shell_path(cfg.train.out_dir)}) or add --set "
                                  f"data.path=FILE") from None
@@ -396,7 +380,7 @@ def announce(run: Run, resumed: bool, say=None, warn=None) -> None:
     samples; warn() (shown even with -q) what the user may not expect: what changed on resume,
     and a run with no limit."""
     data = run.config.data.path
-    source = ", ".join(data_mod.display_name(p) for p in ([data] if isinstance(data, str) else data))
+    source = ", ".join(display_name(p) for p in ([data] if isinstance(data, str) else data))
     if say is not None:
         if run.removed:
             say(f"removed {len(run.removed)} temporary file(s) of interrupted writes from "

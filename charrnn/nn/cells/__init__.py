@@ -1,6 +1,8 @@
 """The recurrent cells, one module each, and the registry that everything else reads.
 
-A cell module holds everything about its cell (see docs/adding-a-cell.md):
+A cell module holds everything about its cell (see docs/adding-a-cell.md); contract.py declares
+it as types (Cell: the core; BatchOneStep: the fast path of sampling) and the registry checks
+every module against them:
 
     GATES    the names of its gate blocks, in the order of the rows of weight_ih / weight_hh
              (G = len(GATES); PyTorch's order, so checkpoints load into torch.nn.RNN/GRU/LSTM)
@@ -35,11 +37,13 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from charrnn.nn.cells.contract import check
 from charrnn.nn.cells.projection import TokenInput
 
 NAMES = ("rnn", "gru", "lstm", "mingru", "minlstm")     # a new cell: its module's name here (docs/adding-a-cell.md)
 
-CELLS: dict[str, ModuleType] = {name: importlib.import_module(f"{__name__}.{name}")
+# each module is checked against the declared contract (contract.py) as it is registered
+CELLS: dict[str, ModuleType] = {name: check(name, importlib.import_module(f"{__name__}.{name}"))
                                 for name in NAMES}
 
 LAYER_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")

@@ -23,6 +23,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from charrnn.errors import CharrnnError
+
 CHUNK = 1 << 18  # characters per encoding chunk: ~4 MB of temporaries (int64 indices, int32 ids), few calls
 
 _SENTINEL = -1  # lookup-table value for "not in the vocabulary"
@@ -32,7 +34,7 @@ _SENTINEL = -1  # lookup-table value for "not in the vocabulary"
 EOD = "\x03"
 
 
-class UnknownCharactersError(ValueError):
+class UnknownCharactersError(CharrnnError, ValueError):
     """Text has characters outside the vocabulary.
 
     Attributes: `unknown` (set of the distinct unknown characters) and `count` (how many

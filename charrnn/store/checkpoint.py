@@ -30,12 +30,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from charrnn import __version__
+from charrnn.errors import CharrnnError
 from charrnn.config import Config, ConfigError, config_from_dict, config_to_dict
 from charrnn.fileio import write_atomically
 from charrnn.nn import cells
 from charrnn.nn.model import CharRNN, parameter_shapes
-from charrnn.train.health import nonfinite_tensor
-from charrnn.vocab import Vocab
+from charrnn.store.vocab import Vocab
 
 FORMAT = "charrnn/1"
 FORMAT_NAME, FORMAT_VERSION = FORMAT.split("/")
@@ -47,13 +47,21 @@ ALGORITHM = "crc32"              # catches any change within 4 consecutive bytes
 RUN_CHECKPOINTS = ("last.safetensors", "best.safetensors")
 
 
-class CheckpointError(Exception):
+class CheckpointError(CharrnnError):
     """A checkpoint that cannot be read or used; the message is one sentence for the user."""
 
 
 class CorruptCheckpoint(CheckpointError):
     """A checkpoint whose bytes changed after it was written: cut short, unparseable, or not
     matching its checksums. The message names the run folder's other checkpoint, if any."""
+
+
+def nonfinite_tensor(tensors) -> str | None:
+    """The name of the first tensor of `tensors` (name -> array) holding NaN or inf, or None."""
+    for name, value in tensors:
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            return name
+    return None
 
 
 @dataclass
@@ -218,6 +226,25 @@ def saved_steps(folder: str) -> dict[str, int]:
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
     return steps
+
+
+def resolve_checkpoint(path: str, say=None) -> str:
+    """The checkpoint file that `path` names: `path` itself, or for a run folder its
+    best.safetensors if there, else its last.safetensors (say(line) tells which).
+
+    CheckpointError for a folder that holds neither.
+    """
+    if not os.path.isdir(path):
+        return path
+    last, best = RUN_CHECKPOINTS
+    for name, why in ((best, "lowest validation loss"), (last, "latest; no best.safetensors yet")):
+        found = os.path.join(path, name)
+        if os.path.isfile(found):
+            if say is not None:
+                say(f"using {found} ({why})")
+            return found
+    raise CheckpointError(f"the folder {path} holds no checkpoint ({best} or {last}); give a "
+                          f"run folder of `charrnn train` or a .safetensors file.")
 
 
 def load_checkpoint(path: str) -> Checkpoint:

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from charrnn.train import encoding
-from charrnn.train.data import DataError, decode_text, display_name, read_bytes
-from charrnn.vocab import EOD, Vocab
+from charrnn.store import encoding
+from charrnn.store.text import DataError, decode_text, display_name, read_bytes
+from charrnn.store.vocab import EOD, Vocab
 
 BINARY_SNIFF = 8000       # git's heuristic: a NUL byte in the first 8000 bytes means binary
 _GLOB = re.compile(r"[*?[]")
