@@ -215,7 +215,8 @@ def _count_threads_at_fork() -> None:
         _forks_with_threads.append(sorted(t.name for t in threading.enumerate()))
 
 
-os.register_at_fork(before=_count_threads_at_fork)
+if hasattr(os, "register_at_fork"):          # not on Windows, which cannot fork
+    os.register_at_fork(before=_count_threads_at_fork)
 
 
 @pytest.fixture(autouse=True)
