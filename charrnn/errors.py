@@ -13,6 +13,7 @@ class CharrnnError(Exception):
     """An error with a message for the user; exit_code is the process's exit status (1)."""
 
     exit_code = 1
+    is_error = True        # False: a stop the user asked for, said without "error:"
 
     def __init__(self, message: str = "", exit_code: int | None = None):
         super().__init__(message)

@@ -7,6 +7,8 @@ import os
 import re
 import secrets
 import shlex
+import shutil
+import sys
 
 # The temporary file of a write to NAME is TEMP_PREFIX + 8 random characters + "." + NAME,
 # beside NAME (e.g. .tmp-3f9a0c1e.last.safetensors).
@@ -83,3 +85,23 @@ def remove_stale_temporaries(folder: str) -> list[str]:
 def shell_path(path: str) -> str:
     """path as a shell word in a command we print: quoted, and never read as an option."""
     return shlex.quote(f"./{path}" if path.startswith("-") else path)
+
+
+def command_name() -> str:
+    """charrnn as the user invoked it, for the commands we print: `charrnn` when that is what
+    the PATH finds, else the path they typed (.venv/bin/charrnn), or `python -m charrnn`."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "charrnn"
+    if argv0.endswith(os.path.join("charrnn", "__main__.py")):
+        return f"{_as_found(sys.executable or 'python')} -m charrnn"
+    if os.path.basename(argv0) != "charrnn":          # an embedding program, a test runner
+        return "charrnn"
+    return _as_found(argv0)
+
+
+def _as_found(program: str) -> str:
+    """program's bare name when the PATH finds that very file under it, else its path."""
+    name = os.path.basename(program)
+    on_path = shutil.which(name)
+    if on_path and os.path.realpath(on_path) == os.path.realpath(program):
+        return name
+    return shell_path(program)

@@ -103,7 +103,7 @@ def test_sample_prime_file_and_stdin(ckpt, tmp_path):
 
 def test_sample_unknown_prime_characters(ckpt):
     r = run("sample", ckpt, "--prime", "the ZOO", "-n", 5)
-    assert_one_line_error(r, 1, "prime has 3 character(s)", "'O', 'Z'", "--unknown skip")
+    assert_one_line_error(r, 2, "prime has 3 character(s)", "'O', 'Z'", "--unknown skip")
     r = run("sample", ckpt, "--prime", "the ZOO", "-n", 5, "--unknown", "skip", "--seed", 0)
     assert r.exit_code == 0 and r.stdout.startswith("the ")
     assert "warning: skipped 3 character(s) of the prime" in r.stderr and "'Z'" in r.stderr
@@ -189,6 +189,12 @@ def test_eval_streams_are_opt_in_and_say_so(ckpt):
     assert j["loss"] == pytest.approx(total / n, rel=1e-12)
     bad = run("eval", ckpt, "-", "--streams", "0", input=TEXT)
     assert bad.exit_code == 2 and "--streams" in bad.stderr
+    # more streams than scored characters: one character each, and the report says so
+    j = json.loads(run("eval", ckpt, "-", "--json", "--streams", "999999999999", "--warmup", "9",
+                       input=TEXT).stdout)
+    assert (j["streams"], j["chars_scored"]) == (n, n)
+    j = json.loads(run("eval", ckpt, "-", "--json", "--streams", str(n - 1), input=TEXT).stdout)
+    assert j["streams"] == -(-n // -(-n // (n - 1)))       # segments of 2: about half as many
 
 
 def test_eval_one_process_gives_the_same_result(ckpt, monkeypatch):

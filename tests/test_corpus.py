@@ -36,8 +36,9 @@ def test_a_glob_and_a_list_of_paths(tmp_path):
     tree(tmp_path, {"x/1.txt": "one", "x/2.txt": "two", "x/3.md": "three", "y.txt": "why"})
     texts, _ = read_files(str(tmp_path / "x" / "*.txt"))
     assert [t for _, t in texts] == ["one", "two"]
-    texts, _ = read_files([str(tmp_path / "y.txt"), str(tmp_path / "x" / "*.md"), str(tmp_path / "x")])
-    assert [t for _, t in texts] == ["why", "three", "one", "two", "three"]
+    texts, notes = read_files([str(tmp_path / "y.txt"), str(tmp_path / "x" / "*.md"), str(tmp_path / "x")])
+    assert [t for _, t in texts] == ["why", "three", "one", "two"]        # 3.md read once
+    assert notes == ["skipped 1 path to a file already read (3.md -> 3.md)"]
     with pytest.raises(DataError, match="matches no file"):
         read_files(str(tmp_path / "*.csv"))
 
@@ -55,7 +56,7 @@ def test_invalid_utf8_names_the_file_and_offset_or_is_skipped(tmp_path):
         read_files(str(tmp_path))
     assert str(e.value).startswith(f"{tmp_path / 'b.txt'} is not valid UTF-8: invalid byte 0xe9 "
                                    f"at byte offset 3")
-    assert "data.skip_invalid: true" in str(e.value)
+    assert "--set data.skip_invalid=true" in str(e.value)
     heard = []
     texts, notes = read_files(str(tmp_path), skip_invalid=True, warn=heard.append)
     assert [t for _, t in texts] == ["fine\n", "also fine\n"]

@@ -322,9 +322,12 @@ def test_the_page_cuts_characters_and_unit_values_beyond_its_limits(monkeypatch)
     assert data["text"] == text[:250]
     q = np.frombuffer(__import__("base64").b64decode(data["units"]["0/h"]), np.uint8)
     q = q.reshape(4, 100).astype(float)
-    scale = np.array(data["scales"]["0/h"])
-    decoded = (q - 128) / 127 * scale[:, None]
-    np.testing.assert_allclose(decoded.T, ins.states[(0, "h")][:100], atol=0.5 / 127 * scale.max())
+    lo, hi = np.array(data["lows"]["0/h"]), np.array(data["scales"]["0/h"])
+    values = ins.states[(0, "h")][:100].astype(np.float64)
+    np.testing.assert_array_equal(lo, np.minimum(0, values.min(axis=0)))    # what it spans
+    np.testing.assert_array_equal(hi, np.maximum(0, values.max(axis=0)))
+    decoded = (q - 128) / 127 * np.where(q < 128, -lo[:, None], hi[:, None])
+    np.testing.assert_allclose(decoded.T, values, atol=0.5 / 127 * max(hi.max(), -lo.min()))
 
 
 def test_colour_shows_control_characters_as_pictures():

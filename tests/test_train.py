@@ -241,7 +241,9 @@ def test_sigint_saves_and_resume_continues(tmp_path, corpus):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "Resume with: charrnn train --resume" in err
+    assert "charrnn: interrupted at step" in err and "error" not in err     # asked for: a note
+    # as invoked: python -m charrnn, by the name the PATH finds or by its path
+    assert f"-m charrnn train --resume {tmp_path / 'run'}" in err
     assert "Traceback" not in err
     ckpt = load_checkpoint(str(tmp_path / "run" / "last.safetensors"))
     stopped = ckpt.train_state["progress"]["step"]
@@ -260,7 +262,7 @@ def test_ctrl_c_to_the_process_group_with_worker_processes(tmp_path, corpus):
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "Traceback" not in err and "Resume with: charrnn train --resume" in err
+    assert "Traceback" not in err and "-m charrnn train --resume" in err
     assert load_checkpoint(str(tmp_path / "run" / "last.safetensors")).train_state["progress"]["step"] >= 3
     wait_until(lambda: group_ended(proc.pid), timeout=10,
                what="the worker processes to end with the trainer")

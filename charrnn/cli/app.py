@@ -100,7 +100,8 @@ class CharrnnGroup(click.Group):
             click.echo("charrnn: interrupted", err=True)
             ctx.exit(130)
         except CharrnnError as error:          # the user's to fix: one line, its exit status
-            click.echo(f"charrnn: error: {str(error).rstrip()}", err=True)
+            kind = "error: " if error.is_error else ""
+            click.echo(f"charrnn: {kind}{str(error).rstrip()}", err=True)
             ctx.exit(error.exit_code)
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 
@@ -44,48 +45,83 @@ from charrnn.store.text import DataError
               help="Prime characters outside the vocabulary: fail, or drop them with a warning.")
 @click.option("--novelty/--no-novelty", default=None,
               help="Mark each sample as in the training split, in validation, or new, and print "
-                   "the share of new ones on stderr (reads the run's data.path again). Default: "
-                   "on for a documents-mode model with --json.")
+                   "the share of new ones on stderr (reads the run's data.path again, and checks "
+                   "it is the text the run trained on). Default: on for a documents-mode model "
+                   "with --json.")
+@click.option("--data", "data_path", metavar="PATH",
+              help="For --novelty: where the run's training text is now, when it has moved.")
 def sample_command(checkpoint, length, temperature, greedy, top_k, top_p, prime, prime_file, seed,
-                   num_samples, separator, stop, as_json, echo, unknown, novelty):
+                   num_samples, separator, stop, as_json, echo, unknown, novelty, data_path):
     """Generate text from CHECKPOINT, streamed to stdout as it is produced.
 
     CHECKPOINT is a .safetensors file or a run folder (its best checkpoint, else its last).
     Options not given (length, temperature, top-k, top-p, prime, seed) take their values from
     the `sample:` section of the config the checkpoint was trained with, else the defaults shown.
     """
-    from charrnn.infer.sample import check_settings, unescape, write_samples
-    from charrnn.store.checkpoint import load_model
+    from charrnn.infer.sample import unescape, write_samples
+    from charrnn.store.checkpoint import load_model, resolve_checkpoint
     from charrnn.store.text import read_text
 
     if num_samples < 1:
         raise SampleError(f"--num-samples must be >= 1; got {num_samples}")
     if prime is not None and prime_file is not None:
         raise SampleError("give --prime or --prime-file, not both")
-    model, vocab, ckpt = load_model(checkpoint_file(checkpoint))
+    if temperature is not None:
+        temperature = _temperatures(temperature)
+        if greedy and isinstance(temperature, list):
+            raise SampleError("--greedy always takes the most likely character, so every "
+                              "temperature of -t would give the same samples; give --greedy "
+                              "or a -t list, not both")
+    using = []              # the folder's checkpoint, said once the options are known good
+    path = resolve_checkpoint(checkpoint, say=using.append)
+    model, vocab, ckpt = load_model(path)
     saved = ckpt.config.sample
-    length = saved.length if length is None else length
-    temperature = saved.temperature if temperature is None else _temperatures(temperature)
-    if greedy:
-        temperature = 1.0       # the argmax does not depend on it: -t is ignored, not checked
-    top_k = saved.top_k if top_k is None else top_k
-    top_p = saved.top_p if top_p is None else top_p
-    seed = saved.seed if seed is None else seed
-    for t in temperature if isinstance(temperature, list) else [temperature]:
-        check_settings(length, t, top_k, top_p)
-    documents = ckpt.config.data.documents if vocab.eod is not None else "none"
-    if separator is None and documents == "lines":
-        separator = r"\n"                           # one document per line
-    marker = _novelty_marker(ckpt, vocab, novelty, documents != "none" and as_json)
+    length, temperature, top_k, top_p, seed = _settings(saved, length, temperature, greedy,
+                                                        top_k, top_p, seed)
     if prime_file is not None:
         prime_text = read_text(prime_file, warn=warn)
     else:
         prime_text = saved.prime if prime is None else prime
+    _check_prime(vocab, prime_text, unknown)
+    for line in using:
+        note(line)
+    documents = ckpt.config.data.documents if vocab.eod is not None else "none"
+    if separator is None and documents == "lines":
+        separator = r"\n"                           # one document per line
+    marker = _novelty_marker(ckpt, vocab, novelty, documents != "none" and as_json, checkpoint,
+                             path, data_path)
     write_samples(model, vocab, sys.stdout, prime=prime_text, unknown=unknown, length=length,
                   temperature=temperature, greedy=greedy, top_k=top_k, top_p=top_p,
                   seed=seed, num_samples=num_samples, separator=unescape(separator),
                   stop=unescape(stop), as_json=as_json, echo=echo, warn=warn, novelty=marker,
                   note=note)
+
+
+def _settings(saved, length, temperature, greedy, top_k, top_p, seed):
+    """(length, temperature, top_k, top_p, seed) of a sample: the options given, else the
+    checkpoint's `sample:` section; SampleError for one that cannot be used."""
+    from charrnn.infer.sample import check_settings
+
+    length = saved.length if length is None else length
+    temperature = saved.temperature if temperature is None else temperature
+    if greedy:
+        temperature = 1.0       # the argmax does not depend on a single -t: ignored, not checked
+    top_k = saved.top_k if top_k is None else top_k
+    top_p = saved.top_p if top_p is None else top_p
+    for t in temperature if isinstance(temperature, list) else [temperature]:
+        check_settings(length, t, top_k, top_p)
+    return length, temperature, top_k, top_p, saved.seed if seed is None else seed
+
+
+def _check_prime(vocab, prime: str, unknown: str) -> None:
+    """A prime with characters outside the vocabulary is a bad option value: a usage error
+    (exit 2), as a bad --temperature is, unless --unknown skip drops them."""
+    from charrnn.infer.evaluate import UnknownTextError, encode_text
+
+    try:
+        encode_text(vocab, prime, unknown, "the prime")
+    except UnknownTextError as error:
+        raise SampleError(str(error)) from None
 
 
 def _temperatures(text: str):
@@ -98,15 +134,25 @@ def _temperatures(text: str):
     return values if len(values) > 1 else values[0]
 
 
-def _novelty_marker(ckpt, vocab, novelty: bool | None, by_default: bool):
+def _novelty_marker(ckpt, vocab, novelty: bool | None, by_default: bool, given: str, path: str,
+                    data_path: str | None):
     """The novelty mark of `charrnn sample` (corpus.novelty_marker), or None when off. On by
-    default only: a training text that cannot be read is a warning, not an error."""
+    default only: a training text that cannot be read is a warning, not an error. given: the
+    CHECKPOINT argument, path: its file; data_path: --data."""
+    import dataclasses
+
+    from charrnn.fileio import shell_path
     from charrnn.store.corpus import novelty_marker
 
     if novelty is False or (novelty is None and not by_default):
         return None
+    data = ckpt.config.data
+    if data_path is not None:
+        data = dataclasses.replace(data, path=data_path)
+    fix = f"charrnn sample {shell_path(given)} --novelty --data NEW_PATH"
     try:
-        return novelty_marker(ckpt.config.data, vocab)
+        return novelty_marker(data, vocab, (ckpt.train_state or {}).get("corpus"),
+                              os.path.dirname(path) or os.curdir, fix)
     except DataError as error:
         if novelty:
             raise DataError(f"--novelty reads the run's training text (data.path), which "
@@ -167,7 +213,15 @@ def eval_command(checkpoint, text_file, as_json, unknown, chunk_len, streams, wa
     click.echo(json.dumps(result.to_dict()) if as_json else format_result(result))
 
 
-cli.add_command(eval_command, "perplexity")
+def _alias(command: click.Command, name: str) -> click.Command:
+    """The same command under another name, whose line in `charrnn --help` says so."""
+    alias = copy.copy(command)
+    alias.name = name
+    alias.short_help = f"The same as {command.name} (another name for it)."
+    return alias
+
+
+cli.add_command(_alias(eval_command, "perplexity"))
 
 
 # -- inspect: what the model sees, character by character and unit by unit -------------------

@@ -173,6 +173,13 @@ def evaluate_ids(model, ids, chunk_len: int = DEFAULT_CHUNK, max_chars: int | No
     return total, n - 1
 
 
+def streams_used(scored: int, streams: int) -> int:
+    """The streams a pass over `scored` targets really reads when asked for `streams`: segments
+    of ceil(scored / streams) targets, none empty (so never more than the targets)."""
+    seg = -(-scored // streams)
+    return -(-scored // seg)
+
+
 def _evaluate_streams(model, ids: np.ndarray, streams: int, warmup: int, chunk_len: int) -> float:
     """Total nll of ids[1:] read as K parallel streams with warm-up (module docstring).
 
@@ -183,7 +190,7 @@ def _evaluate_streams(model, ids: np.ndarray, streams: int, warmup: int, chunk_l
     """
     n = len(ids) - 1                                   # inputs x_0 .. x_{n-1}, targets x_1 .. x_n
     seg = -(-n // streams)
-    k_rows = -(-n // seg)                              # no empty stream
+    k_rows = streams_used(n, streams)
     warm = min(warmup, (k_rows - 1) * seg)             # longer warm-up than any row can use: none
     starts = np.arange(k_rows) * seg - warm            # index of each row's step-0 input
     steps = warm + seg
@@ -274,6 +281,7 @@ def evaluate_text(model, vocab, text: str, unknown: str = "error",
     if skipped and len(ids) < 2:
         raise EvalError(f"only {len(ids)} character(s) of the text are in the model's vocabulary "
                         f"after skipping {skipped}; evaluation needs at least 2")
+    streams = streams_used(len(ids) - 1, streams)       # what the result reports
     total, n = evaluate_ids(model, ids, chunk_len, streams=streams, warmup=warmup,
                             pipeline=pipeline)
     loss = total / n

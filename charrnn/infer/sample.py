@@ -46,7 +46,10 @@ def check_settings(length: int = 0, temperature: float = 1.0, top_k: int | None 
     """SampleError unless the settings are usable (length >= 0, 0 < T < inf, k >= 1, 0 < p <= 1)."""
     if length < 0:
         raise SampleError(f"--length must be >= 0; got {length}")
-    if not (temperature > 0 and math.isfinite(temperature)):
+    if not math.isfinite(temperature):
+        raise SampleError(f"--temperature must be a finite number > 0; got {temperature} (above "
+                          f"about 10 the samples are already nearly uniform)")
+    if not temperature > 0:
         raise SampleError(f"--temperature must be a number > 0; got {temperature} "
                           f"(use --greedy for always the most likely character)")
     if top_k is not None and top_k < 1:

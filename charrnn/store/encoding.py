@@ -22,7 +22,10 @@ Encoding Standard's treatment of windows-1252 (the label latin1 decodes as windo
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+
+from charrnn.fileio import shell_path
 
 UTF8_BOM = b"\xef\xbb\xbf"
 # longest first: the UTF-32 LE mark starts with the UTF-16 LE one
@@ -36,9 +39,17 @@ class EncodingError(ValueError):
     """Bytes that are not UTF-8 text; the message names the file, what it is and the fix."""
 
 
-def convert_hint(name: str, encoding: str) -> str:
-    """The iconv command that converts file `name` from `encoding` to UTF-8."""
+def convert_hint(name: str, encoding: str, in_place: bool = False) -> str:
+    """The iconv command that converts file `name` from `encoding` to UTF-8: into a new file
+    beside it, or (in_place: a file found in a folder, where a copy beside it would be read
+    too) over it, through a hidden temporary file that a folder read leaves out, replaced only
+    when iconv succeeded."""
     target = "FILE" if name == "standard input" else name
+    if in_place:
+        folder, base = os.path.split(target)
+        tmp = shell_path(os.path.join(folder, f".{base}.utf8"))
+        return (f"convert it in place with: iconv -f {encoding} -t UTF-8 {shell_path(target)} > "
+                f"{tmp} && mv {tmp} {shell_path(target)}")
     return f"convert it with: iconv -f {encoding} -t UTF-8 {target} > {target}.utf8.txt"
 
 
@@ -74,21 +85,22 @@ def _legacy_hint(raw: bytes, start: int) -> str:
     return "CP1252" if any(0x80 <= b <= 0x9F for b in bad) else "LATIN1"
 
 
-def decode(raw: bytes, name: str) -> tuple[str, str | None]:
+def decode(raw: bytes, name: str, in_place: bool = False) -> tuple[str, str | None]:
     """(text, warning or None) of a UTF-8 file's bytes; `name` names it in messages.
 
     A leading UTF-8 BOM is dropped; nothing else changes. EncodingError (naming the encoding
-    and the iconv command) for the cases in the module docstring.
+    and the iconv command, in_place: one that converts the file itself) for the cases in the
+    module docstring.
     """
     for mark, encoding, order in BOMS:
         if raw.startswith(mark):
             raise EncodingError(f"{name} is {encoding} text ({order}; it starts with a {encoding} "
-                                f"byte-order mark), not UTF-8; {convert_hint(name, encoding)}")
+                                f"byte-order mark), not UTF-8; {convert_hint(name, encoding, in_place)}")
     wide = sniff_wide(raw)
     if wide is not None:
         raise EncodingError(f"{name} looks like {wide} text without a byte-order mark (every "
                             f"{'fourth' if wide.startswith('UTF-32') else 'other'} byte is ASCII, "
-                            f"the rest NUL), not UTF-8; {convert_hint(name, wide)}")
+                            f"the rest NUL), not UTF-8; {convert_hint(name, wide, in_place)}")
     start = len(UTF8_BOM) if raw.startswith(UTF8_BOM) else 0
     try:
         text = str(memoryview(raw)[start:], "utf-8")   # no copy of the bytes after the mark
@@ -102,7 +114,7 @@ def decode(raw: bytes, name: str) -> tuple[str, str | None]:
         raise EncodingError(
             f"{name} is not valid UTF-8: invalid byte 0x{raw[offset]:02x} at byte offset {offset} "
             f"({e.reason}); if it is {'Windows-1252' if legacy == 'CP1252' else 'Latin-1'} "
-            f"text, {convert_hint(name, legacy)}") from None
+            f"text, {convert_hint(name, legacy, in_place)}") from None
     return text, nul_warning(text, name)
 
 

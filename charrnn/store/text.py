@@ -41,10 +41,11 @@ def read_bytes(path: str) -> bytes:
         raise DataError(f"cannot read {name}: {e.strerror or e}") from None
 
 
-def decode_text(raw: bytes, path: str, warn=None) -> str:
-    """read_text's decoding of bytes read from `path` (DataError, warn: as read_text's)."""
+def decode_text(raw: bytes, path: str, warn=None, in_place: bool = False) -> str:
+    """read_text's decoding of bytes read from `path` (DataError, warn: as read_text's;
+    in_place: the iconv advice converts the file itself, as one found in a folder needs)."""
     try:
-        text, warning = encoding.decode(raw, display_name(path))
+        text, warning = encoding.decode(raw, display_name(path), in_place)
     except encoding.EncodingError as e:
         raise DataError(str(e)) from None
     if warning:

@@ -14,9 +14,11 @@ each; the rest is cut, and the page says so), and the values of every unit for t
 UNIT_BYTES / (number of units) of them (one byte per value; characters beyond have no unit
 colour, and the page says so). The JSON output has everything.
 
-Encoding: a unit's value v is stored as round(127 v / m) + 128 in one byte, with m =
-max(1, max |v| over the stored characters) per unit, so bounded values (h of tanh cells, gates)
-keep their scale and unbounded ones (c, relu h) are not clipped; the colour shows v / m.
+Encoding: the colours span what the unit really spans. Per unit, lo = min(0, min v) and
+hi = max(0, max v) over the stored characters; a value v >= 0 is stored as
+round(127 v / hi) + 128 in one byte, a value v < 0 as round(127 v / |lo|) + 128, so white is
+0, the deepest red the unit's highest value and the deepest blue its lowest (the legend shows
+lo and hi); a unit that never goes below 0 has no blue.
 
 Public API:
   page_html(ins, ranked, checkpoint) -> str
@@ -43,12 +45,16 @@ def _b64(array: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii")
 
 
-def _quantize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """values [M, H] -> (bytes [H, M] unit-major, scale [H]) as the module docstring says."""
+def _quantize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """values [M, H] -> (bytes [H, M] unit-major, lo [H], hi [H]) as the module docstring
+    says (lo <= 0 <= hi; a side the unit never reaches is 0)."""
     v = values.astype(np.float64)
-    scale = np.maximum(1.0, np.abs(v).max(axis=0)) if len(v) else np.ones(v.shape[1])
-    q = np.rint(v / scale * 127.0) + 128.0
-    return np.clip(q, 1, 255).astype(np.uint8).T, scale
+    lo = np.minimum(0.0, v.min(axis=0)) if len(v) else np.zeros(v.shape[1])
+    hi = np.maximum(0.0, v.max(axis=0)) if len(v) else np.zeros(v.shape[1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scaled = np.where(v < 0, v / np.where(lo < 0, -lo, 1.0), v / np.where(hi > 0, hi, 1.0))
+    q = np.rint(scaled * 127.0) + 128.0
+    return np.clip(q, 1, 255).astype(np.uint8).T, lo, hi
 
 
 def page_data(ins, ranked: list[dict], checkpoint: str) -> dict:
@@ -59,11 +65,12 @@ def page_data(ins, ranked: list[dict], checkpoint: str) -> dict:
     u = min(m, UNIT_BYTES // max(n_units, 1))
     surprisal = ins.surprisal[:m].astype(np.float32)
     probs = np.rint(ins.top_probs[:m] * 65535).astype(np.uint16)
-    units, scales = {}, {}
+    units, lows, scales = {}, {}, {}
     for (layer, name), values in ins.states.items():
-        q, scale = _quantize(values[:u])
+        q, lo, hi = _quantize(values[:u])
         units[f"{layer}/{name}"] = _b64(q)
-        scales[f"{layer}/{name}"] = [round(float(s), 4) for s in scale]
+        lows[f"{layer}/{name}"] = [float(x) for x in lo]
+        scales[f"{layer}/{name}"] = [float(x) for x in hi]
     loss = ins.loss
     return {
         "checkpoint": checkpoint, "cell": ins.cell, "layers": ins.layers,
@@ -73,7 +80,7 @@ def page_data(ins, ranked: list[dict], checkpoint: str) -> dict:
         "perplexity": math.exp(loss) if loss < 700 else None,
         "top_k": int(ins.top_ids.shape[1]),
         "surprisal": _b64(surprisal), "top_ids": _b64(ins.top_ids[:m].astype(np.uint32)),
-        "top_probs": _b64(probs), "units": units, "scales": scales, "ranked": ranked,
+        "top_probs": _b64(probs), "units": units, "lows": lows, "scales": scales, "ranked": ranked,
     }
 
 
@@ -211,7 +218,7 @@ const base = Array.from(spans, s => s.className);
 let mode = "surprisal", current = null;
 function shadeOf(i){ const b = surprisal[i]; return b >= 1 ? "s" + Math.min(8, Math.floor(b)) : ""; }
 function valueOf(key, unit, i){ const q = units[key][unit * U + i];
-  return (q - 128) / 127 * D.scales[key][unit]; }
+  return (q - 128) / 127 * (q < 128 ? -D.lows[key][unit] : D.scales[key][unit]); }
 function paint(){
   const n = spans.length;
   if (mode === "surprisal") {
@@ -235,8 +242,9 @@ function legend(){
   if (mode === "surprisal") {
     el.innerHTML = "bits: " + SHADES.map((c, i) => `<b style="background:${c || "#fff"};padding:0 4px;border:1px solid #ddd">${i}${i === 8 ? "+" : ""}</b>`).join("");
   } else {
-    const [key, unit] = current, [layer, state] = key.split("/"), m = D.scales[key][unit];
-    el.innerHTML = `L${layer} ${state}${unit}: ${(-m).toFixed(2)} <i style="background:linear-gradient(90deg,${unitColour(-1)},#fff,${unitColour(1)})"></i> +${m.toFixed(2)}`;
+    const [key, unit] = current, [layer, state] = key.split("/");
+    const lo = D.lows[key][unit], hi = D.scales[key][unit];
+    el.innerHTML = `L${layer} ${state}${unit}: ${lo.toFixed(2)} <i style="background:linear-gradient(90deg,${lo < 0 ? unitColour(-1) : "#fff"},#fff,${hi > 0 ? unitColour(1) : "#fff"})"></i> +${hi.toFixed(2)}`;
   }
 }
 

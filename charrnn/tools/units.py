@@ -28,7 +28,9 @@ The features of character t, from the text x_0 .. x_t alone:
     after 'c'      x_t is the character c (one feature per character asked for)
 
 A feature that is constant over the text (no quotes at all, say) is left out, and so is
-bracket_depth when brackets never nest (it is then in_brackets).
+bracket_depth when brackets never nest (it is then in_brackets). So is a feature that never
+falls over the text (5 '[' and no ']': a depth that only rises): it then correlates with any
+unit that drifts along the text and says nothing of brackets.
 
 Public API:
   text_features(text, after=DEFAULT_AFTER) -> {name: [N] float64}
@@ -108,7 +110,8 @@ def text_features(text: str, after=DEFAULT_AFTER) -> dict[str, np.ndarray]:
         del features["bracket_depth"]                  # the same as in_brackets
     for ch in dict.fromkeys(after):
         features[f"after:{ch}"] = (chars == ch).astype(float)
-    return {name: f for name, f in features.items() if n and np.ptp(f) > 0}
+    return {name: f for name, f in features.items()
+            if n and np.ptp(f) > 0 and (np.diff(f) < 0).any()}
 
 
 def _in_word(text: str) -> np.ndarray:

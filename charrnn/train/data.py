@@ -114,6 +114,20 @@ class ContiguousBatches:
         self._x = ids[:B * L].reshape(B, L)  # views: no copy of the corpus
         self._y = ids[1:B * L + 1].reshape(B, L)
         self.batches_per_epoch = L // T
+        self.left_out = (n - 1) - B * self.batches_per_epoch * T   # targets no batch holds
+
+    def describe(self) -> str | None:
+        """A line for the start-of-run report when an epoch leaves out more than 1% of the
+        targets (the same ones every epoch: each stream's last L mod T, and the text's last
+        (N-1) mod B), else None."""
+        total = self.left_out + self.batch_size * self.batches_per_epoch * self.seq_len
+        if self.left_out <= total / 100:
+            return None
+        return (f"batches: an epoch of {self.batch_size} streams x {self.batches_per_epoch} "
+                f"steps leaves out {self.left_out:,} of {total:,} characters "
+                f"({self.left_out / total:.1%}, the streams' ends, the same every epoch); "
+                f"a train.seq_len that divides the stream length {self.stream_len:,}, or "
+                f"data.batching=random, reaches them")
 
     def get(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Batch k of an epoch: (x, y), int64 arrays of shape [B, T]."""

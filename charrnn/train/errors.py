@@ -10,7 +10,10 @@ class TrainingError(CharrnnError):
 
 
 class TrainingInterrupted(CharrnnError):
-    """SIGINT / SIGTERM arrived; last.safetensors holds the state. exit_code is 128 + signal."""
+    """SIGINT / SIGTERM arrived; last.safetensors holds the state. exit_code is 128 + signal.
+    A stop the user asked for: the CLI says it as a note, not an error."""
+
+    is_error = False
 
     def __init__(self, message: str, exit_code: int):
         super().__init__(message, exit_code)

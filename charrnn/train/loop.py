@@ -18,7 +18,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from charrnn.fileio import shell_path
+from charrnn.fileio import command_name, shell_path
 from charrnn.train import health
 from charrnn.train.budget import StepTimer, step_horizon, time_horizon
 from charrnn.store.checkpoint import Progress
@@ -273,25 +273,24 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
                                 chars=p.chars, time=round(time.perf_counter() - started, 3),
                                 train_loss=window_loss / window_steps, lr=p.lr,
                                 chars_per_s=round(speed), grad_norm=norm)
-                    bar.set_postfix(loss=f"{window_loss / window_steps:.3f}", val=_fmt(p.last_val_loss),
+                    bar.set_postfix(loss=f"{window_loss / window_steps:.3f}",   # val: a log line
                                     lr=f"{p.lr:.2e}", cps=f"{speed:,.0f}")
                     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
                 healthy = None
                 if p.step % cfg.eval_every == 0:
-                    early, healthy = evaluate_and_keep_best(run, metrics, started, log, bar.disable)
+                    early, healthy = evaluate_and_keep_best(run, metrics, started, log)
                 last.judged(healthy)
                 if p.step % cfg.checkpoint_every == 0:
                     last.due()
                 if signals.received is not None:
                     raise TrainingInterrupted(f"interrupted at step {p.step}; {last.on_interrupt()}. "
-                                              f"Resume with: charrnn train --resume {shell_path(run.out_dir)}",
+                                              f"Resume with: {command_name()} train --resume {shell_path(run.out_dir)}",
                                               SIGNAL_EXIT[signals.received])
             if timer.steps == 0 and run.saved:
                 pass                         # nothing changed since the checkpoint it resumed
             else:
                 if run.progress.step % cfg.eval_every != 0 or run.progress.last_val_loss is None:
-                    last.judged(evaluate_and_keep_best(run, metrics, started, log,
-                                                       bar.disable)[1])
+                    last.judged(evaluate_and_keep_best(run, metrics, started, log)[1])
                 last.final()
     except OSError as e:                     # metrics.jsonl (checkpoints say so themselves)
         raise cannot_write(run, "metrics.jsonl", e) from None
@@ -348,12 +347,8 @@ class LastCheckpoint:
         save(self.run, LAST)
 
 
-def _fmt(x):
-    return "-" if x is None else f"{x:.3f}"
-
-
-def evaluate_and_keep_best(run: Run, metrics: Metrics, started: float, log,
-                           quiet_bar: bool) -> tuple[str | None, bool]:
+def evaluate_and_keep_best(run: Run, metrics: Metrics, started: float, log
+                           ) -> tuple[str | None, bool]:
     """Validation pass; best.safetensors when it improves; optional sample. Returns (the reason
     to stop early (train.patience) or None, whether the state is healthy: its loss under the
     explosion ceiling). Diverged for a loss that is not finite."""
@@ -372,9 +367,9 @@ def evaluate_and_keep_best(run: Run, metrics: Metrics, started: float, log,
     if improved:
         p.best_val_loss = val
         save(run, BEST)
-    if quiet_bar:   # no progress bar (not a terminal): a plain log line instead
-        log(f"step {p.step}: val loss {val:.4f} ({val / math.log(2):.3f} bits/char)"
-            + (" *best*" if improved else "") + ("" if healthy else " (exploded: not saved)"))
+    # every evaluation a line that stays: above the bar (tqdm.write), in a log file alike
+    log(f"step {p.step}: val loss {val:.4f} ({val / math.log(2):.3f} bits/char)"
+        + (" *best*" if improved else "") + ("" if healthy else " (exploded: not saved)"))
     if p.lr_scale != scale:
         log(f"step {p.step}: validation stalled; the rate is now {run.config.train.lr * p.lr_scale:.3g}")
     if run.config.train.sample_every and p.step % run.config.train.sample_every == 0:

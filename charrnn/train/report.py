@@ -85,6 +85,10 @@ def report_lines(run, step_seconds: float, eval_seconds: float) -> list[str]:
         f"{_duration(t.eval_every * step_seconds)} per {t.eval_every} steps "
         f"+ {_duration(eval_seconds)} per evaluation",
     ]
+    describe = getattr(run.batches, "describe", None)     # the packing, its padding, what is left out
+    line = describe() if describe is not None else None
+    if line:
+        lines.append(line)
     schedule = schedule_line(run)
     if schedule:
         lines.append(schedule)

@@ -9,9 +9,9 @@ command that reads a checkpoint also takes the folder (resolve_checkpoint).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import re
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +25,11 @@ from charrnn.config import (
     parse_override,
     save_config,
 )
-from charrnn.fileio import shell_path
+from charrnn.fast.parallel import available_cores
+from charrnn.fileio import command_name, shell_path
 from charrnn.nn.model import CharRNN
 from charrnn.store import corpus as corpus_mod
+from charrnn.store import source as text_source
 from charrnn.store.text import DataError, display_name
 from charrnn.train import data as data_mod
 from charrnn.store.checkpoint import (
@@ -77,6 +79,8 @@ class Run:
     created_dir: bool = False      # the run created its folder (and removes it if left empty)
     notes: list = field(default_factory=list)   # what changed on resume, for announce()
     corpus_notes: tuple = ()       # what reading the corpus found (files, documents, the split)
+    text_figures: tuple = ()       # (characters, distinct characters) of the text itself
+    init_from: str | None = None   # the checkpoint whose weights and vocabulary a new run takes
     train_ids: np.ndarray | None = None   # the training text's ids (batches cut from them)
     step_seconds: float | None = None     # quick timings of the start-of-run report
     eval_seconds: float | None = None
@@ -155,22 +159,31 @@ def read_checked_corpus(cfg: Config, vocab: Vocab | None) -> corpus_mod.Corpus:
     return corpus
 
 
-def corpus_fingerprint(train_ids: np.ndarray, val_ids: np.ndarray) -> dict:
-    """{"chars": N, "crc32": checksum of the ids}: enough to tell a resumed run's corpus changed
-    (one pass of zlib's crc32 over them)."""
-    crc = zlib.crc32(np.ascontiguousarray(val_ids).data, zlib.crc32(np.ascontiguousarray(train_ids).data))
-    return {"chars": int(len(train_ids) + len(val_ids)), "crc32": int(crc)}
+corpus_fingerprint = text_source.fingerprint      # the one rule: charrnn/store/source.py
 
 
 def check_same_corpus(cfg: Config, state: TrainState, corpus: dict) -> None:
     """TrainingError when a resumed run's corpus is not the one it was saved with: its batches
     would be other text, so it would not continue the same run. (Older checkpoints: no check.)"""
-    saved = state.corpus
-    if saved is not None and saved != corpus:
+    how = text_source.changed(state.corpus, corpus)
+    if how is not None:
         raise TrainingError(
-            f"the corpus {cfg.data.path} is not the one this run was trained on "
-            f"({saved.get('chars')} characters then, {corpus['chars']} now, different contents); "
+            f"the corpus {cfg.data.path} is not the one this run was trained on ({how}); "
             f"restore that file to resume, or start a new run from these weights with --init-from.")
+
+
+def _located(cfg: Config, state: TrainState | None) -> Config:
+    """cfg with data.path where a resumed run finds its text from this working directory
+    (charrnn/store/source.py); the config itself keeps the path as given."""
+    if state is None:
+        return cfg
+    fix = (f"charrnn train --resume {shell_path(cfg.train.out_dir)} --set data.path=NEW_PATH")
+    place = text_source.locate(cfg.data.path, state.corpus, cfg.train.out_dir, fix)
+    if place == cfg.data.path:
+        return cfg
+    located = copy.copy(cfg)
+    located.data = dataclasses.replace(cfg.data, path=place)
+    return located
 
 
 def check_prime(cfg: Config, vocab: Vocab) -> None:
@@ -215,8 +228,9 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     if init_from is not None:
         _check_same_architecture(cfg, init_from, "--init-from")
     source = resume or init_from
+    read_cfg = _located(cfg, state)
     try:
-        text = read_checked_corpus(cfg, source.vocab if source else None)
+        text = read_checked_corpus(read_cfg, source.vocab if source else None)
     except DataError as e:
         if resume is None or cfg.data.path != "-" or "is empty" not in str(e):
             raise
@@ -226,6 +240,7 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
                                  f"data.path=FILE") from None
     vocab, train_ids, val_ids = text.vocab, text.train_ids, text.val_ids
     corpus = corpus_fingerprint(train_ids, val_ids)
+    corpus.update(text_source.record(cfg.data.path, read_cfg.data.path, cfg.train.out_dir))
     if state is not None:
         check_same_corpus(cfg, state, corpus)
     check_prime(cfg, vocab)
@@ -249,7 +264,8 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
                               own_out_dir(cfg.train.out_dir, resume is None))
     run = Run(cfg, vocab, model, optimizer, batches, val_ids, dropout_rng, batch_rng, Progress(),
               out_dir=cfg.train.out_dir, corpus=corpus, removed=removed, lock=lock, notes=notes,
-              train_ids=train_ids, created_dir=created, corpus_notes=tuple(text.notes))
+              train_ids=train_ids, created_dir=created, corpus_notes=tuple(text.notes),
+              text_figures=(text.chars, text.distinct))
     try:
         if resume is not None:
             _restore(run, resume, state)
@@ -321,7 +337,7 @@ def save(run: Run, name: str, rng_states: dict | None = None) -> None:
 def way_on(run: Run) -> str:
     """How to go on after a failed write: resume if the folder holds a checkpoint, else start."""
     if run.saved:
-        return f"resume with: charrnn train --resume {shell_path(run.out_dir)}"
+        return f"resume with: {command_name()} train --resume {shell_path(run.out_dir)}"
     return "start the run again"
 
 
@@ -361,8 +377,10 @@ def open_run(cfg: Config | None, resume_dir: str | None = None, init_from: str |
         # the run goes on in the folder it is read from (which may have been moved or copied)
         before.train.out_dir = os.path.dirname(path) or os.curdir
         cfg = apply_overrides(before, overrides)
-    init = load_checkpoint(resolve_checkpoint(init_from, say)) if init_from else None
+    init_path = resolve_checkpoint(init_from, say) if init_from else None
+    init = load_checkpoint(init_path) if init_from else None
     run = prepare(cfg, resume=resume, init_from=init, resumed_config=before, dry_run=dry_run)
+    run.init_from = init_path
     if note:
         run.notes.insert(0, note)
     if resume is not None:
@@ -388,11 +406,14 @@ def announce(run: Run, resumed: bool, say=None, warn=None) -> None:
         if resumed:
             say(f"resuming the run in {run.out_dir} at step {run.progress.step} ({source})")
         else:
-            say(f"training on {source} ({run.corpus['chars']:,} characters, {len(run.vocab)} "
-                f"distinct); the run goes to {run.out_dir}")
+            chars, distinct = run.text_figures
+            vocab = (f", encoded with the {len(run.vocab)}-symbol vocabulary of {run.init_from}"
+                     if run.init_from else "")
+            say(f"training on {source} ({chars:,} characters, {distinct} distinct{vocab}); "
+                f"the run goes to {run.out_dir}")
             if run.corpus_notes:
                 say("; ".join(run.corpus_notes))
-        say(f"sample from it with: charrnn sample {shell_path(run.out_dir)}")
+        say(f"sample from it with: {command_name()} sample {shell_path(run.out_dir)}")
         run.step_seconds, run.eval_seconds = quick_timing(run)
         for line in report_lines(run, run.step_seconds, run.eval_seconds):
             say(line)
@@ -400,5 +421,10 @@ def announce(run: Run, resumed: bool, say=None, warn=None) -> None:
     for line in run.notes:
         warn(line)
     t = run.config.train
+    cores = available_cores()
+    if run.engine.workers > cores:
+        warn(f"train.threads is {t.threads} but this machine gives charrnn {cores} core"
+             f"{'s' if cores > 1 else ''}: the workers take turns and every step is slower; "
+             f"set train.threads={cores}, or leave it unset")
     if t.max_steps is None and t.max_epochs is None and t.max_minutes is None:
         warn("it trains until Ctrl-C, which saves it (or set train.max_minutes, max_steps)")
