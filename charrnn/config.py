@@ -28,7 +28,9 @@ from typing import Any
 
 import yaml
 
+from charrnn import engines, optim
 from charrnn.errors import UsageError
+from charrnn.ranges import AT_LEAST_1, NON_NEGATIVE, POSITIVE, UNIT_OPEN_RIGHT, Range
 from charrnn.fileio import write_atomically
 from charrnn.nn.cells import CELLS, has_recurrent_weights, nonlinearities_of
 
@@ -115,6 +117,7 @@ class TrainConfig:
     threads: int | None = None
     log_every: int = 10  # steps between log lines / progress-bar updates
     dtype: str = "float32"  # float32 (fast) | float64 (exact, for gradient checks)
+    engine: str = "numpy"  # where the steps run: a name in charrnn/engines/__init__.py's ENGINES
 
 
 @dataclass
@@ -147,45 +150,17 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.cell": tuple(CELLS),
     "model.nonlinearity": ("tanh", "relu"),
     "model.init": ("default", "orthogonal", "identity"),
-    "train.optimizer": ("sgd", "adagrad", "rmsprop", "adam", "adamw"),
+    "train.optimizer": tuple(optim.OPTIMIZERS),
     "train.lr_schedule": ("auto", "constant", "step", "cosine", "linear", "plateau"),
     "train.clip": ("norm", "value", "none"),
     "train.dtype": ("float32", "float64"),
+    "train.engine": engines.NAMES,
 }
 
-
-@dataclass(frozen=True)
-class _Range:
-    """An interval; None is unbounded, *_open excludes the end point."""
-
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    hi_open: bool = False
-
-    def contains(self, v: float) -> bool:
-        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
-            return False
-        if self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi):
-            return False
-        return True
-
-    def describe(self) -> str:
-        if self.hi is None:
-            return f"{'>' if self.lo_open else '>='} {_num(self.lo)}"
-        left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
-        return f"in {left}{_num(self.lo)}, {_num(self.hi)}{right}"
-
-
-POSITIVE = _Range(0, lo_open=True)
-AT_LEAST_1 = _Range(1)
-NON_NEGATIVE = _Range(0)
-UNIT_OPEN_RIGHT = _Range(0, 1, hi_open=True)  # [0, 1)
-
 # Numeric ranges; a null Optional value is never range-checked.
-RANGES: dict[str, _Range] = {
-    "data.val_fraction": _Range(0, 1, lo_open=True, hi_open=True),
-    "data.reset_prob": _Range(0, 1),
+RANGES: dict[str, Range] = {
+    "data.val_fraction": Range(0, 1, lo_open=True, hi_open=True),
+    "data.reset_prob": Range(0, 1),
     "model.layers": AT_LEAST_1,
     "model.hidden_size": AT_LEAST_1,
     "model.embed_size": AT_LEAST_1,
@@ -194,26 +169,20 @@ RANGES: dict[str, _Range] = {
     "model.ffn_mult": NON_NEGATIVE,
     "train.batch_size": AT_LEAST_1,
     "train.seq_len": AT_LEAST_1,
-    "train.lr": POSITIVE,
-    "train.momentum": UNIT_OPEN_RIGHT,
-    "train.beta1": UNIT_OPEN_RIGHT,
-    "train.beta2": UNIT_OPEN_RIGHT,
-    "train.eps": POSITIVE,
-    "train.alpha": UNIT_OPEN_RIGHT,
-    "train.weight_decay": NON_NEGATIVE,
+    **{f"train.{key}": rng for key, rng in optim.hyperparameter_ranges().items()},
     "train.warmup_steps": NON_NEGATIVE,
     "train.min_lr": NON_NEGATIVE,
-    "train.plateau_factor": _Range(0, 1, lo_open=True, hi_open=True),
+    "train.plateau_factor": Range(0, 1, lo_open=True, hi_open=True),
     "train.plateau_patience": NON_NEGATIVE,
     "train.patience": AT_LEAST_1,
-    "train.decay_rate": _Range(0, 1, lo_open=True),
+    "train.decay_rate": Range(0, 1, lo_open=True),
     "train.decay_every": AT_LEAST_1,
     "train.clip_value": POSITIVE,
     "train.max_steps": AT_LEAST_1,
     "train.max_epochs": AT_LEAST_1,
     "train.max_minutes": POSITIVE,
     "train.eval_every": AT_LEAST_1,
-    "train.eval_chars": _Range(2),  # evaluation reads one character and predicts the next
+    "train.eval_chars": Range(2),  # evaluation reads one character and predicts the next
     "train.checkpoint_every": AT_LEAST_1,
     "train.sample_every": NON_NEGATIVE,
     "train.sample_chars": AT_LEAST_1,
@@ -223,17 +192,12 @@ RANGES: dict[str, _Range] = {
     "sample.length": AT_LEAST_1,
     "sample.temperature": POSITIVE,
     "sample.top_k": AT_LEAST_1,
-    "sample.top_p": _Range(0, 1, lo_open=True),
+    "sample.top_p": Range(0, 1, lo_open=True),
     "sample.seed": NON_NEGATIVE,
 }
 
 # PyYAML follows YAML 1.1, which reads `1e-3` (no dot) as a string; accept it for float fields.
 _FLOAT_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
-
-
-def _num(v: float | None) -> str:
-    """Format a bound without a trailing '.0' (1 rather than 1.0)."""
-    return str(int(v)) if v is not None and float(v).is_integer() else str(v)
 
 
 def _show(value: Any) -> str:

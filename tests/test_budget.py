@@ -11,9 +11,9 @@ import yaml
 
 import charrnn.train.loop as loop_mod
 from charrnn.config import Config
-from charrnn.train import budget, plateau
+from charrnn.train import budget, lr as lr_mod
 from charrnn.store.checkpoint import Progress, load_checkpoint
-from charrnn.train.schedule import lr_at
+from charrnn.train.lr import LearningRate, lr_at
 from tests.conftest import run_cli
 from tests.test_train import SMALL, write_config
 
@@ -38,9 +38,9 @@ def test_time_horizon_counts_steps_and_evaluations():
     assert budget.time_horizon(7, 0.0, 1.0, 5.0, 10) == 8          # always at least one step
     cfg = Config().train
     cfg.max_steps, cfg.max_epochs = 500, 3
-    assert budget.step_horizon(cfg, 100) == 300
+    assert lr_mod.step_horizon(cfg, 100) == 300
     cfg.max_epochs = None
-    assert budget.step_horizon(cfg, 100) == 500
+    assert lr_mod.step_horizon(cfg, 100) == 500
 
 
 def test_the_step_timer_skips_warmup_steps(monkeypatch):
@@ -176,7 +176,7 @@ def test_plateau_rule_never_goes_below_min_lr():
     cfg.lr, cfg.min_lr, cfg.lr_schedule, cfg.plateau_patience, cfg.plateau_factor = 1.0, 0.3, "plateau", 0, 0.5
     p = Progress()
     for _ in range(5):
-        plateau.after_evaluation(cfg, p, improved=False)
+        LearningRate(cfg, p, 1).after_evaluation(improved=False)
     assert p.lr_scale == 0.3
 
 

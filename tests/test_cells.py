@@ -4,9 +4,10 @@ For each cell (and each of its nonlinearities): the module has everything the re
 parameter names and shapes follow PyTorch's nn.RNN / nn.GRU / nn.LSTM scheme, one layer's
 sequence kernels equal the cell's textbook step run in a loop, the backward passes a float64
 finite-difference check, the batch-1 step equals the sequence forward, and a model of the cell
-trains, saves and samples through the command line.
+trains, saves and samples through the command line; each brings its JavaScript step (<cell>.js).
 """
 
+import os
 import re
 import types
 
@@ -32,6 +33,20 @@ def test_a_cell_module_has_what_the_registry_promises(name):
     assert module.STATE[0] == "h" and len(set(module.STATE)) == len(module.STATE)
     assert len(module.GATES) >= 1 and len(set(module.GATES)) == len(module.GATES)
     assert name in CHOICES["model.cell"]          # the config (and so the CLI) offers it
+
+
+@pytest.mark.parametrize("name", list(cells.CELLS))
+def test_a_cell_brings_its_javascript_step_for_the_exported_page(name):
+    """<cell>.js beside the module registers the cell's step under its name, with its STATE
+    (the browser tests, tests/test_export_browser.py, check its numbers)."""
+    module = cells.get(name)
+    path = cells.script_path(module)
+    assert os.path.isfile(path), f"{name} lacks its JavaScript step {path} (docs/adding-a-cell.md)"
+    with open(path, encoding="utf-8") as f:
+        script = f.read()
+    assert re.search(rf"^CELL_STEPS\.{name} = {{$", script, re.M), f"{path} does not register {name}"
+    state = re.search(r"^  state: \[(.*)\],$", script, re.M)
+    assert state and [s.strip(' "') for s in state.group(1).split(",")] == list(module.STATE)
 
 
 def test_the_contract_names_what_a_cell_module_lacks():

@@ -15,7 +15,7 @@ from charrnn.nn import ops
 from charrnn.store.checkpoint import load_checkpoint, save_checkpoint
 from charrnn.store.corpus import join_documents, novelty_marker
 from charrnn.train.docbatch import PAD, DocumentStreams, RandomPieces
-from charrnn.train.optim import SGD
+from charrnn.optim import SGD
 from charrnn.store.vocab import EOD, Vocab
 from tests.conftest import tiny_model
 
@@ -88,12 +88,12 @@ def test_the_trainer_zeroes_exactly_the_rows_whose_document_starts(tmp_path):
     cfg.train.out_dir = str(tmp_path / "run")
     run = prepare(cfg)
     received = []
-    real = run.engine.loss_and_grad
-    run.engine.loss_and_grad = lambda x, y, carry, **kw: (received.append(carry), real(x, y, carry, **kw))[1]
+    real = run.engine.stepper.loss_and_grad
+    run.engine.stepper.loss_and_grad = lambda x, y, carry, **kw: (received.append(carry), real(x, y, carry, **kw))[1]
     for _ in range(run.batches.batches_per_epoch):
         k = run.progress.position
         resets = run.batches.resets(k)
-        before = run.carry
+        before = run.engine.carry
         loop.train_step(run)
         carry = received[-1]
         if k == 0:

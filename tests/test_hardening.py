@@ -19,7 +19,7 @@ import pytest
 from charrnn.config import Config, ModelConfig
 from charrnn.infer.evaluate import DEFAULT_CHUNK, chunk_for, evaluate_ids
 from charrnn.nn.model import CharRNN
-from charrnn.train import health, resume
+from charrnn.train import divergence, resume
 from charrnn.store.checkpoint import load_checkpoint, save_checkpoint
 from charrnn.train.folder import LOCK_NAME, FolderLock
 from charrnn.train.metrics import Metrics
@@ -72,7 +72,7 @@ def test_a_diverging_run_stops_before_saving_a_diverged_state(tmp_path, corpus, 
     best = load_checkpoint(str(run / "best.safetensors")) if (run / "best.safetensors").exists() else None
     if best is not None:         # what was kept is below the divergence ceiling
         val = best.train_state["progress"]["best_val_loss"]
-        assert val < health.loss_ceiling(best.train_state["progress"]["first_loss"], len(best.vocab))
+        assert val < divergence.loss_ceiling(best.train_state["progress"]["first_loss"], len(best.vocab))
 
 
 def test_a_checkpoint_waits_for_the_next_steps_loss(tmp_path, corpus, monkeypatch):
@@ -96,13 +96,13 @@ def test_a_checkpoint_waits_for_the_next_steps_loss(tmp_path, corpus, monkeypatc
 
 
 def test_the_ceiling_has_a_uniform_guess_as_floor():
-    ceiling = health.loss_ceiling(4.0, 65)               # 3 x max(4.0, ln 65 = 4.17)
+    ceiling = divergence.loss_ceiling(4.0, 65)               # 3 x max(4.0, ln 65 = 4.17)
     assert ceiling == pytest.approx(3 * math.log(65))
-    assert health.loss_ceiling(1.0, 65) == ceiling        # a fine-tuned run: the ln V floor
-    assert health.loss_ceiling(35.0, 65) == 105.0         # an IRNN's large first loss
-    assert health.step_problem(1e9, 1e9) is None          # finite: judged against the ceiling
-    assert "gradient norm became infinite" in health.step_problem(1.0, math.inf)
-    assert "not a number" in health.val_problem(float("nan"))
+    assert divergence.loss_ceiling(1.0, 65) == ceiling        # a fine-tuned run: the ln V floor
+    assert divergence.loss_ceiling(35.0, 65) == 105.0         # an IRNN's large first loss
+    assert divergence.step_problem(1e9, 1e9) is None          # finite: judged against the ceiling
+    assert "gradient norm became infinite" in divergence.step_problem(1.0, math.inf)
+    assert "not a number" in divergence.val_problem(float("nan"))
 
 
 def exploding_losses(monkeypatch, steps):
@@ -142,7 +142,7 @@ def test_a_burst_is_survived_but_its_states_are_never_saved(tmp_path, corpus, mo
 
 
 def test_a_lasting_explosion_stops_the_run(tmp_path, corpus, monkeypatch):
-    monkeypatch.setattr(health, "EXPLODED_STEPS", 4)
+    monkeypatch.setattr(divergence, "EXPLODED_STEPS", 4)
     exploding_losses(monkeypatch, set(range(3, 100)))
     r = run_cli("train", write_config(tmp_path, corpus), "-q", *SMALL, "--set", "train.threads=1",
                 "--set", "train.checkpoint_every=1", "--set", "train.eval_every=100",
@@ -259,7 +259,7 @@ def test_a_full_disk_before_any_checkpoint_does_not_claim_one_is_intact(tmp_path
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(run_mod, "save_checkpoint", disk_full)
+    monkeypatch.setattr(run_mod, "write_checkpoint", disk_full)
     r = run_cli("train", write_config(tmp_path, corpus), "-q", *SMALL, "--set", "train.max_steps=9")
     one_line_error(r, 1, "No space left on device", "no best.safetensors had been written yet",
                    "start the run again")

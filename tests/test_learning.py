@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from charrnn.train.data import ContiguousBatches
-from charrnn.train.optim import Adam, clip_grad_norm
+from charrnn.optim import Adam, clip_grad_norm
 from charrnn.store.vocab import Vocab
 from tests.conftest import CELL_CASES, tiny_model
 

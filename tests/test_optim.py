@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from charrnn.nn.params import FlatParams
-from charrnn.train.optim import (
+from charrnn.optim import (
     SGD,
     Adagrad,
     Adam,
@@ -22,7 +22,7 @@ from charrnn.train.optim import (
     make_optimizer,
     unflatten_state,
 )
-from charrnn.train.schedule import lr_at
+from charrnn.train.lr import lr_at
 
 SHAPES = {"embedding.weight": (5, 3), "rnn.weight_hh_l0": (4, 2), "rnn.bias_ih_l0": (4,),
           "decoder.bias": (1,)}
@@ -368,3 +368,44 @@ def test_benchmark_adam_1m_float32(capsys):
     with capsys.disabled():
         print(f"\nAdam step, 1M float32: fused {fused_ms:.2f} ms, naive {naive_ms:.2f} ms")
     assert fused_ms < naive_ms
+
+
+def test_the_registry_declares_what_config_and_resume_read():
+    from charrnn.config import CHOICES, RANGES
+    from charrnn.optim import OPTIMIZERS, hyperparameter_ranges
+    from charrnn.train.resume import CHANGES, rule
+    assert CHOICES["train.optimizer"] == tuple(OPTIMIZERS)
+    assert all(cls.name == name and cls.elementwise for name, cls in OPTIMIZERS.items())
+    for key, interval in hyperparameter_ranges().items():
+        assert RANGES[f"train.{key}"] == interval and rule(f"train.{key}") == CHANGES
+    assert set(hyperparameter_ranges()) == {"lr", "weight_decay", "momentum", "eps", "alpha",
+                                            "beta1", "beta2"}
+    with pytest.raises(ValueError, match="beta1 must be in \\[0, 1\\), got 1.0"):
+        Adam.check("beta1", 1.0)
+
+
+def test_two_intervals_for_one_key_are_refused(monkeypatch):
+    from charrnn.optim import OPTIMIZERS, Range, hyperparameter_ranges
+
+    class Loose(SGD):
+        name = "loose"
+        hyperparameters = {**SGD.hyperparameters, "momentum": Range(0, 2)}
+
+    monkeypatch.setitem(OPTIMIZERS, "loose", Loose)
+    with pytest.raises(ValueError, match="train.momentum has two intervals"):
+        hyperparameter_ranges()
+
+
+def test_a_resume_may_turn_sgd_momentum_on_or_off():
+    """SGD's momentum buffer exists only for momentum > 0: a state without it loads into SGD
+    with momentum (the buffer from zeros, so the next step is torch's first momentum step), and
+    a state with it into plain SGD (dropped)."""
+    plain = SGD(make_params(), 0.1)
+    plain.step(grad_sequence(1)[0])
+    heavy = SGD(make_params(), 0.1, momentum=0.9)
+    heavy.slots["momentum_buffer"].flat[...] = 1.0
+    heavy.load_state_dict(plain.state_dict())
+    assert heavy.step_count == 1 and not heavy.slots["momentum_buffer"].flat.any()
+    heavy.step(grad_sequence(2)[1])
+    plain.load_state_dict(heavy.state_dict())
+    assert plain.step_count == 2 and set(plain.slots) == set()

@@ -7,7 +7,7 @@ import pytest
 
 from charrnn.fast import blas, parallel
 from charrnn.fast.parallel import DataParallel, auto_workers
-from charrnn.train.optim import SGD
+from charrnn.optim import SGD
 from tests.conftest import CELL_CASES, tiny_model
 
 
@@ -117,7 +117,8 @@ def test_the_trainer_uses_the_threads_it_is_given():
     for _ in range(3):
         one, two = (train_step(run)[0] for run in runs)
         assert two == pytest.approx(one, rel=1e-5)
-    np.testing.assert_allclose(runs[1].model.params.flat, runs[0].model.params.flat, atol=1e-5)
+    np.testing.assert_allclose(runs[1].engine.model.params.flat, runs[0].engine.model.params.flat,
+                               atol=1e-5)
     runs[1].engine.close()
 
 
@@ -188,8 +189,8 @@ def test_the_update_split_over_processes_equals_the_update_in_one(name, kw, max_
     """Three steps of merge, clip and update, each process doing its part of the flat buffers,
     against the same done here on the whole: the same parameters and optimizer state, bit for
     bit without clipping (with it, the norm's two partial sums may round differently)."""
-    from charrnn.train.optim import OPTIMIZERS as KINDS
-    from charrnn.train.optim import clip_coefficient
+    from charrnn.optim import OPTIMIZERS as KINDS
+    from charrnn.optim import clip_coefficient
     x, y = batch(B=6)
     ends = []
     for processes in (True, False):
@@ -219,7 +220,7 @@ def test_the_update_split_over_processes_equals_the_update_in_one(name, kw, max_
 @needs_fork
 def test_an_error_in_a_worker_update_is_raised():
     model = make("lstm")
-    from charrnn.train.optim import Adam
+    from charrnn.optim import Adam
     optimizer = Adam(model.params, 0.01)
     dp = DataParallel(model, optimizer, 2, processes=True)
     try:
@@ -231,3 +232,33 @@ def test_an_error_in_a_worker_update_is_raised():
         dp.update(0.01)
     finally:
         dp.close()
+
+
+class WholeBufferSGD(SGD):
+    """SGD with the step scaled to a fixed length over the whole buffer: not element-wise (as
+    LAMB's or Muon's per-tensor rules), so a part of the buffer would get another update."""
+
+    name = "wholesgd"
+    elementwise = False
+
+    def _update(self, g, lr):
+        np.subtract(self.params.flat, lr * g / (np.linalg.norm(g) + 1e-12), out=self.params.flat)
+
+
+def test_an_optimizer_that_is_not_element_wise_is_refused_by_the_workers(tmp_path, corpus,
+                                                                         monkeypatch):
+    from charrnn.config import CHOICES
+    from charrnn.optim import OPTIMIZERS as KINDS
+    from tests.conftest import run_cli
+    from tests.test_train import SMALL, write_config
+    monkeypatch.setitem(KINDS, "wholesgd", WholeBufferSGD)
+    monkeypatch.setitem(CHOICES, "train.optimizer", tuple(KINDS))
+    args = [*SMALL, "--set", "train.optimizer=wholesgd", "--set", "train.max_steps=2"]
+    r = run_cli("train", write_config(tmp_path, corpus), "-q", *args, "--set", "train.threads=2")
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.output
+    assert "train.optimizer wholesgd updates whole tensors" in r.stderr
+    assert "set train.threads=1" in r.stderr and not (tmp_path / "run").exists()
+    r = run_cli("train", write_config(tmp_path, corpus), "-q", *args, "--set", "train.threads=1")
+    assert r.exit_code == 0, r.output                       # in one process it trains
+    with pytest.raises(ValueError, match="not element-wise"):
+        WholeBufferSGD(make("gru").params, 0.1).part(slice(0, 3))

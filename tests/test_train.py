@@ -112,13 +112,13 @@ def test_reset_prob_one_trains_every_batch_from_a_zero_state():
     run.config.data.reset_prob = 1.0
     for _ in range(4):
         x, y = run.batches.get(run.progress.position)
-        expected, _, _ = run.model.loss(x, y, None)
+        expected, _, _ = run.engine.model.loss(x, y, None)
         loss, _ = train_step(run)
         assert loss == pytest.approx(expected, rel=1e-6)
     run.config.data.reset_prob = 0.0          # control: with the state carried, it differs
     x, y = run.batches.get(run.progress.position)
-    carried, _, _ = run.model.loss(x, y, run.carry)
-    zero, _, _ = run.model.loss(x, y, None)
+    carried, _, _ = run.engine.model.loss(x, y, run.engine.carry)
+    zero, _, _ = run.engine.model.loss(x, y, None)
     assert train_step(run)[0] == pytest.approx(carried, rel=1e-6) and abs(carried - zero) > 1e-4
 
 
@@ -500,11 +500,11 @@ def test_resume_keeps_the_saved_worker_count(tmp_path, corpus, monkeypatch):
     expected = 2 if parallel.blas.get_threads() is not None else 1
     assert ckpt.train_state["workers"] == expected
     monkeypatch.setattr(parallel, "available_cores", lambda: 1)     # "another machine"
-    import charrnn.train.run as run_mod
+    from charrnn.engines import numpy_engine
     made = []
-    real = run_mod.make_engine
-    monkeypatch.setattr(run_mod, "make_engine",
-                        lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    real = numpy_engine.NumpyEngine.__init__
+    monkeypatch.setattr(numpy_engine.NumpyEngine, "__init__",
+                        lambda self, *a, **k: made.append(self) or real(self, *a, **k))
     assert invoke("train", "--resume", str(tmp_path / "run"), "-q",
                   "--set", "train.max_steps=4").exit_code == 0
     assert made[0].workers == expected

@@ -2,13 +2,14 @@
 
 app.py holds the group and what the commands share (one-line errors, notes on stderr); the
 commands are in train.py (train, init), use.py (sample, eval, inspect) and tools.py
-(gradcheck, diagnose, plot, bench).
+(gradcheck, diagnose, plot, bench), export.py (export).
 """
 
 import codecs
 import sys
 
 from charrnn.cli import tools, train, use  # noqa: F401 - each module registers its commands
+from charrnn.cli import export  # noqa: F401 - registers `charrnn export`
 from charrnn.cli.app import cli
 
 

@@ -10,7 +10,7 @@ worker processes forked once, at set-up. The parameters and each worker's gradie
 shared memory (charrnn/fast/shared.py), so a step sends each worker only its ids, targets and
 carried state (a few kB through a pipe) and gets back its loss and final state; then every
 process sums the shards' gradients over its own part of the flat buffer, and after clipping
-updates that part with the optimizer (DataParallel.update, through optimizer_part: a view of
+updates that part with the optimizer (DataParallel.update, through Optimizer.part: a view of
 the optimizer over one part of its buffers). Threads were the first design, and lost a fifth of
 the step to the GIL (docs/performance.md). Elsewhere (macOS, Windows, where fork is unsafe or
 absent) the shards run in threads.
@@ -44,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from charrnn.errors import CharrnnError
+from charrnn.errors import CharrnnError, UsageError
 from charrnn.fast import blas
 from charrnn.fast.shared import share
 
@@ -137,8 +137,8 @@ class DataParallel:
     """A training step's work on `workers` cores: loss_and_grad of `model` over as many shards
     of the batch, the gradient's norm, and the (clipped) update of `optimizer` after it.
 
-    The same three calls as the one-process step (charrnn/train/engine.py): loss_and_grad,
-    grad_norm, update(lr, coef).
+    The same three calls as the one-process step (Local, charrnn/engines/numpy_engine.py):
+    loss_and_grad, grad_norm, update(lr, coef).
     processes: run shards 1..W-1 in forked processes (default: where can_fork()) rather than in
     threads. Moves model.params, model.grads and the optimizer's slots into shared memory; call
     close() when done.
@@ -152,6 +152,9 @@ class DataParallel:
     def __init__(self, model, optimizer, workers: int, processes: bool | None = None):
         if workers < 2:
             raise ValueError(f"DataParallel needs at least 2 workers; got {workers}")
+        if not optimizer.elementwise:
+            raise UsageError(f"train.optimizer {optimizer.name} updates whole tensors, which "
+                             f"cannot be split over workers; set train.threads=1")
         self.model = model
         self.workers = workers
         self.processes = can_fork() if processes is None else processes
@@ -170,7 +173,7 @@ class DataParallel:
             self.replicas.append(replica)
         bounds = np.linspace(0, model.params.size, workers + 1).round().astype(int)
         self.parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-        self._own_part = optimizer_part(optimizer, self.parts[0])
+        self._own_part = optimizer.part(self.parts[0])
         if self.processes:
             started = [fork_worker(_serve, (self.replicas, k, self.parts[k], optimizer),
                                    "charrnn-shard") for k in range(1, workers)]
@@ -328,26 +331,15 @@ def _merge(replicas, shards: int, part: slice) -> float:
 
 
 class _Flat:
-    """A bare flat buffer: what Optimizer.step and _update read of a FlatParams."""
+    """A bare flat buffer: what Optimizer.step reads of a gradient's FlatParams."""
 
     def __init__(self, flat: np.ndarray):
         self.flat = flat
 
 
-def optimizer_part(optimizer, part: slice):
-    """A shallow copy of `optimizer` that sees only `part` of its parameters, slots and scratch:
-    its step updates exactly that part (the update is element-wise), in the same memory."""
-    view = copy.copy(optimizer)
-    view.params = _Flat(optimizer.params.flat[part])
-    view.slots = {name: _Flat(slot.flat[part]) for name, slot in optimizer.slots.items()}
-    view._tmp = optimizer._tmp[part]
-    view._gwd = None                      # its own scratch, of the part's size, on first use
-    return view
-
-
 def _clip_and_step(optimizer, grads, lr: float, count: int, coef: float, part: slice) -> None:
     """grads[part] *= coef if coef < 1, then `optimizer` (the whole one for part slice(None),
-    else an optimizer_part of that part) takes its update as step `count`."""
+    else its Optimizer.part of that part) takes its update as step `count`."""
     g = grads.flat[part]
     if coef < 1.0:
         np.multiply(g, coef, out=g)
@@ -383,7 +375,7 @@ def _serve(pipe, replicas, k: int, part: slice, optimizer) -> None:
     the update) until it is sent None or the pipe closes. An error is sent back, to be raised
     in the parent."""
     grads = replicas[0].grads                            # the merged gradient (shared)
-    own_part = optimizer_part(optimizer, part)
+    own_part = optimizer.part(part)
     while True:
         try:
             message = pipe.recv()

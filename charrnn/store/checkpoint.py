@@ -77,7 +77,7 @@ class Progress:
     lr: float = 0.0               # the rate of the last update
     first_loss: float | None = None  # the run's first training loss: the divergence rule's base
     exploded_steps: int = 0       # steps in a row whose loss was over the divergence ceiling
-    horizon: int | None = None    # the step where a decaying schedule ends (train/budget.py)
+    horizon: int | None = None    # the step where a decaying schedule ends (train/lr.py)
     evals_since_best: int = 0     # evaluations since best_val_loss last improved (patience)
     lr_scale: float = 1.0         # the plateau schedule's factor on the rate so far
     plateau_bad: int = 0          # plateau: evaluations without a new best since the last cut
@@ -141,12 +141,22 @@ def save_checkpoint(path: str, model: CharRNN, vocab: Vocab, config: Config,
                     optim_tensors: dict[str, np.ndarray] | None = None,
                     train_state: dict | None = None, carry: tuple = ()) -> None:
     """Write a checkpoint to `path` atomically: temp file in the same folder, fsync, rename."""
+    write_checkpoint(path, dict(model.params.items()), vocab, config, optim_tensors, train_state,
+                     carry)
+
+
+def write_checkpoint(path: str, params: dict[str, np.ndarray], vocab: Vocab, config: Config,
+                     optim_tensors: dict[str, np.ndarray] | None = None,
+                     train_state: dict | None = None, carry: tuple = ()) -> None:
+    """save_checkpoint from arrays: params {name: array}, optim_tensors
+    {"optim.<slot>.<name>": array}, carry one array per name in the cell's STATE (as an
+    engine hands them out: charrnn/engines/base.py)."""
     from safetensors.numpy import save
 
-    tensors = {name: np.ascontiguousarray(v) for name, v in model.params.items()}
+    tensors = {name: np.ascontiguousarray(v) for name, v in params.items()}
     for name, value in (optim_tensors or {}).items():
         tensors[name] = np.ascontiguousarray(value)
-    for label, value in zip(model.cell_module.STATE, carry):
+    for label, value in zip(cells.get(config.model.cell).STATE, carry):
         tensors[CARRY_PREFIX + label] = np.ascontiguousarray(value)
     meta = {
         "version": __version__,

@@ -73,9 +73,8 @@ def make_run(cell="lstm", layers=2, hidden=128, emb=64, vocab=65, batch=50, seq=
     from charrnn.config import Config
     from charrnn.nn.model import CharRNN
     from charrnn.store.checkpoint import Progress
+    from charrnn.engines.numpy_engine import NumpyEngine
     from charrnn.train.data import make_batches
-    from charrnn.train.engine import make_engine
-    from charrnn.train.optim import make_optimizer
     from charrnn.train.run import Run
 
     cfg = Config()
@@ -89,11 +88,10 @@ def make_run(cell="lstm", layers=2, hidden=128, emb=64, vocab=65, batch=50, seq=
     n = batch * seq * (warmup + steps) + batch  # one stream of (warmup + steps) * seq + 1 per row
     ids = rng.integers(0, vocab, size=n).astype(voc.dtype)
     model = CharRNN(len(voc), cfg.model, dtype=np.float32, seed=seed)
-    optimizer = make_optimizer(None, model.params, cfg.train)
     batches = make_batches(ids, cfg.train, "contiguous")
-    return Run(cfg, voc, model, optimizer, batches, ids[:0], np.random.default_rng(seed + 1),
-               np.random.default_rng(seed + 2), Progress(), out_dir="",
-               engine=make_engine(model, optimizer, cfg.train))
+    return Run(cfg, voc, NumpyEngine(model, cfg.train), batches, ids[:0],
+               np.random.default_rng(seed + 1), np.random.default_rng(seed + 2), Progress(),
+               out_dir="")
 
 
 def train_throughput(run, steps: int, warmup: int = 3) -> tuple[float, float]:
@@ -221,7 +219,7 @@ def _run_bench(cell, layers, hidden, emb, vocab, batch, seq, steps, sample, thre
     result["train_chars_per_s"] = round(train_cps)
     result["train_loss"] = round(loss, 4)
     if sample > 0:
-        result["sample_chars_per_s"] = round(sample_throughput(run.model, run.vocab, sample))
+        result["sample_chars_per_s"] = round(sample_throughput(run.engine.inference_model(), run.vocab, sample))
     else:
         result["sample_chars_per_s"] = None
     result["peak_rss_mb"] = round(peak_rss_mb() + added, 1)

@@ -39,6 +39,10 @@ from charrnn.fileio import write_atomically
 
 PAGE_MAX_CHARS = 100_000       # characters on the page (one element each)
 UNIT_BYTES = 8_000_000         # bytes of unit values on the page (one per unit and character)
+# the background of a character by its surprisal, one per whole bit (0: none; 8: 8 bits or more):
+# the terminal view's shades, shared with the page of `charrnn export`
+SHADES = ("", "#ffffd7", "#ffffaf", "#ffff87", "#ffd75f", "#ffaf00", "#ff8700", "#ff5f00",
+          "#ff0000")
 
 
 def _b64(array: np.ndarray) -> str:
@@ -89,8 +93,9 @@ def page_html(ins, ranked: list[dict], checkpoint: str) -> str:
     data = json.dumps(page_data(ins, ranked, checkpoint), ensure_ascii=False)
     data = data.replace("<", "\\u003c")              # nothing in the data can end the script
     title = html.escape(f"charrnn inspect: {checkpoint}")
-    return (_TEMPLATE.replace("%TITLE%", title).replace("%STYLE%", _STYLE)
-            .replace("%SCRIPT%", _SCRIPT).replace("%DATA%", data))
+    script = _SCRIPT.replace("%SHADES%", json.dumps(SHADES))
+    return (_TEMPLATE.replace("%TITLE%", title).replace("%STYLE%", STYLE)
+            .replace("%SCRIPT%", script).replace("%DATA%", data))
 
 
 def write_html(path: str, ins, ranked: list[dict], checkpoint: str) -> str:
@@ -132,7 +137,8 @@ _TEMPLATE = """<!DOCTYPE html>
 </body></html>
 """
 
-_STYLE = """
+# the look, shared with the page of `charrnn export` (charrnn/tools/export.py)
+STYLE = """
 body{margin:0;font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;color:#222;background:#fafafa}
 header{position:sticky;top:0;z-index:2;background:#fff;border-bottom:1px solid #ddd;padding:8px 16px}
 h1{font-size:17px;margin:0 12px 0 0;display:inline}
@@ -184,7 +190,7 @@ const units = {};
 for (const key in D.units) units[key] = bytes(D.units[key]);
 
 // surprisal shades (the terminal's), one per whole bit, then the unit scale's 21 steps
-const SHADES = ["", "#ffffd7", "#ffffaf", "#ffff87", "#ffd75f", "#ffaf00", "#ff8700", "#ff5f00", "#ff0000"];
+const SHADES = %SHADES%;
 const STEPS = 10;
 function unitColour(x){   // x in [-1, 1]: blue, white, red
   const t = Math.min(1, Math.abs(x)), w = Math.round(255 * (1 - t));

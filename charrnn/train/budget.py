@@ -1,17 +1,9 @@
-"""The run's horizon: the step at which a decaying schedule reaches its floor and the run ends.
+"""Timing a run's first steps, for the horizon of a max_minutes run.
 
-It is the first of the run's limits, counted in steps:
-
-  max_steps                     as given
-  max_epochs                    max_epochs x batches per epoch
-  max_minutes                   step + (budget left) / (time per step), with the time per step
-                                measured over TIMED_STEPS steps after WARMUP_STEPS untimed ones,
-                                plus each evaluation's share (the final evaluation comes after
-                                the budget, as it does when a run without a schedule stops)
-
-The horizon is fixed once (at the start, or after the timed steps when max_minutes is set) and
-saved in the checkpoint's progress, so a resumed run follows the same schedule bit for bit and
-stops at the same step. Until it is fixed the rate holds at its peak (lr_at with no horizon).
+train/lr.py fixes that horizon (the step where a decaying schedule ends and the run stops) at
+step + (budget left) / (time per step), with the time per step measured over TIMED_STEPS steps
+after WARMUP_STEPS untimed ones, plus each evaluation's share (the final evaluation comes after
+the budget, as it does when a run without a schedule stops).
 """
 
 from __future__ import annotations
@@ -21,14 +13,6 @@ import time
 
 WARMUP_STEPS = 3     # first steps of a session run slower (allocation, caches): not timed
 TIMED_STEPS = 20     # steps timed to fix a max_minutes horizon
-
-
-def step_horizon(train_cfg, batches_per_epoch: int) -> int | None:
-    """The first of max_steps and max_epochs x batches_per_epoch, in steps (None: neither)."""
-    limits = [train_cfg.max_steps] if train_cfg.max_steps is not None else []
-    if train_cfg.max_epochs is not None:
-        limits.append(train_cfg.max_epochs * batches_per_epoch)
-    return min(limits) if limits else None
 
 
 def time_horizon(step: int, seconds_left: float, step_seconds: float, eval_seconds: float,

@@ -1,9 +1,12 @@
 """Split the training ids from validation, and cut training ids into batches.
 
-Two batchers share one small protocol, so the trainer needs no `if batching == ...`:
+Every batcher (these two, and documents mode's in docbatch.py) declares the protocol
+`Batches`, so the trainer needs no `if batching == ...`:
 
   batches.batches_per_epoch    int, >= 1
   batches.stateful             True: carry hidden state from batch k to k+1 (reset at position 0)
+  batches.by_document          True: batches.resets(k) names the streams zeroed before batch k
+  batches.describe()           a line for the start-of-run report (what an epoch covers), or None
   batches.get(k) -> (x, y)     int64 arrays [B, T]; y[:, t] is the character after x[:, t]
 
 Exact resume: the trainer stores `(epoch, position)` where position is the index of the NEXT batch
@@ -14,6 +17,7 @@ Generator's `bit_generator.state`, because windows are drawn from it in call ord
 
 from __future__ import annotations
 
+from typing import ClassVar, Protocol
 
 import numpy as np
 
@@ -84,6 +88,22 @@ def _too_small(n: int, batch_size: int, seq_len: int, batching: str) -> DataErro
     )
 
 
+class Batches(Protocol):
+    """What the training loop reads of a batcher (see the module docstring)."""
+
+    batches_per_epoch: int
+    stateful: ClassVar[bool]
+    by_document: ClassVar[bool]
+
+    def get(self, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def resets(self, k: int) -> np.ndarray:
+        """bool [B]: the streams whose document starts at batch k (by_document batchers)."""
+
+    def describe(self) -> str | None:
+        """A line for the start-of-run report on what an epoch covers, or None."""
+
+
 class ContiguousBatches:
     """char-rnn's batching for truncated BPTT with hidden state carried between batches.
 
@@ -103,6 +123,7 @@ class ContiguousBatches:
     """
 
     stateful = True
+    by_document = False
 
     def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int):
         n, B, T = len(ids), batch_size, seq_len
@@ -147,6 +168,7 @@ class RandomWindows:
     """
 
     stateful = False
+    by_document = False
 
     def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, rng: np.random.Generator):
         n, B, T = len(ids), batch_size, seq_len
@@ -156,6 +178,10 @@ class RandomWindows:
         self.batch_size, self.seq_len = B, T
         self.batches_per_epoch = max(1, n // (B * T))
         self._offsets = np.arange(T + 1)
+
+    def describe(self) -> None:
+        """Nothing to report: the windows are drawn anywhere in the text."""
+        return None
 
     def get(self, k: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """A fresh random batch: (x, y), int64 arrays of shape [B, T]."""

@@ -11,7 +11,7 @@ zero state (`resets(k)`); a later piece of the same unit continues the state of 
 previous batch. So a row never mixes two documents, and no cell needs a reset mask
 (docs/documents.md says why this design).
 
-Both batchers add to data.py's protocol:
+Both batchers declare by_document = True and add to data.py's protocol (Batches):
 
   batches.resets(k) -> bool [B]   rows whose carried state is zeroed before batch k
   batches.padding                 the share of an epoch's target slots that are PAD
@@ -106,6 +106,7 @@ class DocumentStreams:
     """B streams of whole units, state carried within a unit and zeroed at each unit's start."""
 
     stateful = True
+    by_document = True
 
     def __init__(self, ids: np.ndarray, eod_id: int, batch_size: int, seq_len: int):
         start, length, first, counts = _pieces_and_units(ids, eod_id, seq_len)
@@ -161,6 +162,7 @@ class RandomPieces:
     """
 
     stateful = False
+    by_document = True
 
     def __init__(self, ids: np.ndarray, eod_id: int, batch_size: int, seq_len: int,
                  rng: np.random.Generator):

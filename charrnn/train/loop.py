@@ -18,21 +18,19 @@ import time
 import numpy as np
 from tqdm import tqdm
 
+from charrnn.engines.base import Clip, carried
 from charrnn.fileio import command_name, shell_path
-from charrnn.train import health
-from charrnn.train.budget import StepTimer, step_horizon, time_horizon
+from charrnn.train.divergence import Divergence
+from charrnn.train.budget import StepTimer
 from charrnn.store.checkpoint import Progress
 from charrnn.train.errors import TrainingError, TrainingInterrupted
 from charrnn.train.metrics import Metrics
-from charrnn.train.optim import clip_coefficient, clip_grad_value
-from charrnn.train.plateau import after_evaluation
 from charrnn.train.report import time_eval
-from charrnn.train.run import BEST, LAST, Run, open_run, save, way_on
+from charrnn.train.run import BEST, LAST, Run, open_run, save, saved_list, way_on
 
 # no tqdm monitor thread: validation forks a worker mid-run (charrnn/fast/pipeline.py), and a fork
 # while another thread runs may deadlock the child (Python 3.12+ warns)
 tqdm.monitor_interval = 0
-from charrnn.train.schedule import DECAYING, lr_at, resolved_schedule
 
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -90,12 +88,13 @@ def validation_loss(run: Run) -> float:
     """Mean nats/char over the validation text: the same protocol as `charrnn eval`."""
     from charrnn.infer.evaluate import evaluate_documents, evaluate_ids
 
+    model = run.engine.inference_model()
     if run.vocab.eod_id is not None:        # documents: each one from a zero state
-        nll, counts = evaluate_documents(run.model, run.val_ids, run.vocab.eod_id,
+        nll, counts = evaluate_documents(model, run.val_ids, run.vocab.eod_id,
                                          max_chars=run.config.train.eval_chars)
         return float(nll.sum() / counts.sum())
     # a run kept in one process (train.threads: 1) keeps its validation there too
-    total, n = evaluate_ids(run.model, run.val_ids, max_chars=run.config.train.eval_chars,
+    total, n = evaluate_ids(model, run.val_ids, max_chars=run.config.train.eval_chars,
                             pipeline=run.engine.workers > 1)
     return total / n
 
@@ -106,105 +105,81 @@ def _stop_reason(run: Run, started: float) -> str | None:
         return f"reached train.max_steps={t.max_steps}"
     if t.max_epochs is not None and p.epoch >= t.max_epochs:
         return f"reached train.max_epochs={t.max_epochs}"
-    if p.horizon is not None and p.step >= p.horizon and resolved_schedule(t) in DECAYING:
-        return f"reached the end of the schedule (step {p.horizon}, from train.max_minutes)"
+    if (ended := run.lr.ended()) is not None:
+        return ended
     if t.max_minutes is not None and time.perf_counter() - started >= 60 * t.max_minutes:
         return f"reached train.max_minutes={t.max_minutes:g}"
     return None
 
 
 def fix_horizon(run: Run, started: float, timer: StepTimer) -> None:
-    """Fix the step where a decaying schedule ends, once (train/budget.py): at the start from
-    max_steps / max_epochs, or, with max_minutes, once the first steps have been timed."""
-    t, p = run.config.train, run.progress
-    if p.horizon is not None or resolved_schedule(t) not in DECAYING:
-        return
-    steps = step_horizon(t, run.batches.batches_per_epoch)
-    if t.max_minutes is None:
-        p.horizon = steps
-        return
-    if not timer.ready:
-        return
-    if run.eval_seconds is None:
-        run.eval_seconds = time_eval(run)
-    left = 60 * t.max_minutes - (time.perf_counter() - started)
-    by_time = time_horizon(p.step, left, timer.step_seconds, run.eval_seconds, t.eval_every)
-    p.horizon = by_time if steps is None else min(steps, by_time)
+    """Fix the step where a decaying schedule ends, once (train/lr.py), with the time a
+    max_minutes run has left and the time an evaluation takes (measured the first time)."""
+    def time_left() -> tuple[float, float]:
+        if run.eval_seconds is None:
+            run.eval_seconds = time_eval(run)
+        return run.eval_seconds, 60 * run.config.train.max_minutes - (time.perf_counter() - started)
+
+    run.lr.fix_horizon(timer, time_left)
 
 
-def reset_some_streams(carry: tuple | None, prob: float, seed: int, step: int) -> tuple | None:
-    """The carried state ([L, B, H] arrays) with each stream zeroed with probability prob.
+def random_resets(prob: float, seed: int, step: int, streams: int) -> np.ndarray | bool:
+    """bool [streams]: each stream zeroed with probability prob (False when prob is 0).
 
     The draw depends only on (seed, step), so a resumed run makes the same draws.
     """
-    if carry is None or prob <= 0:
-        return carry
-    return zero_rows(carry, np.random.default_rng([seed, step]).random(carry[0].shape[1]) < prob)
+    if prob <= 0:
+        return False
+    return np.random.default_rng([seed, step]).random(streams) < prob
 
 
-def zero_rows(carry: tuple | None, rows: np.ndarray) -> tuple | None:
-    """The carried state ([L, B, H] arrays) with the streams where rows is True zeroed."""
-    if carry is None or not rows.any():
-        return carry
-    carry = tuple(part.copy() for part in carry)
-    for part in carry:
-        part[:, rows] = 0
-    return carry
+def reset_some_streams(carry: tuple | None, prob: float, seed: int, step: int) -> tuple | None:
+    """The carried state ([L, B, H] arrays) with each stream zeroed with probability prob."""
+    if carry is None:
+        return None
+    return carried(carry, random_resets(prob, seed, step, carry[0].shape[1]))
 
 
-def train_step(run: Run, before_update=None) -> tuple[float, float]:
+def stream_resets(run: Run) -> np.ndarray | bool:
+    """Which streams start the next batch from zeros (engines/base.py's reset): all at a new
+    epoch and with random windows; documents: the rows whose document starts; else a random
+    few (data.reset_prob)."""
+    p, b = run.progress, run.batches
+    if p.position == 0 or not b.stateful:
+        return True
+    if b.by_document:
+        return b.resets(p.position)
+    return random_resets(run.config.data.reset_prob, run.config.train.seed, p.step,
+                         run.config.train.batch_size)
+
+
+def train_step(run: Run, rule: Divergence | None = None) -> tuple[float, float]:
     """One update on the next batch -> (loss, gradient norm before clipping).
 
     Diverged (nothing changed) when the step's figures show the current weights diverged
-    (train/health.py); otherwise, when its loss is under the explosion ceiling,
-    before_update(rng_states), if given, runs while the weights, optimizer, progress and carried
-    state are still those of the previous step: the loop saves a checkpoint there, once that
-    state's figures are known to be healthy.
+    (train/divergence.py, the loop's `rule`); when the rule says so, last.safetensors of the
+    current state is written before the update (with the random states as the previous step
+    left them, so the file is the one that step would have written).
     """
+    rule = rule or Divergence(run)
     cfg, p, b = run.config.train, run.progress, run.batches
     rng_states = run.rng_states()           # as the previous step left them
-    if p.position == 0 or not b.stateful:
-        carry = None                        # new epoch (or random windows): start from zeros
-    elif hasattr(b, "resets"):              # documents: zero the rows whose document starts
-        carry = zero_rows(run.carry, b.resets(p.position))
-    else:
-        carry = reset_some_streams(run.carry, run.config.data.reset_prob, cfg.seed, p.step)
+    reset = stream_resets(run)
     x, y = b.get(p.position)
-    lr = lr_at(cfg, p.step, p.epoch + p.position / b.batches_per_epoch, p.horizon) * p.lr_scale
-    loss, carry, _ = run.engine.loss_and_grad(x, y, carry, train=True, rng=run.dropout_rng)
-    coef = 1.0                              # what the update scales the gradient by first
-    if cfg.clip == "value":
-        clip_grad_value(run.model.grads, cfg.clip_value)
-        norm = float(np.linalg.norm(run.model.grads.flat))
-    else:
-        norm = run.engine.grad_norm()
-        coef = clip_coefficient(norm, cfg.clip_value if cfg.clip == "norm" else math.inf)
-    first = p.first_loss if p.first_loss is not None else loss
-    problem = health.step_problem(loss, norm)
-    if problem is not None:
-        raise diverged(run, problem, p.step + 1)
-    ceiling = health.loss_ceiling(first, len(run.vocab))
-    exploded = p.exploded_steps + 1 if loss > ceiling else 0     # steps in a row
-    if exploded >= health.EXPLODED_STEPS:
-        raise diverged(run, f"{health.explosion('training', loss, ceiling)}, {exploded} steps "
-                            f"in a row", p.step + 1)
-    if before_update is not None and not exploded:
-        before_update(rng_states)
-    run.engine.update(lr, coef)
-    p.first_loss, p.lr, p.exploded_steps, run.carry = first, lr, exploded, carry
+    lr = run.lr.next()
+    figures = run.engine.gradient(x, y, reset, run.dropout_rng, Clip.of(cfg))
+    verdict = rule.judge_step(figures.loss, figures.grad_norm)
+    if rule.save_before_update(verdict):
+        save(run, LAST, rng_states)
+    run.engine.update(lr)
+    rule.updated(verdict)
+    p.lr = lr
     p.step += 1
     p.chars += x.size
     p.position += 1
     if p.position == b.batches_per_epoch:
         p.epoch, p.position = p.epoch + 1, 0
-    return loss, norm
-
-
-def saved_list(run: Run, name_of=lambda name: name) -> str:
-    """'last.safetensors (step 9) and best.safetensors (step 5)': the checkpoints this run's
-    folder holds, or '' (name_of turns a checkpoint's name into how it is shown)."""
-    return " and ".join(f"{name_of(name)} (step {run.saved[name]})" for name in (LAST, BEST)
-                        if name in run.saved)
+    return figures.loss, figures.grad_norm
 
 
 def kept_words(run: Run) -> str:
@@ -220,23 +195,6 @@ def cannot_write(run: Run, name: str, error: OSError) -> TrainingError:
                          f"some space (or fix the folder), then {way_on(run)}.")
 
 
-def diverged(run: Run, problem: str, step: int) -> health.Diverged:
-    """The error that stops a diverged run: what went wrong, what is on disk, the way out."""
-    kept = saved_list(run)
-    on_disk = (f"{run.out_dir} keeps {kept}, the last states whose figures were healthy"
-               if kept else "no checkpoint was written")
-    t = run.config.train
-    lower = f"--set train.lr={t.lr / 10:g}" + (" --set train.clip=norm" if t.clip == "none" else "")
-    limits = "".join(f" --set train.{k}={getattr(t, k):g}" for k in ("max_steps", "max_epochs",
-                                                                      "max_minutes")
-                     if getattr(t, k) is not None)     # the limits this invocation was given
-    way = (f"resume with a lower rate: charrnn train --resume {shell_path(run.out_dir)} {lower}"
-           f"{limits}"
-           if kept else f"start again with a lower rate ({lower})")
-    return health.Diverged(f"the run diverged at step {step}: {problem}; nothing from that state "
-                           f"was saved and {on_disk}. {way[0].upper()}{way[1:]}.")
-
-
 def train(run: Run, quiet: bool = False, log=None) -> Progress:
     """Train until a limit; checkpoint, evaluate and log along the way. Returns the progress."""
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
@@ -249,19 +207,18 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
     bar = tqdm(total=cfg.max_steps, initial=run.progress.step, unit="step", file=sys.stderr,
                disable=True if quiet else None, dynamic_ncols=True, leave=False)
     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
-    last = LastCheckpoint(run)
+    rule = Divergence(run)
     early = None              # the reason patience gave to stop, if it did
     timer = StepTimer()
     try:
-        # overflow on the way to a divergence is reported by the health checks, in one line
+        # overflow on the way to a divergence is reported by the divergence rule, in one line
         with SignalCatcher(lambda: kept_words(run)) as signals, \
                 np.errstate(over="ignore", invalid="ignore"):
             fix_horizon(run, started, timer)
             while (reason := early or _stop_reason(run, started)) is None:
                 timer.start()
-                loss, norm = train_step(run, before_update=last.before_update)
+                loss, norm = train_step(run, rule=rule)
                 timer.stop()
-                last.stepped()
                 fix_horizon(run, started, timer)
                 window_loss, window_steps = window_loss + loss, window_steps + 1
                 p = run.progress
@@ -276,22 +233,21 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
                     bar.set_postfix(loss=f"{window_loss / window_steps:.3f}",   # val: a log line
                                     lr=f"{p.lr:.2e}", cps=f"{speed:,.0f}")
                     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
-                healthy = None
                 if p.step % cfg.eval_every == 0:
-                    early, healthy = evaluate_and_keep_best(run, metrics, started, log)
-                last.judged(healthy)
-                if p.step % cfg.checkpoint_every == 0:
-                    last.due()
+                    early = evaluate_and_keep_best(run, rule, metrics, started, log)
+                if p.step % cfg.checkpoint_every == 0 and rule.save_when_due():
+                    save(run, LAST)
                 if signals.received is not None:
-                    raise TrainingInterrupted(f"interrupted at step {p.step}; {last.on_interrupt()}. "
+                    raise TrainingInterrupted(f"interrupted at step {p.step}; {on_interrupt(run, rule)}. "
                                               f"Resume with: {command_name()} train --resume {shell_path(run.out_dir)}",
                                               SIGNAL_EXIT[signals.received])
             if timer.steps == 0 and run.saved:
                 pass                         # nothing changed since the checkpoint it resumed
             else:
                 if run.progress.step % cfg.eval_every != 0 or run.progress.last_val_loss is None:
-                    last.judged(evaluate_and_keep_best(run, metrics, started, log)[1])
-                last.final()
+                    evaluate_and_keep_best(run, rule, metrics, started, log)
+                rule.check_final()
+                save(run, LAST)
     except OSError as e:                     # metrics.jsonl (checkpoints say so themselves)
         raise cannot_write(run, "metrics.jsonl", e) from None
     finally:
@@ -302,79 +258,51 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
     return run.progress
 
 
-class LastCheckpoint:
-    """When last.safetensors is written (train/health.py): a state that its evaluation just found
-    healthy, at once; any other once the next step's loss, computed on its weights, shows it
-    healthy (train_step's before_update); a state whose figures exploded, never."""
-
-    def __init__(self, run: Run):
-        self.run = run
-        self.pending = False          # due, for a state whose figures are not known yet
-        self.healthy = None           # the current state's evaluation: None (none), True, False
-
-    def judged(self, healthy: bool | None) -> None:
-        self.healthy = healthy
-
-    def due(self) -> None:
-        self.pending = not self.healthy
-        if self.healthy:
-            save(self.run, LAST)
-
-    def before_update(self, rng_states: dict) -> None:
-        if self.pending and self.healthy is not False:
-            save(self.run, LAST, rng_states)
-            self.pending = False
-
-    def stepped(self) -> None:
-        self.healthy = None
-
-    def on_interrupt(self) -> str:
-        """Save the current state if nothing says it diverged; the words for what was done."""
-        if self.healthy is False or self.run.progress.exploded_steps:
-            kept = self.run.saved.get(LAST)
-            return ("the current state had exploded, so it was not saved" +
-                    (f" ({self.run.path(LAST)} of step {kept} is kept)" if kept else ""))
-        save(self.run, LAST)
-        return f"saved {self.run.path(LAST)}"
-
-    def final(self) -> None:
-        """Save the run's last state, or raise Diverged when its evaluation found it exploded."""
-        if self.healthy is False:
-            p = self.run.progress
-            ceiling = health.loss_ceiling(p.first_loss, len(self.run.vocab))
-            raise diverged(self.run, health.explosion("validation", p.last_val_loss, ceiling),
-                           p.step)
-        save(self.run, LAST)
+def on_interrupt(run: Run, rule: Divergence) -> str:
+    """Save the current state if nothing says it diverged; the words for what was done."""
+    if not rule.may_save_on_interrupt():
+        kept = run.saved.get(LAST)
+        return ("the current state had exploded, so it was not saved" +
+                (f" ({run.path(LAST)} of step {kept} is kept)" if kept else ""))
+    save(run, LAST)
+    return f"saved {run.path(LAST)}"
 
 
-def evaluate_and_keep_best(run: Run, metrics: Metrics, started: float, log
-                           ) -> tuple[str | None, bool]:
-    """Validation pass; best.safetensors when it improves; optional sample. Returns (the reason
-    to stop early (train.patience) or None, whether the state is healthy: its loss under the
-    explosion ceiling). Diverged for a loss that is not finite."""
+def evaluate_and_keep_best(run: Run, rule: Divergence, metrics: Metrics, started: float,
+                           log) -> str | None:
+    """Validation pass, judged by the divergence rule; best.safetensors when it improves (and is
+    healthy); optional sample. Returns the reason to stop early (train.patience) or None."""
     p = run.progress
     val = validation_loss(run)
     metrics.log(step=p.step, chars=p.chars, time=round(time.perf_counter() - started, 3),
                 val_loss=val, val_bpc=val / math.log(2))
-    problem = health.val_problem(val)
-    if problem is not None:
-        raise diverged(run, problem, p.step)
+    healthy = rule.judge_evaluation(val)
     p.last_val_loss = val
-    healthy = val <= health.loss_ceiling(p.first_loss, len(run.vocab))
     improved = healthy and val < p.best_val_loss
-    scale = p.lr_scale
-    stop = after_evaluation(run.config.train, p, improved)
+    stop = patience_ran_out(run.config.train, p, improved)
+    cut = run.lr.after_evaluation(improved)
     if improved:
         p.best_val_loss = val
         save(run, BEST)
     # every evaluation a line that stays: above the bar (tqdm.write), in a log file alike
     log(f"step {p.step}: val loss {val:.4f} ({val / math.log(2):.3f} bits/char)"
         + (" *best*" if improved else "") + ("" if healthy else " (exploded: not saved)"))
-    if p.lr_scale != scale:
-        log(f"step {p.step}: validation stalled; the rate is now {run.config.train.lr * p.lr_scale:.3g}")
+    if cut:
+        log(cut)
     if run.config.train.sample_every and p.step % run.config.train.sample_every == 0:
         log(f"--- sample at step {p.step} ---\n{sample_text(run)}\n---")
-    return stop, healthy
+    return stop
+
+
+def patience_ran_out(train_cfg, progress: Progress, improved: bool) -> str | None:
+    """Count an evaluation without a new best; the reason to stop once train.patience of them
+    came in a row (Keras's EarlyStopping, monitor val_loss; the best checkpoint is the result)."""
+    p = progress
+    p.evals_since_best = 0 if improved else p.evals_since_best + 1
+    if train_cfg.patience is not None and p.evals_since_best >= train_cfg.patience:
+        return (f"stopped early: {p.evals_since_best} evaluations without a new best "
+                f"(train.patience={train_cfg.patience})")
+    return None
 
 
 def sample_text(run: Run) -> str:
@@ -384,7 +312,7 @@ def sample_text(run: Run) -> str:
     prime = opts.prime
     if vocab.eod is not None:                  # documents: from the start symbol, one per line
         prime = [vocab.eod_id, *vocab.encode(prime).tolist()]
-    chars = generate(run.model, vocab, length=run.config.train.sample_chars,
+    chars = generate(run.engine.inference_model(), vocab, length=run.config.train.sample_chars,
                      prime=prime, temperature=opts.temperature, top_k=opts.top_k,
                      top_p=opts.top_p, seed=run.progress.step)
     text = "".join(chars)

@@ -11,8 +11,7 @@ import time
 
 import numpy as np
 
-from charrnn.train.budget import TIMED_STEPS, WARMUP_STEPS, step_horizon
-from charrnn.train.schedule import DECAYING, resolved_schedule
+from charrnn.engines.base import Clip
 
 TIMED = 3               # forward/backward passes timed (after one untimed)
 EVAL_SLICE = 8192       # validation characters timed, scaled to the whole pass
@@ -36,8 +35,7 @@ def time_step(run) -> float:
     times = []
     for _ in range(TIMED + 1):
         start = time.perf_counter()
-        run.engine.loss_and_grad(x, y, None, train=True, rng=scratch)
-        run.engine.grad_norm()
+        run.engine.gradient(x, y, True, scratch, Clip())
         times.append(time.perf_counter() - start)
     return float(np.median(times[1:]))
 
@@ -50,7 +48,7 @@ def time_eval(run) -> float:
     val_chars = len(run.val_ids) if t.eval_chars is None else min(t.eval_chars, len(run.val_ids))
     piece = run.val_ids[:EVAL_SLICE + 1]
     start = time.perf_counter()
-    evaluate_ids(run.model, piece, pipeline=run.engine.workers > 1)   # as validation_loss does
+    evaluate_ids(run.engine.inference_model(), piece, pipeline=run.engine.workers > 1)   # as validation_loss does
     return (time.perf_counter() - start) * val_chars / max(len(piece) - 1, 1)
 
 
@@ -64,7 +62,7 @@ def report_lines(run, step_seconds: float, eval_seconds: float) -> list[str]:
     """The report: corpus, model, parameters per character with the rule of thumb, times."""
     t, m = run.config.train, run.config.model
     n_train, n_val = len(run.train_ids), len(run.val_ids)
-    params = run.model.params.flat.size
+    params = run.engine.inference_model().params.flat.size
     ratio = params / max(n_train, 1)
     if ratio > OVERFIT_RATIO:
         advice = "far more than characters: expect overfitting (more text, dropout, or a smaller model)"
@@ -85,27 +83,10 @@ def report_lines(run, step_seconds: float, eval_seconds: float) -> list[str]:
         f"{_duration(t.eval_every * step_seconds)} per {t.eval_every} steps "
         f"+ {_duration(eval_seconds)} per evaluation",
     ]
-    describe = getattr(run.batches, "describe", None)     # the packing, its padding, what is left out
-    line = describe() if describe is not None else None
+    line = run.batches.describe()      # the packing, its padding, what is left out
     if line:
         lines.append(line)
-    schedule = schedule_line(run)
+    schedule = run.lr.report_line()
     if schedule:
         lines.append(schedule)
     return lines
-
-
-def schedule_line(run) -> str | None:
-    """How the learning rate will go, for a decaying schedule."""
-    t = run.config.train
-    kind = resolved_schedule(t)
-    if kind not in DECAYING:
-        return None
-    end = run.progress.horizon or step_horizon(t, run.batches.batches_per_epoch)
-    timed = t.max_minutes is not None and not run.progress.horizon
-    until = f"step {end:,}" if end else ""
-    if timed:
-        until += (" or sooner: " if end else "") + (
-            f"the step where train.max_minutes runs out, fixed after timing the first "
-            f"{WARMUP_STEPS + TIMED_STEPS} steps")
-    return f"schedule: {kind} from {t.lr:g} to {t.min_lr:g} at {until}"

@@ -22,11 +22,10 @@ import dataclasses
 import os
 
 from charrnn.config import Config, ConfigError
-from charrnn.train.budget import step_horizon
-from charrnn.train.schedule import DECAYING, lr_at, resolved_schedule
+from charrnn.optim import HYPERPARAMETER_ON_RESUME, hyperparameter_ranges
+from charrnn.train.lr import LearningRate, horizon_kept
 
 EXACT, CHANGES, REFUSED = "exact", "changes", "refused"
-HORIZON_KEYS = ("max_steps", "max_epochs", "max_minutes", "lr_schedule")
 
 _START_ONLY = "it acts only when a run starts (on the initial weights)"
 _SHAPE = "the saved batch position and carried state depend on it"
@@ -58,10 +57,11 @@ CHANGES_WHAT: dict[str, str] = {
     "model.dropout": "other dropout masks from now on",
     "train.threads": "another split of the batch over workers: other dropout masks and "
                      "float sums",
+    "train.engine": "another engine computes the steps: other float sums",
+    **{f"train.{k}": HYPERPARAMETER_ON_RESUME for k in hyperparameter_ranges()},
     **{f"train.{k}": "another update from now on" for k in (
-        "lr", "momentum", "beta1", "beta2", "eps", "alpha", "weight_decay", "clip",
-        "clip_value", "lr_schedule", "warmup_steps", "min_lr", "decay_rate", "decay_every",
-        "plateau_factor", "plateau_patience")},
+        "clip", "clip_value", "lr_schedule", "warmup_steps", "min_lr", "decay_rate",
+        "decay_every", "plateau_factor", "plateau_patience")},
 }
 
 EXACT_KEYS = {"data.path", "data.skip_invalid"} | {f"train.{k}" for k in (
@@ -118,10 +118,11 @@ def change_notes(old: Config, new: Config, progress, batches_per_epoch: int,
              for key, was, now in differences(old, new) if rule(key) == CHANGES
              and not (key == "train.threads" and now is not None
                       and min(now, new.train.batch_size) == saved_workers)]
-    lr_note = _lr_note(old, new, progress, batches_per_epoch)
+    lr = LearningRate(new.train, progress, batches_per_epoch)
+    lr_note = lr.resume_note(old.train)
     if lr_note:
         notes.append(lr_note)
-    _check_limits(new.train, progress, horizon_kept(old, new))
+    _check_limits(new.train, progress, horizon_kept(old.train, new.train) and lr.already_ended())
     return notes
 
 
@@ -129,32 +130,7 @@ def _show(value) -> str:
     return "null" if value is None else str(value)
 
 
-def horizon_kept(old: Config, new: Config) -> bool:
-    """Whether the saved horizon (train/budget.py) still holds: no limit and no schedule
-    changed (else the resumed run fixes it again from the new settings)."""
-    return all(getattr(old.train, k) == getattr(new.train, k) for k in HORIZON_KEYS)
-
-
-def _lr_note(old: Config, new: Config, progress, batches_per_epoch: int) -> str | None:
-    """A note when the next update's learning rate is not the one the old settings gave it
-    (a cosine run extended with a larger max_steps goes back up from its floor)."""
-    epoch = progress.epoch + progress.position / batches_per_epoch
-    horizon = (progress.horizon if horizon_kept(old, new)
-               else step_horizon(new.train, batches_per_epoch))
-    was = lr_at(old.train, progress.step, epoch, progress.horizon) * progress.lr_scale
-    now = lr_at(new.train, progress.step, epoch, horizon) * progress.lr_scale
-    if was == now:
-        return None
-    why = ""
-    if (resolved_schedule(old.train) == resolved_schedule(new.train) == "cosine"
-            and progress.horizon != horizon and horizon is not None):
-        why = (f"; the cosine schedule now ends at step {horizon} instead of "
-               f"{progress.horizon}, so the rate {'rises again' if now > was else 'falls faster'}")
-    return (f"the learning rate of step {progress.step + 1} is {now:.3g} (it would have been "
-            f"{was:.3g}){why}")
-
-
-def _check_limits(t, progress, horizon_kept: bool) -> None:
+def _check_limits(t, progress, schedule_ended: bool) -> None:
     """ConfigError when the resumed run has nothing left to do."""
     for key, limit, reached in (("max_steps", t.max_steps, progress.step),
                                 ("max_epochs", t.max_epochs, progress.epoch)):
@@ -162,8 +138,7 @@ def _check_limits(t, progress, horizon_kept: bool) -> None:
             raise ConfigError(f"the run is at {key.removeprefix('max_').rstrip('s')} {reached}, "
                               f"which already meets train.{key}={limit}; raise it to train on, "
                               f"e.g. --set train.{key}={2 * max(reached, 1)}")
-    if (horizon_kept and t.max_minutes is not None and progress.horizon is not None
-            and progress.step >= progress.horizon and resolved_schedule(t) in DECAYING):
+    if schedule_ended:
         raise ConfigError(f"the run's schedule already ended at step {progress.horizon} (fixed "
                           f"from train.max_minutes={t.max_minutes:g}); give it more time to "
                           f"train on, e.g. --set train.max_minutes={2 * (t.max_minutes or 1):g}")

@@ -25,6 +25,8 @@ from charrnn.config import (
     parse_override,
     save_config,
 )
+from charrnn import engines
+from charrnn.engines.base import Engine
 from charrnn.fast.parallel import available_cores
 from charrnn.fileio import command_name, shell_path
 from charrnn.nn.model import CharRNN
@@ -40,16 +42,16 @@ from charrnn.store.checkpoint import (
     TrainState,
     load_checkpoint,
     resolve_checkpoint,
-    save_checkpoint,
     saved_steps,
+    write_checkpoint,
 )
+from charrnn.train.data import Batches
 from charrnn.train.docbatch import make_document_batches
-from charrnn.train.engine import Local, make_engine
 from charrnn.train.errors import TrainingError
 from charrnn.train.folder import FolderLock, own_out_dir, refuse_existing_run, remove_empty_folder
-from charrnn.train.optim import flatten_state, make_optimizer, unflatten_state
 from charrnn.train.report import quick_timing, report_lines
-from charrnn.train.resume import change_notes, horizon_kept, refuse_changes
+from charrnn.train.lr import LearningRate
+from charrnn.train.resume import change_notes, refuse_changes
 from charrnn.store.vocab import Vocab
 
 ARCHITECTURE_KEYS = ("cell", "nonlinearity", "layers", "hidden_size", "embed_size", "residual",
@@ -62,16 +64,13 @@ class Run:
 
     config: Config
     vocab: Vocab
-    model: CharRNN
-    optimizer: object
-    batches: object
+    engine: Engine                 # where the steps run; owns weights, optimizer, carried state
+    batches: Batches
     val_ids: np.ndarray
     dropout_rng: np.random.Generator
     batch_rng: np.random.Generator
     progress: Progress
-    carry: tuple | None = None
     out_dir: str = ""
-    engine: object = None          # Local or DataParallel: where the step is computed
     corpus: dict | None = None     # corpus_fingerprint of the ids, saved to check resumes
     removed: tuple = ()            # temporary files of interrupted writes cleaned from out_dir
     saved: dict = field(default_factory=dict)   # checkpoint name -> step, of this run's folder
@@ -85,12 +84,13 @@ class Run:
     step_seconds: float | None = None     # quick timings of the start-of-run report
     eval_seconds: float | None = None
 
-    def __post_init__(self):
-        if self.engine is None:
-            self.engine = Local(self.model, self.optimizer)
-
     def path(self, name: str) -> str:
         return os.path.join(self.out_dir, name)
+
+    @property
+    def lr(self) -> LearningRate:
+        """The run's learning rate (train/lr.py), over its progress."""
+        return LearningRate(self.config.train, self.progress, self.batches.batches_per_epoch)
 
     def close(self) -> None:
         """Stop the workers and give the folder up (one it created and never wrote to goes)."""
@@ -248,7 +248,6 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     model = CharRNN(len(vocab), cfg.model, dtype=dtype, seed=cfg.train.seed)
     if source is not None:
         model.params.copy_from({k: v.astype(dtype) for k, v in source.params.items()})
-    optimizer = make_optimizer(None, model.params, cfg.train)
     seeds = np.random.SeedSequence(cfg.train.seed).spawn(2)
     dropout_rng, batch_rng = (np.random.default_rng(s) for s in seeds)
     if vocab.eod_id is not None:
@@ -260,18 +259,21 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     if resume is not None:
         notes = change_notes(resumed_config or resume.config, cfg, state.progress,
                              batches.batches_per_epoch, state.workers)
-    lock, removed, created = ((None, (), False) if dry_run else
-                              own_out_dir(cfg.train.out_dir, resume is None))
-    run = Run(cfg, vocab, model, optimizer, batches, val_ids, dropout_rng, batch_rng, Progress(),
+    engine = engines.get(cfg.train.engine)(model, cfg.train, state.workers if state else None)
+    try:
+        lock, removed, created = ((None, (), False) if dry_run else
+                                  own_out_dir(cfg.train.out_dir, resume is None))
+    except BaseException:
+        engine.close()
+        raise
+    run = Run(cfg, vocab, engine, batches, val_ids, dropout_rng, batch_rng, Progress(),
               out_dir=cfg.train.out_dir, corpus=corpus, removed=removed, lock=lock, notes=notes,
               train_ids=train_ids, created_dir=created, corpus_notes=tuple(text.notes),
               text_figures=(text.chars, text.distinct))
     try:
         if resume is not None:
             _restore(run, resume, state)
-            if not horizon_kept(resumed_config or resume.config, cfg):
-                run.progress.horizon = None           # fixed again from the new limits
-        run.engine = make_engine(model, optimizer, cfg.train, state.workers if state else None)
+            run.lr.resumed_from((resumed_config or resume.config).train)
     except BaseException:
         run.close()
         raise
@@ -293,14 +295,12 @@ def _train_state(ckpt: Checkpoint) -> TrainState:
 def _restore(run: Run, ckpt: Checkpoint, state: TrainState) -> None:
     """Put optimizer, progress, carried state and RNGs back as they were saved."""
     try:
-        run.optimizer.load_state_dict(unflatten_state(ckpt.optim, state.optim))
+        run.engine.restore(ckpt.optim, state.optim, ckpt.carry)
         run.dropout_rng.bit_generator.state = state.rng["dropout"]
         run.batch_rng.bit_generator.state = state.rng["batch"]
     except (KeyError, TypeError, ValueError) as e:
         raise _incomplete(e) from None
     run.progress = state.progress
-    dtype = run.model.dtype
-    run.carry = tuple(np.asarray(c, dtype) for c in ckpt.carry) or None
     if run.progress.position > run.batches.batches_per_epoch:
         raise TrainingError("the resumed run's batch position is past the end of an epoch: "
                             "data.path, train.batch_size or train.seq_len changed since it was saved.")
@@ -312,19 +312,20 @@ def save(run: Run, name: str, rng_states: dict | None = None) -> None:
 
     Diverged, and nothing written, when a weight is not finite: a checkpoint never holds NaN.
     """
-    from charrnn.train.health import Diverged, weights_problem
+    from charrnn.train.divergence import Diverged, weights_problem
 
     p = run.progress
-    problem = weights_problem(run.model.params)
+    saved = run.engine.state()
+    problem = weights_problem(saved.params)
     if problem is not None:
         raise Diverged(f"the run diverged by step {p.step}: {problem}; {run.path(name)} was not "
                        f"written. Lower train.lr or keep train.clip on.")
-    tensors, scalars = flatten_state(run.optimizer.state_dict())
-    state = TrainState(p, scalars, rng_states or run.rng_states(), run.engine.workers, run.corpus)
+    state = TrainState(p, saved.optim_scalars, rng_states or run.rng_states(),
+                       run.engine.workers, run.corpus)
     try:
         save_config(run.config, run.path("config.yaml"))     # the settings of the newest checkpoint
-        save_checkpoint(run.path(name), run.model, run.vocab, run.config, tensors,
-                        state.to_dict(), carry=run.carry or ())
+        write_checkpoint(run.path(name), saved.params, run.vocab, run.config, saved.optim,
+                         state.to_dict(), carry=saved.carry)
     except OSError as e:                 # disk full, folder removed, ...: the old file is intact
         before = (f"the previous {name} (step {run.saved[name]}) is intact"
                   if name in run.saved else f"no {name} had been written yet")
@@ -332,6 +333,13 @@ def save(run: Run, name: str, rng_states: dict | None = None) -> None:
                             f"({e.strerror or e}); {before}. Free some space (or fix the folder) "
                             f"and {way_on(run)}") from None
     run.saved[name] = p.step
+
+
+def saved_list(run: Run, name_of=lambda name: name) -> str:
+    """'last.safetensors (step 9) and best.safetensors (step 5)': the checkpoints this run's
+    folder holds, or '' (name_of turns a checkpoint's name into how it is shown)."""
+    return " and ".join(f"{name_of(name)} (step {run.saved[name]})" for name in (LAST, BEST)
+                        if name in run.saved)
 
 
 def way_on(run: Run) -> str:

@@ -19,6 +19,8 @@ every module against them:
              where a non-smooth activation sits (relu), for finite-difference checks
     step_columns, step_layout, step_body
              the batch-1 step that sampling uses (charrnn/nn/stepper.py)
+    <name>.js, beside the module: the same step in JavaScript for the page of `charrnn export`
+             (script_path finds it; the cell tests require it)
     reference_step, reference_step_backward
              the textbook step, plain and slow (charrnn/nn/reference.py)
     WEIGHTS  optional: the per-layer parameters it has, from LAYER_WEIGHTS (default all four).
@@ -35,6 +37,7 @@ the list of cells from CELLS.
 from __future__ import annotations
 
 import importlib
+import os
 from types import ModuleType
 
 from charrnn.nn.cells.contract import check
@@ -49,7 +52,7 @@ CELLS: dict[str, ModuleType] = {name: check(name, importlib.import_module(f"{__n
 LAYER_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 __all__ = ["CELLS", "LAYER_WEIGHTS", "NAMES", "TokenInput", "get", "has_recurrent_weights",
-           "weights_of"]
+           "script_path", "weights_of"]
 
 
 def get(name: str) -> ModuleType:
@@ -74,3 +77,9 @@ def nonlinearities_of(module: ModuleType) -> tuple[str, ...]:
 def has_recurrent_weights(module: ModuleType) -> bool:
     """Whether the cell multiplies its previous state by weight_hh (False: minGRU, minLSTM)."""
     return "weight_hh" in weights_of(module)
+
+
+def script_path(module: ModuleType) -> str:
+    """The path of the cell's JavaScript step, <module>.js beside <module>.py (it may be
+    missing: the cell tests check that it is not)."""
+    return os.path.splitext(module.__file__)[0] + ".js"

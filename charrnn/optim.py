@@ -7,6 +7,16 @@ never written to. The state slots (`exp_avg`, `exp_avg_sq`, `momentum_buffer`, `
 `square_avg`, named as in torch.optim) are `FlatParams` of the same layout, so `state_dict()`
 hands out per-parameter arrays keyed by PyTorch parameter names.
 
+The registry, OPTIMIZERS, is where `train.optimizer` takes its choices from: each class declares
+its `name`, its `hyperparameters` (the train-config keys it reads, each with the interval it must
+lie in: config.py checks them, and so does the constructor), and whether its update is
+`elementwise` (DataParallel splits an update over processes by parts of the flat buffer, right
+only for element-wise rules). On resume every hyperparameter may change (the run goes on with
+another update: HYPERPARAMETER_ON_RESUME; a slot that only some values need, such as SGD's
+momentum buffer, starts from zeros or is dropped: optional_slots) and the optimizer may not
+(its slots are its own).
+A new optimizer is one class here and its name in OPTIMIZERS.
+
 Update rules are torch.optim's (defaults: no amsgrad / nesterov / dampening / centered / lr_decay).
 g is the gradient, p the parameter, t the step count starting at 1, wd the weight decay.
 
@@ -18,36 +28,48 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
 
 from charrnn.nn.params import FlatParams
+from charrnn.ranges import NON_NEGATIVE, POSITIVE, UNIT_OPEN_RIGHT, Range
 
 __all__ = [
     "Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "OPTIMIZERS", "make_optimizer",
-    "flatten_state", "unflatten_state", "clip_grad_norm", "clip_grad_value", "clip_coefficient",
+    "hyperparameter_ranges", "flatten_state", "unflatten_state", "clip_grad_norm",
+    "clip_grad_value", "clip_coefficient",
 ]
+
+HYPERPARAMETER_ON_RESUME = "another update from now on"   # the resume rule of every one
 
 
 class Optimizer:
     """Base class: step counting, lr override, weight decay, scratch buffers and state
     (de)serialisation.
 
-    Subclasses set `slot_names` and implement `_update(g, lr)`, which receives the gradient's
-    flat buffer (with L2 weight decay already added where the optimizer couples it) and must
-    update `self.params.flat` in place using only `self._tmp` as scratch. Every update is
-    element-wise (charrnn/fast/parallel.py relies on it to split one over processes).
+    Subclasses set `name`, `hyperparameters` and `slot_names` and implement `_update(g, lr)`,
+    which receives the gradient's flat buffer (with L2 weight decay already added where the
+    optimizer couples it) and must update `self.params.flat` in place using only `self._tmp` as
+    scratch. An update that reads whole tensors (a norm per tensor: LAMB, Muon) sets
+    `elementwise = False`.
     """
 
+    name = ""
+    hyperparameters: dict[str, Range] = {"lr": POSITIVE, "weight_decay": NON_NEGATIVE}
     slot_names: tuple[str, ...] = ()
+    # slots that only some hyperparameter values need (SGD's momentum_buffer, for momentum > 0):
+    # the resume rule lets a change turn them on (from zeros, as torch's first step) or off
+    optional_slots: tuple[str, ...] = ()
+    elementwise = True          # each element's update reads only that element of each buffer
     couple_weight_decay = True  # add wd * p to the gradient before the update (torch's L2 form)
 
     def __init__(self, params: FlatParams, lr: float, weight_decay: float = 0.0):
         if not isinstance(params, FlatParams):
             raise TypeError(f"params must be a FlatParams, not {type(params).__name__}")
-        _check_range("lr", lr, 0.0)
-        _check_range("weight_decay", weight_decay, 0.0)
+        self.check("lr", lr)
+        self.check("weight_decay", weight_decay)
         self.params = params
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
@@ -80,6 +102,31 @@ class Optimizer:
     def _update(self, g: np.ndarray, lr: float) -> None:
         raise NotImplementedError
 
+    @classmethod
+    def check(cls, key: str, value: float) -> None:
+        """ValueError when a hyperparameter is outside its declared interval."""
+        if not cls.hyperparameters[key].contains(value):
+            raise ValueError(f"{key} must be {cls.hyperparameters[key].describe()}, got {value}")
+
+    @classmethod
+    def build(cls, params: FlatParams, **hyper) -> Optimizer:
+        """The optimizer from its hyperparameters by their config keys (those not given take
+        the class's defaults)."""
+        return cls(params, **hyper)
+
+    def part(self, part: slice) -> Optimizer:
+        """This optimizer over `part` of its flat buffers (parameters, slots, scratch), in the
+        same memory: its step updates exactly that part, as the whole one's step would there.
+        Only for an element-wise update; for stepping only (no state_dict)."""
+        if not self.elementwise:
+            raise ValueError(f"{self.name}'s update is not element-wise: it has no parts")
+        view = copy.copy(self)
+        view.params = _Part(self.params.flat[part])
+        view.slots = {name: _Part(slot.flat[part]) for name, slot in self.slots.items()}
+        view._tmp = self._tmp[part]
+        view._gwd = None                      # its own scratch, of the part's size, on first use
+        return view
+
     def state_dict(self) -> dict:
         """`{"step": int, "slots": {slot: {param name: array copy}}}`, sharing no memory."""
         return {"step": self.step_count,
@@ -93,8 +140,10 @@ class Optimizer:
         step = state["step"]
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             raise ValueError(f"{kind} state 'step' must be a non-negative integer, not {step!r}")
-        slots = state["slots"]
-        if set(slots) != set(self.slots):
+        slots = {name: arrays for name, arrays in state["slots"].items()
+                 if name in self.slots or name not in self.optional_slots}
+        fresh = set(self.slots) - set(slots)         # optional slots this state has not got
+        if set(slots) - set(self.slots) or fresh - set(self.optional_slots):
             raise ValueError(
                 f"{kind} state has slots {sorted(slots)} but {kind} needs {sorted(self.slots)}; "
                 f"was it saved by a different optimizer or with different settings?")
@@ -112,6 +161,8 @@ class Optimizer:
                                      f"but the model's {name} has shape {shape}")
         for slot_name, arrays in slots.items():
             self.slots[slot_name].copy_from(arrays)
+        for slot_name in fresh:
+            self.slots[slot_name].flat[...] = 0
         self.step_count = int(step)
 
 
@@ -123,9 +174,13 @@ class SGD(Optimizer):
         p   <- p - lr * buf                    (p - lr * g without momentum)
     """
 
+    name = "sgd"
+    hyperparameters = {**Optimizer.hyperparameters, "momentum": UNIT_OPEN_RIGHT}
+    optional_slots = ("momentum_buffer",)
+
     def __init__(self, params: FlatParams, lr: float, momentum: float = 0.0,
                  weight_decay: float = 0.0):
-        _check_range("momentum", momentum, 0.0)
+        self.check("momentum", momentum)
         self.momentum = float(momentum)
         self.slot_names = ("momentum_buffer",) if self.momentum else ()
         super().__init__(params, lr, weight_decay)
@@ -149,11 +204,13 @@ class Adagrad(Optimizer):
         p   <- p - lr * g / (sqrt(sum) + eps)
     """
 
+    name = "adagrad"
+    hyperparameters = {**Optimizer.hyperparameters, "eps": POSITIVE}
     slot_names = ("sum",)
 
     def __init__(self, params: FlatParams, lr: float, eps: float = 1e-10,
                  weight_decay: float = 0.0):
-        _check_range("eps", eps, 0.0)
+        self.check("eps", eps)
         self.eps = float(eps)
         super().__init__(params, lr, weight_decay)
 
@@ -176,12 +233,14 @@ class RMSprop(Optimizer):
         p <- p - lr * g / (sqrt(v) + eps)
     """
 
+    name = "rmsprop"
+    hyperparameters = {**Optimizer.hyperparameters, "alpha": UNIT_OPEN_RIGHT, "eps": POSITIVE}
     slot_names = ("square_avg",)
 
     def __init__(self, params: FlatParams, lr: float, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0):
-        _check_range("alpha", alpha, 0.0, 1.0)
-        _check_range("eps", eps, 0.0)
+        self.check("alpha", alpha)
+        self.check("eps", eps)
         self.alpha, self.eps = float(alpha), float(eps)
         super().__init__(params, lr, weight_decay)
 
@@ -211,16 +270,23 @@ class Adam(Optimizer):
     value (eps is still added to the bias-corrected sqrt(v_hat)), one pass fewer.
     """
 
+    name = "adam"
+    hyperparameters = {**Optimizer.hyperparameters, "beta1": UNIT_OPEN_RIGHT,
+                       "beta2": UNIT_OPEN_RIGHT, "eps": POSITIVE}
     slot_names = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params: FlatParams, lr: float, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0):
-        _check_range("beta1", betas[0], 0.0, 1.0, hi_open=True)
-        _check_range("beta2", betas[1], 0.0, 1.0, hi_open=True)
-        _check_range("eps", eps, 0.0)
+        self.check("beta1", betas[0])
+        self.check("beta2", betas[1])
+        self.check("eps", eps)
         self.betas = (float(betas[0]), float(betas[1]))
         self.eps = float(eps)
         super().__init__(params, lr, weight_decay)
+
+    @classmethod
+    def build(cls, params: FlatParams, beta1: float = 0.9, beta2: float = 0.999, **hyper) -> Adam:
+        return cls(params, betas=(beta1, beta2), **hyper)
 
     def _update(self, g, lr):
         p, s = self.params.flat, self._tmp
@@ -250,6 +316,7 @@ class AdamW(Adam):
         then Adam's update above without the L2 term.
     """
 
+    name = "adamw"
     couple_weight_decay = False
 
     def __init__(self, params: FlatParams, lr: float, betas: tuple[float, float] = (0.9, 0.999),
@@ -263,33 +330,31 @@ class AdamW(Adam):
         super()._update(g, lr)
 
 
-OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    cls.name: cls for cls in (SGD, Adagrad, RMSprop, Adam, AdamW)}     # a new one: its class here
 
 
 def make_optimizer(name: str | None, params: FlatParams, train_cfg) -> Optimizer:
-    """Build the optimizer `name` (None: `train_cfg.optimizer`) from a train config's fields.
-
-    Reads `lr`, `momentum`, `beta1`, `beta2`, `eps`, `alpha`, `weight_decay`; a field that is
-    missing or None falls back to the optimizer's own (torch) default.
-    """
+    """Build the optimizer `name` (None: `train_cfg.optimizer`) from the train config's values
+    of its hyperparameters; one that is missing or None takes the optimizer's own (torch)
+    default. ValueError for an unknown name or a value outside its interval."""
     name = train_cfg.optimizer if name is None else name
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    cls = OPTIMIZERS[name]
+    hyper = {key: getattr(train_cfg, key, None) for key in cls.hyperparameters}
+    return cls.build(params, **{key: v for key, v in hyper.items() if v is not None})
 
-    def opt(key):
-        value = getattr(train_cfg, key, None)
-        return {} if value is None else {key: value}
 
-    kw = {**opt("eps"), **opt("weight_decay")}
-    if name == "sgd":
-        return SGD(params, train_cfg.lr, **opt("momentum"), **opt("weight_decay"))
-    if name == "adagrad":
-        return Adagrad(params, train_cfg.lr, **kw)
-    if name == "rmsprop":
-        return RMSprop(params, train_cfg.lr, **opt("alpha"), **kw)
-    b1, b2 = getattr(train_cfg, "beta1", None), getattr(train_cfg, "beta2", None)
-    betas = (0.9 if b1 is None else b1, 0.999 if b2 is None else b2)
-    return OPTIMIZERS[name](params, train_cfg.lr, betas=betas, **kw)
+def hyperparameter_ranges() -> dict[str, Range]:
+    """{config key: interval} of every registered optimizer's hyperparameters (config.py's
+    checks). ValueError when two optimizers declare one key with different intervals."""
+    ranges: dict[str, Range] = {}
+    for cls in OPTIMIZERS.values():
+        for key, rng in cls.hyperparameters.items():
+            if ranges.setdefault(key, rng) != rng:
+                raise ValueError(f"train.{key} has two intervals: {ranges[key]} and {rng}")
+    return ranges
 
 
 def flatten_state(state: dict) -> tuple[dict[str, np.ndarray], dict]:
@@ -339,8 +404,8 @@ def clip_grad_value(grads: FlatParams, value: float) -> None:
     np.clip(grads.flat, -value, value, out=grads.flat)
 
 
-def _check_range(name, value, lo, hi=None, hi_open=False):
-    ok = value >= lo and (hi is None or (value < hi if hi_open else value <= hi))
-    if not ok:
-        bound = "" if hi is None else f" and {'<' if hi_open else '<='} {hi}"
-        raise ValueError(f"{name} must be >= {lo}{bound}, got {value}")
+class _Part:
+    """A bare flat buffer: all that a step reads of a FlatParams (Optimizer.part)."""
+
+    def __init__(self, flat: np.ndarray):
+        self.flat = flat
