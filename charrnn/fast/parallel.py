@@ -51,6 +51,7 @@ from charrnn.fast.shared import share
 MAX_AUTO_WORKERS = 4     # measured only up to 2 (the bench machine's cores)
 MIN_STREAMS_PER_WORKER = 8
 PR_SET_PDEATHSIG = 1      # <linux/prctl.h>
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def available_cores() -> int:
@@ -89,10 +90,14 @@ def fork_worker(target, args: tuple, name: str):
     proc = multiprocessing.get_context("fork").Process(
         target=_worker_main, args=(target, os.getpid(), theirs, ours, *args), name=name,
         daemon=True)
+    # Ctrl-C or SIGTERM during the fork would be raised in an at-fork hook (logging's), where
+    # Python ignores it and the command runs on: held until the fork is over, then delivered
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         proc.start()
     finally:
         theirs.close()
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     return ours, proc
 
 
@@ -128,6 +133,7 @@ def die_with_parent(parent: int) -> None:
 def _worker_main(target, parent, pipe, parent_end, *args) -> None:
     die_with_parent(parent)                           # never outlive the trainer
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's to handle
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)     # held by fork_worker
     parent_end.close()       # else the pipe never reads as closed here when the parent's end is
     blas.set_threads(1)
     target(pipe, *args)
