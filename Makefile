@@ -4,6 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BROWSER_STAMP := $(VENV)/.installed-browser
+TORCH_STAMP := $(VENV)/.installed-torch
+# the torch engine's tests: PyTorch's CPU build. pip takes it from its configured find-links
+# (a local wheel) or index; elsewhere, CPU wheels come from PyTorch's index, e.g.
+# make test TORCH_PIP="--index-url https://download.pytorch.org/whl/cpu torch==2.13.0"
+TORCH_PIP ?= torch==2.13.0
 
 .PHONY: test test-kernels demo install clean bench
 
@@ -20,9 +25,15 @@ $(BROWSER_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,browser]'
 	touch $(BROWSER_STAMP)
 
+# only when no torch is importable; never fails the build (the torch tests then skip, saying why)
+$(TORCH_STAMP): $(STAMP)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet $(TORCH_PIP) \
+		|| echo "make: PyTorch could not be installed; the torch tests will skip" >&2
+	touch $(TORCH_STAMP)
+
 install: $(STAMP)
 
-test: $(STAMP) $(BROWSER_STAMP)
+test: $(STAMP) $(BROWSER_STAMP) $(TORCH_STAMP)
 	@$(BIN)/python -m tests.blas_kernel
 	$(BIN)/python -m pytest -m "not benchmark"
 

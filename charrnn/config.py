@@ -118,6 +118,8 @@ class TrainConfig:
     log_every: int = 10  # steps between log lines / progress-bar updates
     dtype: str = "float32"  # float32 (fast) | float64 (exact, for gradient checks)
     engine: str = "numpy"  # where the steps run: a name in charrnn/engines/__init__.py's ENGINES
+    # train.engine torch only: auto (cuda when PyTorch sees one, else cpu) | cpu | cuda | cuda:N | mps
+    device: str = "auto"
 
 
 @dataclass
@@ -142,6 +144,8 @@ class Config:
 
 
 SECTIONS = ("data", "model", "train", "sample")
+
+DEVICE_TEXT = re.compile(r"auto|cpu|mps|cuda(:\d+)?")     # train.device (a torch.device name)
 
 # Allowed values of the string fields that are choices.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -381,6 +385,9 @@ def validate_config(cfg: Config) -> Config:
         raise ConfigError(f"train.lr_schedule {t.lr_schedule} decays to train.min_lr at the run's "
                           f"limit; set train.max_steps, max_epochs or max_minutes (or use auto)")
     _check_cell_options(cfg.model)
+    if not DEVICE_TEXT.fullmatch(cfg.train.device):
+        raise ConfigError(f"train.device must be auto, cpu, cuda, cuda:N or mps; got "
+                          f"{cfg.train.device!r}")
     if not cfg.train.out_dir.strip():
         raise ConfigError("train.out_dir must not be empty; set it to the folder for the run's "
                           "checkpoints and logs, for example runs/mytext")

@@ -8,6 +8,7 @@ import click
 
 from charrnn.cli.app import CHECKPOINT, checkpoint_file, cli, examples, warn
 from charrnn.errors import UsageError
+from charrnn.engines import NAMES as ENGINE_NAMES
 from charrnn.nn.cells import CELLS
 from charrnn.tools.gradcheck import DEFAULT_TOLERANCE
 
@@ -96,7 +97,7 @@ def plot_command(run_dir, output):
 # -- throughput benchmark (the same measurement as the PyTorch reference script) ---------------
 
 @cli.command("bench", epilog=examples(
-    "charrnn bench --cell lstm --hidden 128",
+    "charrnn bench --cell lstm --hidden 128 --engine torch    # train.engine torch (pip install charrnn[torch])",
     "charrnn bench --cell gru --threads 4 --json",
     "charrnn bench --sample 0 --tokenize-mb 10          # reading and encoding a 10 MB text"))
 @click.option("--cell", type=click.Choice(list(CELLS)), default="lstm", show_default=True)
@@ -114,13 +115,21 @@ def plot_command(run_dir, output):
               help="BLAS threads (set at run time through OpenBLAS).")
 @click.option("--tokenize-mb", type=click.FloatRange(0, min_open=True), default=None,
               help="Also time reading + vocabulary + encoding of an N MB synthetic text file.")
+@click.option("--engine", type=click.Choice(ENGINE_NAMES), default="numpy", show_default=True,
+              help="Where the training steps run (train.engine).")
+@click.option("--device", default="auto", show_default=True,
+              help="train.device of the torch engine: auto, cpu, cuda, cuda:N or mps.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line (as torch_ref.py prints).")
 def bench_command(cell, layers, hidden, emb, vocab, batch, seq, steps, sample, threads,
-                  tokenize_mb, as_json):
+                  tokenize_mb, engine, device, as_json):
     """Training and sampling throughput (chars/s) and peak memory on random data."""
     import json
 
+    from charrnn.config import DEVICE_TEXT
     from charrnn.tools.bench import format_summary, run_bench
+    if not DEVICE_TEXT.fullmatch(device):
+        raise click.BadParameter("must be auto, cpu, cuda, cuda:N or mps", param_hint="--device")
     result = run_bench(cell=cell, layers=layers, hidden=hidden, emb=emb, vocab=vocab, batch=batch,
-                       seq=seq, steps=steps, sample=sample, threads=threads, tokenize_mb=tokenize_mb)
+                       seq=seq, steps=steps, sample=sample, threads=threads, tokenize_mb=tokenize_mb,
+                       engine=engine, device=device)
     click.echo(json.dumps(result) if as_json else format_summary(result))

@@ -16,12 +16,14 @@ NumPy arrays under the checkpoint's names (state()), and come back on resume (re
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from charrnn.errors import UsageError
 from charrnn.nn.model import CharRNN
 from charrnn.nn.params import FlatParams
 from charrnn.optim import clip_coefficient, clip_grad_value
@@ -70,6 +72,8 @@ class Engine(Protocol):
     dtype are the run's)."""
 
     workers: int                  # processes of a step (saved, so a resume keeps its shards)
+    writer: bool                  # whether this process writes the run's folder and output
+                                  # (False on the ranks other than 0 of a run under torchrun)
 
     def gradient(self, ids: np.ndarray, targets: np.ndarray, reset, rng: np.random.Generator,
                  clip: Clip) -> StepFigures:
@@ -91,6 +95,10 @@ class Engine(Protocol):
         """Put a checkpoint's optimizer state and carried state back (the weights came with the
         model the engine was built from). ValueError when they do not fit."""
 
+    def agree(self, flag: bool) -> bool:
+        """Whether flag is True in any process of the run (in one process: flag), so that every
+        process of a run stops at the same step (a signal reaches each at its own moment)."""
+
     def close(self) -> None:
         """Release workers, if any (idempotent)."""
 
@@ -99,6 +107,14 @@ def missing_members(cls: type) -> list[str]:
     """The methods of Engine that an engine class lacks (the registry refuses such a class)."""
     return [name for name, member in vars(Engine).items()
             if callable(member) and not name.startswith("_") and not hasattr(cls, name)]
+
+
+def refuse_torchrun(engine: str) -> None:
+    """UsageError when an engine of one process is started by torchrun (WORLD_SIZE > 1): every
+    rank would train the whole run and write the same folder."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError(f"train.engine {engine} runs in one process; under torchrun use "
+                         f"--set train.engine=torch")
 
 
 def carried(carry: tuple | None, reset) -> tuple | None:

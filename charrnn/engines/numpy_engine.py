@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from charrnn.engines.base import Clip, EngineState, StepFigures, carried, clip_in_place
+from charrnn.engines.base import (Clip, EngineState, StepFigures, carried, clip_in_place,
+                                  refuse_torchrun)
 from charrnn.fast.parallel import DataParallel, auto_workers
 from charrnn.nn.model import CharRNN
 from charrnn.optim import Optimizer, flatten_state, make_optimizer, unflatten_state
@@ -67,7 +68,10 @@ def make_stepper(model: CharRNN, optimizer: Optimizer, workers: int):
 class NumpyEngine:
     """The numpy engine (engines/base.py's Engine): `model` is trained in place."""
 
+    writer = True                            # one process writes its run
+
     def __init__(self, model: CharRNN, train_cfg, saved_workers: int | None = None):
+        refuse_torchrun("numpy")
         self.model = model
         self.optimizer = make_optimizer(None, model.params, train_cfg)
         self.stepper = make_stepper(model, self.optimizer, worker_count(train_cfg, saved_workers))
@@ -98,6 +102,9 @@ class NumpyEngine:
 
     def worker_memory_mb(self) -> list:
         return self.stepper.worker_memory_mb()
+
+    def agree(self, flag: bool) -> bool:
+        return flag                          # one process
 
     def close(self) -> None:
         self.stepper.close()

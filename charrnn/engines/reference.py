@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from charrnn.engines.base import Clip, EngineState, StepFigures, carried, clip_in_place
+from charrnn.engines.base import (Clip, EngineState, StepFigures, carried, clip_in_place,
+                                  refuse_torchrun)
 from charrnn.errors import UsageError
 from charrnn.nn.model import CharRNN
 from charrnn.nn.reference import reference_loss_and_grads
@@ -22,9 +23,12 @@ class ReferenceEngine:
     """engines/base.py's Engine over nn/reference.py. UsageError for what the textbook model
     does not do: float32, dropout, documents mode's padded targets."""
 
+    writer = True                            # one process writes its run
+
     workers = 1
 
     def __init__(self, model: CharRNN, train_cfg, saved_workers: int | None = None):
+        refuse_torchrun("reference")
         if model.dtype != np.float64:
             raise UsageError("train.engine reference computes in float64; set train.dtype=float64")
         if model.dropout:
@@ -64,6 +68,9 @@ class ReferenceEngine:
     def restore(self, optim, optim_scalars, carry) -> None:
         self.optimizer.load_state_dict(unflatten_state(optim, optim_scalars))
         self.carry = tuple(np.asarray(c, np.float64) for c in carry) or None
+
+    def agree(self, flag: bool) -> bool:
+        return flag                          # one process
 
     def close(self) -> None:
         pass

@@ -18,6 +18,10 @@ many cores. The BLAS count actually in effect is reported as `blas_threads` (nul
 could not be set or read), OpenBLAS's kernel set as `blas_kernels`, and whether the per-step
 recurrent products run in blocks (charrnn/fast/stepproduct.py) as `step_blocks`.
 
+Engine (`engine`, `device`): train.engine and train.device of the measured run (numpy by
+default; torch runs the same train_step on PyTorch, `threads` then being torch's intra-op
+threads on the CPU). Sampling always runs charrnn's NumPy sampler, on the trained weights.
+
 Tokenization (`tokenize_mb`): writes an N MB synthetic text file, then a fresh Python process
 reads it, builds the vocabulary and encodes it with the trainer's `charrnn.train.load_corpus`,
 reporting the seconds and its peak RSS. A child's ru_maxrss starts from the RSS its parent had
@@ -68,12 +72,12 @@ def bench_vocab(size: int):
 
 
 def make_run(cell="lstm", layers=2, hidden=128, emb=64, vocab=65, batch=50, seq=50, steps=30,
-             warmup=3, seed=0, threads=1):
+             warmup=3, seed=0, threads=1, engine="numpy", device="auto"):
     """A charrnn.train.Run over random ids with exactly enough batches for warmup + steps."""
+    from charrnn import engines
     from charrnn.config import Config
     from charrnn.nn.model import CharRNN
     from charrnn.store.checkpoint import Progress
-    from charrnn.engines.numpy_engine import NumpyEngine
     from charrnn.train.data import make_batches
     from charrnn.train.run import Run
 
@@ -82,14 +86,14 @@ def make_run(cell="lstm", layers=2, hidden=128, emb=64, vocab=65, batch=50, seq=
     cfg.model.embed_size = emb
     cfg.train.batch_size, cfg.train.seq_len = batch, seq
     cfg.train.optimizer, cfg.train.lr, cfg.train.clip, cfg.train.clip_value = "adam", 2e-3, "norm", 5.0
-    cfg.train.threads = threads
+    cfg.train.threads, cfg.train.engine, cfg.train.device = threads, engine, device
     voc = bench_vocab(vocab)
     rng = np.random.default_rng(seed)
     n = batch * seq * (warmup + steps) + batch  # one stream of (warmup + steps) * seq + 1 per row
     ids = rng.integers(0, vocab, size=n).astype(voc.dtype)
     model = CharRNN(len(voc), cfg.model, dtype=np.float32, seed=seed)
     batches = make_batches(ids, cfg.train, "contiguous")
-    return Run(cfg, voc, NumpyEngine(model, cfg.train), batches, ids[:0],
+    return Run(cfg, voc, engines.get(engine)(model, cfg.train), batches, ids[:0],
                np.random.default_rng(seed + 1), np.random.default_rng(seed + 2), Progress(),
                out_dir="")
 
@@ -181,29 +185,32 @@ def tokenize_measure(mb: float) -> dict:
 # ------------------------------------------------------------------------------------------
 
 def run_bench(cell="lstm", layers=2, hidden=128, emb=64, vocab=65, batch=50, seq=50, steps=30,
-              sample=2000, threads=2, tokenize_mb=None, warmup=3) -> dict:
+              sample=2000, threads=2, tokenize_mb=None, warmup=3, engine="numpy",
+              device="auto") -> dict:
     """All figures of `charrnn bench` as one dict (see the module docstring)."""
     before = get_blas_threads()
     blas_count = set_blas_threads(threads) if threads else before
     try:
         return _run_bench(cell, layers, hidden, emb, vocab, batch, seq, steps, sample, threads,
-                          tokenize_mb, warmup, blas_count)
+                          tokenize_mb, warmup, blas_count, engine, device)
     finally:
         if threads and before:
             set_blas_threads(before)
 
 
 def _run_bench(cell, layers, hidden, emb, vocab, batch, seq, steps, sample, threads, tokenize_mb,
-               warmup, blas_count) -> dict:
+               warmup, blas_count, engine="numpy", device="auto") -> dict:
     args = dict(cell=cell, layers=layers, hidden=hidden, emb=emb, vocab=vocab, batch=batch,
-                seq=seq, steps=steps, sample=sample, threads=threads)
+                seq=seq, steps=steps, sample=sample, threads=threads, engine=engine)
     from charrnn.fast import blas
     result = {"impl": "charrnn", **args, "blas_threads": blas_count,
               "blas_kernels": blas.corename(), "step_blocks": blas.has_small_matrix_kernels()}
     if tokenize_mb:
         result.update({k: round(v, 3) if isinstance(v, float) else v
                        for k, v in tokenize_measure(tokenize_mb).items()})
-    run = make_run(cell, layers, hidden, emb, vocab, batch, seq, steps, warmup, threads=threads or 1)
+    run = make_run(cell, layers, hidden, emb, vocab, batch, seq, steps, warmup, threads=threads or 1,
+                   engine=engine, device=device)
+    result["device"] = str(getattr(run.engine, "device", "cpu"))     # numpy: this CPU
     workers = run.engine.worker_memory_mb()
     train_cps, loss = train_throughput(run, steps, warmup)
     if run.engine.workers > 1:
@@ -228,7 +235,8 @@ def _run_bench(cell, layers, hidden, emb, vocab, batch, seq, steps, sample, thre
 
 def format_summary(r: dict) -> str:
     """A few human-readable lines."""
-    lines = [f"charrnn {r['cell']}: {r['layers']} layers, hidden {r['hidden']}, embedding {r['emb']}, "
+    on = "" if r.get("engine", "numpy") == "numpy" else f" (engine {r['engine']}, {r.get('device')})"
+    lines = [f"charrnn{on} {r['cell']}: {r['layers']} layers, hidden {r['hidden']}, embedding {r['emb']}, "
              f"vocab {r['vocab']}, batch {r['batch']} x seq {r['seq']}, "
              f"BLAS threads {r['blas_threads'] if r['blas_threads'] is not None else '?'}"
              f" ({r.get('blas_kernels') or 'unknown'} kernels"

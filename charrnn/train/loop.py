@@ -24,7 +24,7 @@ from charrnn.train.divergence import Divergence
 from charrnn.train.budget import StepTimer
 from charrnn.store.checkpoint import Progress
 from charrnn.train.errors import TrainingError, TrainingInterrupted
-from charrnn.train.metrics import Metrics
+from charrnn.train.metrics import Metrics, NoMetrics
 from charrnn.train.report import time_eval
 from charrnn.train.run import BEST, LAST, Run, open_run, save, saved_list, way_on
 
@@ -199,8 +199,11 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
     """Train until a limit; checkpoint, evaluate and log along the way. Returns the progress."""
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     cfg = run.config.train
+    if not run.engine.writer:                # another process writes the run and its output
+        quiet, log = True, (lambda msg: None)
     try:
-        metrics = Metrics(run.path("metrics.jsonl"), resumed_at=run.progress.step)
+        metrics = (Metrics(run.path("metrics.jsonl"), resumed_at=run.progress.step)
+                   if run.engine.writer else NoMetrics())
     except OSError as e:
         raise cannot_write(run, "metrics.jsonl", e) from None
     started = time.perf_counter()
@@ -237,10 +240,10 @@ def train(run: Run, quiet: bool = False, log=None) -> Progress:
                     early = evaluate_and_keep_best(run, rule, metrics, started, log)
                 if p.step % cfg.checkpoint_every == 0 and rule.save_when_due():
                     save(run, LAST)
-                if signals.received is not None:
+                if run.engine.agree(signals.received is not None):     # every process stops here
                     raise TrainingInterrupted(f"interrupted at step {p.step}; {on_interrupt(run, rule)}. "
                                               f"Resume with: {command_name()} train --resume {shell_path(run.out_dir)}",
-                                              SIGNAL_EXIT[signals.received])
+                                              SIGNAL_EXIT.get(signals.received, 143))
             if timer.steps == 0 and run.saved:
                 pass                         # nothing changed since the checkpoint it resumed
             else:

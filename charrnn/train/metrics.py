@@ -40,3 +40,13 @@ class Metrics:
 
     def close(self) -> None:
         self.file.close()
+
+
+class NoMetrics:
+    """Metrics' calls, writing nothing: a run's processes other than its writer (torchrun)."""
+
+    def log(self, **fields) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -58,6 +58,7 @@ CHANGES_WHAT: dict[str, str] = {
     "train.threads": "another split of the batch over workers: other dropout masks and "
                      "float sums",
     "train.engine": "another engine computes the steps: other float sums",
+    "train.device": "another device computes the steps: other float sums",
     **{f"train.{k}": HYPERPARAMETER_ON_RESUME for k in hyperparameter_ranges()},
     **{f"train.{k}": "another update from now on" for k in (
         "clip", "clip_value", "lr_schedule", "warmup_steps", "min_lr", "decay_rate",

@@ -261,7 +261,8 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
                              batches.batches_per_epoch, state.workers)
     engine = engines.get(cfg.train.engine)(model, cfg.train, state.workers if state else None)
     try:
-        lock, removed, created = ((None, (), False) if dry_run else
+        # under torchrun, the rank that writes owns the folder (engines/base.py's writer)
+        lock, removed, created = ((None, (), False) if dry_run or not engine.writer else
                                   own_out_dir(cfg.train.out_dir, resume is None))
     except BaseException:
         engine.close()
@@ -322,6 +323,9 @@ def save(run: Run, name: str, rng_states: dict | None = None) -> None:
                        f"written. Lower train.lr or keep train.clip on.")
     state = TrainState(p, saved.optim_scalars, rng_states or run.rng_states(),
                        run.engine.workers, run.corpus)
+    if not run.engine.writer:            # state() was every process's part; the writer writes
+        run.saved[name] = p.step
+        return
     try:
         save_config(run.config, run.path("config.yaml"))     # the settings of the newest checkpoint
         write_checkpoint(run.path(name), saved.params, run.vocab, run.config, saved.optim,
@@ -407,6 +411,8 @@ def announce(run: Run, resumed: bool, say=None, warn=None) -> None:
     and a run with no limit."""
     data = run.config.data.path
     source = ", ".join(display_name(p) for p in ([data] if isinstance(data, str) else data))
+    if not run.engine.writer:            # silent, but times a step as the writer does (torchrun)
+        say, warn = say and (lambda line: None), (lambda line: None)
     if say is not None:
         if run.removed:
             say(f"removed {len(run.removed)} temporary file(s) of interrupted writes from "
