@@ -6,6 +6,8 @@ from CELL_CASES (cell, nonlinearity) or CELL_NAMES, never from a list written he
 """
 
 import glob
+import os
+import threading
 import time
 
 import numpy as np
@@ -189,3 +191,37 @@ def run_cli(*args, input=None):
         raise result.exception
     return result
 
+
+
+# -- the report's header ------------------------------------------------------------------------
+
+def pytest_report_header(config):
+    """Which OpenBLAS kernel set the numbers came from (OPENBLAS_CORETYPE forces one)."""
+    from tests.blas_kernel import describe
+
+    return describe()
+
+
+# -- no fork while other threads run ------------------------------------------------------------
+
+# Python 3.12+ warns at a fork while other threads run ("This process is multi-threaded, use of
+# fork() may lead to deadlocks in the child"), but clears the warning even under -W error, so a
+# filterwarnings entry cannot fail a test: a fork hook counts this process's Python threads.
+_forks_with_threads: list[list[str]] = []
+
+
+def _count_threads_at_fork() -> None:
+    if threading.active_count() > 1:
+        _forks_with_threads.append(sorted(t.name for t in threading.enumerate()))
+
+
+if hasattr(os, "register_at_fork"):          # not on Windows, which cannot fork
+    os.register_at_fork(before=_count_threads_at_fork)
+
+
+@pytest.fixture(autouse=True)
+def no_fork_with_threads_alive():
+    """Fail a test that forked a worker while another thread of this process was running."""
+    _forks_with_threads.clear()
+    yield
+    assert not _forks_with_threads, f"forked with threads running: {_forks_with_threads[0]}"

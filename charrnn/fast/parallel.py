@@ -51,6 +51,7 @@ from charrnn.fast.shared import share
 MAX_AUTO_WORKERS = 4     # measured only up to 2 (the bench machine's cores)
 MIN_STREAMS_PER_WORKER = 8
 PR_SET_PDEATHSIG = 1      # <linux/prctl.h>
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def available_cores() -> int:
@@ -75,7 +76,10 @@ class WorkerError(CharrnnError, RuntimeError):
 
 def can_fork() -> bool:
     """Whether work may run in forked processes: Linux only (macOS's system libraries are not
-    fork-safe, Windows cannot fork)."""
+    fork-safe, Windows cannot fork). CHARRNN_NO_FORK=1 takes the one-process paths of those
+    platforms on Linux too, so that the tests run the code a macOS user runs."""
+    if os.environ.get("CHARRNN_NO_FORK", "") not in ("", "0"):
+        return False
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
@@ -86,11 +90,26 @@ def fork_worker(target, args: tuple, name: str):
     proc = multiprocessing.get_context("fork").Process(
         target=_worker_main, args=(target, os.getpid(), theirs, ours, *args), name=name,
         daemon=True)
+    # Ctrl-C or SIGTERM during the fork would be raised in an at-fork hook (logging's), where
+    # Python ignores it and the command runs on: held until the fork is over, then delivered
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         proc.start()
     finally:
         theirs.close()
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     return ours, proc
+
+
+def sent(pipe, message) -> bool:
+    """Send message through pipe; False when the other end has gone. The OSError ends here rather
+    than in a caller's chained error: its traceback holds the pickled message's BytesIO buffer,
+    which the garbage collector of Python 3.12.0 and 3.12.1 crashes on (CPython gh-111049)."""
+    try:
+        pipe.send(message)
+        return True
+    except OSError:
+        return False
 
 
 def stop_worker(pipe, proc) -> None:
@@ -114,6 +133,7 @@ def die_with_parent(parent: int) -> None:
 def _worker_main(target, parent, pipe, parent_end, *args) -> None:
     die_with_parent(parent)                           # never outlive the trainer
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's to handle
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)     # held by fork_worker
     parent_end.close()       # else the pipe never reads as closed here when the parent's end is
     blas.set_threads(1)
     target(pipe, *args)
@@ -282,9 +302,7 @@ class DataParallel:
         return results
 
     def _send(self, k: int, job) -> None:
-        try:
-            self.pipes[k - 1].send(job)
-        except OSError:                  # BrokenPipeError must not pass for a closed stdout
+        if not sent(self.pipes[k - 1], job):   # BrokenPipeError must not pass for a closed stdout
             self._lost()
 
     def _receive(self, k: int):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from charrnn.fast import blas
-from charrnn.fast.parallel import WorkerError, fork_worker, stop_worker
+from charrnn.fast.parallel import WorkerError, fork_worker, sent, stop_worker
 from charrnn.fast.shared import shared_zeros
 
 
@@ -50,12 +50,11 @@ def pipelined_nll(model, ids: np.ndarray, chunk_len: int, score) -> float:
                 x = slots[c % 2, :T]
                 for k in range(1, model.layers):
                     x, states[k], _ = model.block_forward(k, x, states[k])
-                if c + 2 < chunks:
-                    try:
-                        ours.send(c)                   # slot c % 2 is free for chunk c + 2
-                    except OSError:                    # the child has ended: with an error
-                        wait_for_chunk()               # it sent first, which this raises
-                        raise lost from None
+                # slot c % 2 is free for chunk c + 2; if the child has ended, with an error it
+                # sent first, which wait_for_chunk raises
+                if c + 2 < chunks and not sent(ours, c):
+                    wait_for_chunk()
+                    raise lost
                 logits = model.decode(x.reshape(T, H))
                 total += score(logits, ids[start + 1:start + T + 1].astype(np.int64))
             return total

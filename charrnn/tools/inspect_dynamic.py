@@ -15,20 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from charrnn.tools.inspect import surprising_spans
-from charrnn.tools.inspect_term import _RESET, _shade, _visible
-
-
-def _shaded(text: str, bits: np.ndarray) -> str:
-    out, current = [], None
-    for ch, b in zip(text, bits):
-        shade = _shade(b)
-        if shade != current:
-            out.append(_RESET if shade is None else f"\x1b[38;5;16;48;5;{shade}m")
-            current = shade
-        out.append(_visible(ch))
-    if current is not None:
-        out.append(_RESET)
-    return "".join(out)
+from charrnn.tools.inspect_term import shaded
 
 
 def _mean(bits: np.ndarray) -> float:
@@ -46,8 +33,8 @@ def format_side_by_side(ins, color: bool) -> str:
         s, d = static[at:end], dynamic[at:end]
         means = f"{_mean(s):5.2f} {_mean(d):5.2f}"
         if color:
-            lines.append(f"s| {_shaded(line, s)}  ({_mean(s):.2f} bits/char)")
-            lines.append(f"d| {_shaded(line, d)}  ({_mean(d):.2f} bits/char)")
+            lines.append(f"s| {shaded(line, s)}  ({_mean(s):.2f} bits/char)")
+            lines.append(f"d| {shaded(line, d)}  ({_mean(d):.2f} bits/char)")
         else:
             lines.append(f"{means} | {line}")
         at = end

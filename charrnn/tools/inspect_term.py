@@ -37,11 +37,15 @@ def _visible(ch: str) -> str:
 def format_text(ins, color: bool) -> str:
     """The inspected text; with color, each character on the background of its surprisal
     (runs of one shade share one escape sequence; a newline ends the shade first)."""
-    if not color:
-        return ins.text
+    return shaded(ins.text, ins.surprisal) if color else ins.text
+
+
+def shaded(text: str, bits) -> str:
+    """text with each character on the background of its surprisal bits[i] (runs of one shade
+    share one escape sequence; a newline ends the shade first)."""
     out, current = [], None
-    for ch, bits in zip(ins.text, ins.surprisal):
-        shade = None if ch == "\n" else _shade(bits)
+    for ch, b in zip(text, bits):
+        shade = None if ch == "\n" else _shade(b)
         if shade != current:
             out.append(_RESET if shade is None else f"\x1b[38;5;16;48;5;{shade}m")
             current = shade

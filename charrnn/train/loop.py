@@ -28,6 +28,10 @@ from charrnn.train.metrics import Metrics, NoMetrics
 from charrnn.train.report import time_eval
 from charrnn.train.run import BEST, LAST, Run, open_run, save, saved_list, way_on
 
+# no tqdm monitor thread: validation forks a worker mid-run (charrnn/fast/pipeline.py), and a fork
+# while another thread runs may deadlock the child (Python 3.12+ warns)
+tqdm.monitor_interval = 0
+
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
