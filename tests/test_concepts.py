@@ -48,8 +48,9 @@ QUICK = {
         "tail -c 3000 data/shakespeare.txt > held_out.txt",
     "charrnn train configs/rnn.yaml --set train.max_steps=1500":
         f"charrnn train configs/rnn.yaml --set train.max_steps={QUICK_STEPS} {SMALL}",
-    "charrnn train configs/demo.yaml":
-        f"charrnn train configs/demo.yaml --set train.max_steps={QUICK_STEPS} {SMALL}",
+    "charrnn train configs/demo.yaml --set train.max_minutes=null":
+        f"charrnn train configs/demo.yaml --set train.max_minutes=null "
+        f"--set train.max_steps={QUICK_STEPS} {SMALL}",
     "charrnn eval runs/demo held_out.txt": None,
     'charrnn sample runs/demo --prime "ROMEO:" -n 200 --seed 1 --temperature 0.5': None,
     'charrnn sample runs/demo --prime "ROMEO:" -n 200 --seed 1 --temperature 1.0': None,
