@@ -140,3 +140,31 @@ def test_a_random_documents_run_resumes_bit_for_bit_across_epochs(tmp_path):
     assert a.train_state["progress"]["epoch"] >= 2
     for name in a.params:
         np.testing.assert_array_equal(a.params[name], b.params[name])
+
+
+def test_a_documents_run_saved_before_the_whole_text_packing_says_it_goes_on_otherwise(tmp_path):
+    """A checkpoint without batch_order (written before version 2) resumes with a note that its
+    batches are not the ones it was saved with; one that has it resumes without the note."""
+    import json
+
+    from tests.test_checkpoint import rewrite
+
+    (tmp_path / "names.txt").write_text("\n".join(["anna", "bo", "cyrilla", "dee", "eve"] * 8) + "\n")
+    common = ["-q", "--set", "model.hidden_size=8", "--set", "model.layers=1", "--set",
+              "train.threads=1", "--set", "train.eval_every=4"]
+    r = CliRunner().invoke(cli, ["train", "--data", str(tmp_path / "names.txt"), *common,
+                                 "--set", "data.documents=lines", "--set", "train.batch_size=4",
+                                 "--set", "train.seq_len=5", "--set", "train.max_steps=4",
+                                 "--set", f"train.out_dir={tmp_path / 'r'}"])
+    assert r.exit_code == 0, r.output
+    last = str(tmp_path / "r" / "last.safetensors")
+    r = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "r"), "--set", "train.max_steps=5"])
+    assert r.exit_code == 0 and "saved by an earlier charrnn" not in r.output, r.output
+    with open(last, "rb") as f:
+        data = f.read()
+    meta = json.loads(json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"]["charrnn"])
+    assert meta["train_state"].pop("batch_order") == 2
+    rewrite(last, meta={"train_state": meta["train_state"]})
+    r = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "r"), "--set", "train.max_steps=6"])
+    assert r.exit_code == 0, r.output
+    assert "this documents-mode run was saved by an earlier charrnn" in r.stderr

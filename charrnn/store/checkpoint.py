@@ -105,13 +105,14 @@ class TrainState:
     rng: dict                     # bit-generator states: {"dropout": ..., "batch": ...}
     workers: int | None = None    # worker processes of the step (None: an older checkpoint)
     corpus: dict | None = None    # {"chars", "crc32"} of the training ids (None: older)
+    batch_order: int | None = None  # version of the batchers' order (None: before version 2)
 
     def to_dict(self) -> dict:
         progress = asdict(self.progress)
         if not math.isfinite(progress["best_val_loss"]):
             progress["best_val_loss"] = 1e308          # JSON has no infinity
         return {"progress": progress, "optim": self.optim, "rng": self.rng,
-                "workers": self.workers, "corpus": self.corpus}
+                "workers": self.workers, "corpus": self.corpus, "batch_order": self.batch_order}
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainState:
@@ -127,10 +128,11 @@ class TrainState:
         except (KeyError, TypeError) as e:
             raise ValueError(str(e)) from None
         workers = d.get("workers")
-        corpus = d.get("corpus")
+        corpus, order = d.get("corpus"), d.get("batch_order")
         return cls(progress, optim, rng,
                    workers if isinstance(workers, int) and workers >= 1 else None,
-                   corpus if isinstance(corpus, dict) else None)
+                   corpus if isinstance(corpus, dict) else None,
+                   order if isinstance(order, int) else None)
 
 
 @dataclass

@@ -110,6 +110,11 @@ class Run:
 
 LAST, BEST = RUN_CHECKPOINTS
 RUNS_FOLDER = "runs"           # where `charrnn train --data FILE` puts a run with no out_dir
+# the batchers' order as saved; 2: documents packed to cover the whole text (train/docbatch.py)
+BATCH_ORDER = 2
+OLD_DOCUMENT_ORDER = ("this documents-mode run was saved by an earlier charrnn, whose batches "
+                      "left part of the text out; it goes on with batches that cover all of it, "
+                      "so not exactly as it would have gone on then")
 
 
 def out_dir_for(data_path: str) -> str:
@@ -259,6 +264,8 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     if resume is not None:
         notes = change_notes(resumed_config or resume.config, cfg, state.progress,
                              batches.batches_per_epoch, state.workers)
+        if vocab.eod_id is not None and state.batch_order is None:
+            notes.append(OLD_DOCUMENT_ORDER)
     engine = engines.get(cfg.train.engine)(model, cfg.train, state.workers if state else None)
     try:
         # under torchrun, the rank that writes owns the folder (engines/base.py's writer)
@@ -322,7 +329,7 @@ def save(run: Run, name: str, rng_states: dict | None = None) -> None:
         raise Diverged(f"the run diverged by step {p.step}: {problem}; {run.path(name)} was not "
                        f"written. Lower train.lr or keep train.clip on.")
     state = TrainState(p, saved.optim_scalars, rng_states or run.rng_states(),
-                       run.engine.workers, run.corpus)
+                       run.engine.workers, run.corpus, BATCH_ORDER)
     if not run.engine.writer:            # state() was every process's part; the writer writes
         run.saved[name] = p.step
         return
