@@ -13,12 +13,15 @@ Without WORLD_SIZE (or with 1) this is one process and nothing here talks to ano
 
 from __future__ import annotations
 
+import datetime
 import os
 
 import torch
 import torch.distributed as dist
 
 from charrnn.errors import UsageError
+
+LEAVE_SECONDS = 30     # how long a leaving rank waits for the others (engines' close)
 
 
 class Ranks:
@@ -77,6 +80,13 @@ class Ranks:
         return bool(value.item())
 
     def close(self) -> None:
+        """Leave the process group; with gloo, first wait (at most LEAVE_SECONDS) until every
+        rank is leaving: a rank that tears gloo down while a peer still talks to it aborts."""
         if self.started and dist.is_initialized():
+            if dist.get_backend() == "gloo":
+                try:
+                    dist.monitored_barrier(timeout=datetime.timedelta(seconds=LEAVE_SECONDS))
+                except RuntimeError:          # a rank died or stopped early: leave anyway
+                    pass
             dist.destroy_process_group()
             self.started = False
