@@ -68,16 +68,22 @@ def make_stepper(model: CharRNN, optimizer: Optimizer, workers: int):
 class NumpyEngine:
     """The numpy engine (engines/base.py's Engine): `model` is trained in place."""
 
+    name = "numpy"
     writer = True                            # one process writes its run
 
     def __init__(self, model: CharRNN, train_cfg, saved_workers: int | None = None):
-        refuse_torchrun("numpy")
+        refuse_torchrun(self.name)
         self.model = model
         self.optimizer = make_optimizer(None, model.params, train_cfg)
-        self.stepper = make_stepper(model, self.optimizer, worker_count(train_cfg, saved_workers))
+        self.stepper = self.make_stepper(train_cfg, saved_workers)
         self.workers = self.stepper.workers
         self.carry: tuple | None = None       # the state the last update left
         self._next = self._coef = None        # of the last gradient, until its update
+
+    def make_stepper(self, train_cfg, saved_workers: int | None):
+        """Where the gradient and update are computed: Local or DataParallel (a subclass may
+        give another stepper with the same three calls)."""
+        return make_stepper(self.model, self.optimizer, worker_count(train_cfg, saved_workers))
 
     def gradient(self, ids, targets, reset, rng, clip: Clip) -> StepFigures:
         state = carried(self.carry, reset)
