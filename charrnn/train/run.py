@@ -71,7 +71,7 @@ class Run:
     batch_rng: np.random.Generator
     progress: Progress
     out_dir: str = ""
-    corpus: dict | None = None     # corpus_fingerprint of the ids, saved to check resumes
+    corpus: dict | None = None     # store/source.fingerprint of the ids, saved to check resumes
     removed: tuple = ()            # temporary files of interrupted writes cleaned from out_dir
     saved: dict = field(default_factory=dict)   # checkpoint name -> step, of this run's folder
     lock: FolderLock | None = None  # held while the run owns its folder
@@ -164,9 +164,6 @@ def read_checked_corpus(cfg: Config, vocab: Vocab | None) -> corpus_mod.Corpus:
     return corpus
 
 
-corpus_fingerprint = text_source.fingerprint      # the one rule: charrnn/store/source.py
-
-
 def check_same_corpus(cfg: Config, state: TrainState, corpus: dict) -> None:
     """TrainingError when a resumed run's corpus is not the one it was saved with: its batches
     would be other text, so it would not continue the same run. (Older checkpoints: no check.)"""
@@ -244,7 +241,7 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
                                  f"{shell_path(cfg.train.out_dir)}) or add --set "
                                  f"data.path=FILE") from None
     vocab, train_ids, val_ids = text.vocab, text.train_ids, text.val_ids
-    corpus = corpus_fingerprint(train_ids, val_ids)
+    corpus = text_source.fingerprint(train_ids, val_ids)
     corpus.update(text_source.record(cfg.data.path, read_cfg.data.path, cfg.train.out_dir))
     if state is not None:
         check_same_corpus(cfg, state, corpus)
