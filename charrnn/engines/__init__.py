@@ -18,8 +18,8 @@ from charrnn.engines import base
 
 ENGINES = {                # train.engine value -> its module under charrnn/engines
     "numpy": "numpy_engine",       # this process, or the batch over worker processes (fast/)
-    "reference": "reference",
-    "torch": "torch_engine",       # PyTorch on cpu, cuda or mps (train.device); optional extra      # nn/reference.py's textbook model: slow, float64, a yardstick
+    "reference": "reference",      # nn/reference.py's textbook model: slow, float64, a yardstick
+    "torch": "torch_engine",       # PyTorch on cpu, cuda or mps (train.device); optional extra
 }
 
 NAMES = tuple(ENGINES)
