@@ -16,7 +16,7 @@ import pytest
 
 from charrnn.config import CHOICES
 from charrnn.nn import cells
-from charrnn.nn.cells import contract
+from charrnn.nn.cells import contract, lstm
 from charrnn.nn.model import parameter_shapes
 from charrnn.nn.stepper import Stepper
 from charrnn.tools import gradcheck
@@ -101,10 +101,11 @@ def layer_problem(cell, seed=0, T=7, B=3, D=4, H=5):
 
 
 @ids_of
-def test_one_layer_equals_its_textbook_step_in_a_loop(cell, nonlinearity):
+@pytest.mark.parametrize("T,B", [(7, 3), (3, 1)])     # (3, 1): a short batch-1 segment
+def test_one_layer_equals_its_textbook_step_in_a_loop(cell, nonlinearity, T, B):
     """forward and backward of one layer against reference_step / reference_step_backward."""
     module = cells.get(cell)
-    x, state0, (w_ih, w_hh, b_ih, b_hh), dout, dstate = layer_problem(cell)
+    x, state0, (w_ih, w_hh, b_ih, b_hh), dout, dstate = layer_problem(cell, T=T, B=B)
     out, final, cache = module.forward(x, state0, w_ih, w_hh, b_ih, b_hh,
                                        nonlinearity=nonlinearity)
     state, saved = state0, []
@@ -204,3 +205,17 @@ def test_each_cell_trains_saves_and_samples_from_the_command_line(cell, nonlinea
     assert result.exit_code == 0, result.output
     sample = result.stdout
     assert len(sample) >= 30 and set(sample) <= set(corpus.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("T,B", [(3, 1), (7, 3)])
+def test_lstm_halves_weights_or_activations_with_the_same_bits(monkeypatch, T, B):
+    """The sigmoid gates' halving (exact in binary floating point) on the weights or on each
+    step's activations: the same output, bit for bit."""
+    x, state0, w, _, _ = layer_problem("lstm", T=T, B=B)
+    runs = []
+    for on_activations in (True, False):
+        monkeypatch.setattr(lstm, "scales_activations", lambda *_, a=on_activations: a)
+        out, final, _ = lstm.forward(x, state0, *w)
+        runs.append((out, *final))
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)

@@ -68,6 +68,26 @@ def test_grouped_products_write_each_group_as_its_own_block(width):
         StepProduct(m, rows=5, groups=5)
 
 
+@pytest.mark.parametrize("steps", [None, 5, stepproduct.COPY_MIN_STEPS])
+def test_one_row_is_one_product_for_all_groups(steps):
+    """rows = 1: [G, 1, N/G] is [1, N] in memory, so one product serves every group; over
+    fewer than COPY_MIN_STEPS steps a transposed weight is used as it is, not copied."""
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((24, 7))
+    product = StepProduct(w.T, rows=1, groups=4, steps=steps)
+    assert product.blocks == 1
+    assert (product.m.base is w) == (steps == 5)      # the view itself, or a contiguous copy
+    x = rng.standard_normal((1, 7))
+    expected = (x @ w.T).reshape(4, 1, 6)
+    gates = rng.standard_normal((4, 1, 6))
+    before = gates.copy()
+    product.add_to(x, gates)
+    np.testing.assert_allclose(gates, before + expected, rtol=0, atol=1e-12)
+    out = np.full((4, 1, 6), np.nan)
+    assert product.into(x, out) is out
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
+
+
 def test_one_block_without_small_kernels(monkeypatch):
     monkeypatch.setattr(stepproduct.blas, "has_small_matrix_kernels", lambda: False)
     assert StepProduct(np.zeros((512, 2048), np.float32), rows=25).blocks == 1

@@ -24,6 +24,9 @@ from charrnn.fast import blas
 
 SMALL_PRODUCT = 100 ** 3      # OpenBLAS's bound on M*N*K for its small-matrix sgemm path
 MIN_BLOCK = 8                 # a guess, not measured: narrower blocks mean many more calls
+# A one-row product from a transposed view runs ~15% slower than from a contiguous copy, and
+# the copy of a [4H, H] weight costs about 20 such products: below this many steps, no copy
+COPY_MIN_STEPS = 128
 
 
 def block_width(rows: int, k: int, n: int) -> int:
@@ -50,9 +53,13 @@ class StepProduct:
     width: the column-block width (default: block_width of a group's N/G columns where OpenBLAS
     has small-matrix kernels, else N/G: one np.dot per product, or with groups one sgemm per
     group).
+    steps: how many products this one will do (None: many). A one-row product over fewer than
+    COPY_MIN_STEPS steps multiplies from m as given, a transposed view included, instead of
+    copying it first (dynamic evaluation's short segments; docs/performance.md).
     """
 
-    def __init__(self, m: np.ndarray, rows: int, width: int | None = None, groups: int = 1):
+    def __init__(self, m: np.ndarray, rows: int, width: int | None = None, groups: int = 1,
+                 steps: int | None = None):
         k, n = m.shape
         if n % groups:
             raise ValueError(f"{groups} groups do not divide the {n} columns")
@@ -61,11 +68,14 @@ class StepProduct:
             width = block_width(rows, k, group) if blas.has_small_matrix_kernels() else group
         if group % width:
             raise ValueError(f"block width {width} does not divide the {group} columns of a group")
+        if rows == 1 and width == group:
+            width = n              # [G, 1, N/G] is [1, N] in memory: one product for all groups
         self.rows, self.n, self.width, self.groups = rows, n, width, groups
         self.blocks = n // width
         self.per_group = group // width
         if self.blocks == 1:
-            self.m = np.ascontiguousarray(m)       # a transposed view multiplies slower
+            few = rows == 1 and steps is not None and steps < COPY_MIN_STEPS
+            self.m = m if few else np.ascontiguousarray(m)   # a view multiplies slower
             self.buf = np.empty((rows, n), m.dtype)
         else:          # [nb, K, width]: block j holds columns j*width .. (j+1)*width - 1
             self.m = np.ascontiguousarray(m.reshape(k, self.blocks, width).transpose(1, 0, 2))
@@ -83,7 +93,8 @@ class StepProduct:
     def into(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         """out = x M.  x [rows, K], out as in the class docstring."""
         if self.blocks == 1:
-            return np.dot(x, self.m, out=out)
+            np.dot(x, self.m, out=out.reshape(self.rows, self.n))
+            return out
         # each block's [rows, width] slice of out has a unit column stride, so NumPy hands it
         # to sgemm as it is (ldc = N): no buffer and copy
         np.matmul(x, self.m, out=self._split(out))
@@ -93,7 +104,9 @@ class StepProduct:
         """out += x M.  x [rows, K], out as in the class docstring."""
         if self.blocks == 1:
             np.dot(x, self.m, out=self.buf)
-            return np.add(out, self.buf, out=out)
+            flat = out.reshape(self.rows, self.n)
+            np.add(flat, self.buf, out=flat)
+            return out
         np.matmul(x, self.m, out=self.buf)
         view = self._split(out)
         np.add(view, self.buf, out=view)

@@ -39,9 +39,6 @@ Public API:
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
 from charrnn.errors import UsageError
@@ -51,21 +48,6 @@ from charrnn.nn import ops
 RULES = ("rms", "sgd")
 SEGMENT = 20          # characters per update: the paper's 5 measured worse and half as fast
 EPSILON = 0.01        # eps / mean(MS): keeps weights whose gradient is ~0 in training still
-
-UPDATE_THREADS = min(2, os.cpu_count() or 1)   # slices of the update run side by side
-THREADED_MIN = 1 << 18                          # smaller buffers: a thread costs more than it saves
-_POOL = None
-
-
-def _pool(size: int):
-    """The update's thread pool (one per process), or None for a small buffer or one core."""
-    global _POOL
-    if UPDATE_THREADS < 2 or size < THREADED_MIN:
-        return None
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(UPDATE_THREADS, thread_name_prefix="charrnn-dyneval")
-    return _POOL
-
 
 class DynamicError(UsageError, ValueError):
     """A setting of dynamic evaluation that cannot work; one sentence naming it and the fix
@@ -109,11 +91,7 @@ class Rule:
     def bind(self, model) -> Rule:
         """Keep the model's weights as theta0 and build [P] step and pull vectors in its dtype."""
         p = model.params.flat
-        self.theta0, self._tmp, self._tmp2 = p.copy(), np.empty_like(p), np.empty_like(p)
-        self._pool, self._parts = _pool(p.size), None
-        if self._pool is not None:
-            cuts = np.linspace(0, p.size, UPDATE_THREADS + 1).astype(int)
-            self._parts = [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:])]
+        self.theta0, self._tmp = p.copy(), np.empty_like(p)
         if self.kind == "sgd":
             self.step, self.pull = p.dtype.type(self.eta), p.dtype.type(self.lam)
         else:
@@ -127,27 +105,17 @@ class Rule:
         return self
 
     def update(self, model) -> None:
-        """theta <- theta + pull * (theta0 - theta) - step * g, with g = model.grads.flat:
-        both terms from the weights before the update; five passes over [P], no allocation.
-        Element-wise, so it runs as UPDATE_THREADS slices of [P] side by side (NumPy releases
-        the GIL in its loops): the same numbers, in less time on an idle second core."""
-        p, g = model.params.flat, model.grads.flat
-        if self._pool is None:
-            self._update_slice(p, g, slice(None))
-            return
-        for job in [self._pool.submit(self._update_slice, p, g, part) for part in self._parts]:
-            job.result()
-
-    def _update_slice(self, p, g, part: slice) -> None:
-        p, g, tmp, tmp2 = p[part], g[part], self._tmp[part], self._tmp2[part]
-        step = self.step if np.ndim(self.step) == 0 else self.step[part]
-        np.multiply(g, step, out=tmp2)
+        """theta <- theta + pull * (theta0 - theta) - step * g, with g = model.grads.flat, which
+        it overwrites with step * g: both terms from the weights before the update. Five passes
+        over [P] and no allocation; one thread, since the passes are bound by memory
+        bandwidth, which a second thread did not add to (docs/dynamic-eval.md#speed)."""
+        p, g, tmp = model.params.flat, model.grads.flat, self._tmp
+        np.multiply(g, self.step, out=g)
         if self.lam > 0:
-            pull = self.pull if np.ndim(self.pull) == 0 else self.pull[part]
-            np.subtract(self.theta0[part], p, out=tmp)
-            np.multiply(tmp, pull, out=tmp)
+            np.subtract(self.theta0, p, out=tmp)
+            np.multiply(tmp, self.pull, out=tmp)
             np.add(p, tmp, out=p)
-        np.subtract(p, tmp2, out=p)
+        np.subtract(p, g, out=p)
 
     def reset(self, model) -> None:
         """theta <- theta0 (a documents-mode model at a document boundary)."""

@@ -39,7 +39,7 @@ def forward(x, state0, w_ih, w_hh, b_ih, b_hh, **_):
     bias = b_ih.copy()
     bias[:2 * H] += b_hh[:2 * H]
     gates = input_projection(x, w_ih * neg[:, None], bias * neg)   # becomes [r, z, n] in place
-    recurrent = StepProduct((w_hh * neg[:, None]).T, B)   # [H, 3H]; r, z columns negated
+    recurrent = StepProduct((w_hh * neg[:, None]).T, B, steps=T)   # [H, 3H]; r, z columns negated
     b_hn = b_hh[2 * H:]
     hs = np.empty((T + 1, B, H), x.dtype)
     hs[0] = state0[0]

@@ -39,6 +39,12 @@ def _gate_scale(H, dtype):
     return scale
 
 
+def scales_activations(T, B, D, H) -> bool:
+    """Whether the halving goes on each step's activations (T*B*4H of them) rather than on the
+    weights (4H*(D+H)): the fewer. The same bits either way (halving is exact)."""
+    return T * B < D + H
+
+
 def forward(x, state0, w_ih, w_hh, b_ih, b_hh, **_):
     """Over T steps.  x [T, B, D], state0 = (h0, c0), each [B, H]
     -> (out [T, B, H], (h_T, c_T), cache)."""
@@ -47,9 +53,15 @@ def forward(x, state0, w_ih, w_hh, b_ih, b_hh, **_):
     scale = _gate_scale(H, x.dtype)
     half = x.dtype.type(0.5)
     # gates hold a / 2 (i, f, o) and a (g); then tanh, * 1/2 and + 1/2 on i, f, o, as scalar
-    # operations on [i, f] and on o (cheaper than per-gate constants)
-    gates = input_projection(x, w_ih * scale[:, None], (b_ih + b_hh) * scale, groups=4)
-    recurrent = StepProduct((w_hh * scale[:, None]).T, B, groups=4)   # [H, 4H] -> [4, B, H]
+    # operations on [i, f] and on o (cheaper than per-gate constants). The halving is exact, so
+    # it goes on the weights, or for few rows (a short segment) on each step's activations
+    few = scales_activations(T, B, x.shape[2], H)
+    wx, wh, bias = w_ih, w_hh, b_ih + b_hh
+    if not few:
+        wx, wh, bias = w_ih * scale[:, None], w_hh * scale[:, None], bias * scale
+    step_scale = scale.reshape(4, 1, H)
+    gates = input_projection(x, wx, bias, groups=4)
+    recurrent = StepProduct(wh.T, B, groups=4, steps=T)   # [H, 4H] -> [4, B, H]
     hs = np.empty((T + 1, B, H), x.dtype)
     cs = np.empty((T + 1, B, H), x.dtype)
     tanh_c = np.empty((T, B, H), x.dtype)
@@ -60,6 +72,8 @@ def forward(x, state0, w_ih, w_hh, b_ih, b_hh, **_):
     for t in range(T):
         a = gates[t]                                   # [4, B, H]
         recurrent.add_to(hs[t], a)
+        if few:
+            a *= step_scale
         np.tanh(a, out=a)
         for sigmoid in (i_f[t], o[t]):                 # i, f, o = sigmoid(a); g = tanh(a)
             sigmoid *= half

@@ -15,6 +15,8 @@ import numpy as np
 
 from charrnn.nn import ops
 
+ONE_GEMM_ROWS = 256     # up to this many rows, the projection is one GEMM, not four
+
 
 class TokenInput:
     """Layer 0's input x = embedding[ids] [T, B, E], kept as the embedding table and the ids.
@@ -55,7 +57,8 @@ def input_projection(x, w_ih, bias, groups=1):
 
     x [T, B, D] (or a TokenInput) -> [T, B, G*H], or with groups=G the gate-major [T, G, B, H]
     (each gate of a step one contiguous [B, H] block), converted a quarter of the steps at a
-    time (a temporary of a quarter of the result, not a whole second copy).
+    time (a temporary of a quarter of the result, not a whole second copy) unless T * B <=
+    ONE_GEMM_ROWS.
     """
     if isinstance(x, TokenInput):
         table = x.embedding @ w_ih.T
@@ -71,7 +74,8 @@ def input_projection(x, w_ih, bias, groups=1):
         xw += bias
         return xw.reshape(T, B, -1)
     out = np.empty((T, groups, B, w_ih.shape[0] // groups), x.dtype)
-    step = max(1, T // 4)
+    # each GEMM packs all of w_ih, which costs as much as ~100 rows' products: few rows, one GEMM
+    step = T if T * B <= ONE_GEMM_ROWS else max(1, T // 4)
     for t0 in range(0, T, step):
         part = x[t0:t0 + step]
         xw = part.reshape(-1, D) @ w_ih.T

@@ -30,7 +30,7 @@ def forward(x, state0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
     hs = np.empty((T + 1, B, H), x.dtype)     # hs[t + 1] = h_t; hs[0] = h0
     hs[0] = state0[0]
     pre = input_projection(x, w_ih, b_ih + b_hh)
-    recurrent = StepProduct(w_hh.T, B)
+    recurrent = StepProduct(w_hh.T, B, steps=T)
     relu = nonlinearity == "relu"
     for t in range(T):
         recurrent.add_to(hs[t], pre[t])
