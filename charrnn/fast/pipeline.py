@@ -66,6 +66,7 @@ def _layer0_server(pipe, model, ids: np.ndarray, chunk_len: int, slots: np.ndarr
     """The child of pipelined_nll: layer 0 over every chunk, into slot c % 2."""
     n = len(ids) - 1
     state = tuple(s[0] for s in model.initial_state(1))
+    blas.set_threads(1)                                # the other core is the parent's
     try:
         for c, start in enumerate(range(0, n, chunk_len)):
             if c >= 2:

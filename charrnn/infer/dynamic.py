@@ -42,6 +42,7 @@ from __future__ import annotations
 import numpy as np
 
 from charrnn.errors import UsageError
+from charrnn.fast import blas
 from charrnn.infer.evaluate import EvalError, char_nll, document_spans
 from charrnn.nn import ops
 
@@ -152,13 +153,16 @@ def dynamic_pass(model, ids, rule: Rule, segment: int = SEGMENT, state=None):
     weights move; rule must be bound to it (Rule.bind). state: the arriving state (None: zero).
     """
     ids = np.asarray(ids).reshape(-1)
-    for start in range(0, len(ids) - 1, segment):
-        piece = ids[start:start + segment + 1]
-        logits, nll, state, cache = segment_step(model, piece, state)
-        yield start, logits, nll
-        if rule.eta > 0 or rule.lam > 0:
-            segment_grad(model, logits, cache, piece[1:])
-            rule.update(model)
+    # products of one row, or of a segment's few rows: a second BLAS thread costs more than it
+    # saves (docs/dynamic-eval.md#speed)
+    with blas.limited(1):
+        for start in range(0, len(ids) - 1, segment):
+            piece = ids[start:start + segment + 1]
+            logits, nll, state, cache = segment_step(model, piece, state)
+            yield start, logits, nll
+            if rule.eta > 0 or rule.lam > 0:
+                segment_grad(model, logits, cache, piece[1:])
+                rule.update(model)
 
 
 def dynamic_ids(model, ids, rule: Rule, segment: int = SEGMENT) -> tuple[float, int]:
