@@ -6,6 +6,7 @@ import multiprocessing
 import numpy as np
 import pytest
 
+from charrnn.fast import blas
 from charrnn.fast.parallel import can_fork
 from charrnn.infer import evaluate as evaluate_mod
 from charrnn.infer.evaluate import (
@@ -200,6 +201,28 @@ def test_the_pipelined_pass_gives_the_bits_of_the_sequential_one(cell, nonlinear
     assert evaluate_ids(model, ids, chunk_len=16) == piped   # no fork here: the same loop
     assert spawned == ["charrnn-eval-layer0"]                # neither of the two forked
     assert not multiprocessing.active_children()
+
+
+@pytest.mark.parametrize("pipeline", [True, False])
+def test_the_exact_pass_multiplies_on_one_blas_thread(monkeypatch, pipeline):
+    """A product split over BLAS threads may round differently, so the exact pass runs one
+    thread in each process (pipelined or not): the same bits on any core count. The count in
+    effect before is restored."""
+    before = blas.get_threads()
+    if before is None:
+        pytest.skip("this BLAS's thread count cannot be read")
+    model = make_model("lstm", "tanh", 2, dtype=np.float32)
+    ids = np.random.default_rng(3).integers(0, len(VOCAB), 500).astype(np.uint8)
+    seen, real = [], model.block_forward
+    monkeypatch.setattr(model, "block_forward",
+                        lambda *a, **k: seen.append(blas.get_threads()) or real(*a, **k))
+    blas.set_threads(2)
+    try:
+        evaluate_ids(model, ids, chunk_len=16, pipeline=pipeline)
+        assert seen and set(seen) == {1}
+        assert blas.get_threads() == 2
+    finally:
+        blas.set_threads(before)
 
 
 def layer0_process_alive() -> bool:

@@ -53,6 +53,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from charrnn.errors import CharrnnError
+from charrnn.fast import blas
 from charrnn.fast.parallel import can_fork
 from charrnn.fast.pipeline import pipelined_nll
 from charrnn.store.vocab import UnknownCharactersError
@@ -168,8 +169,11 @@ def evaluate_ids(model, ids, chunk_len: int = DEFAULT_CHUNK, max_chars: int | No
     if pipeline and model.layers >= 2 and can_fork() and n - 1 > PIPELINE_MIN_CHUNKS * chunk_len:
         return pipelined_nll(model, ids, chunk_len, _chunk_nll), n - 1
     total = 0.0
-    for start, logits, _ in sequential_forward(model, ids[:-1], chunk_len):
-        total += _chunk_nll(logits, ids[start + 1:start + 1 + len(logits)].astype(np.int64))
+    # one BLAS thread, as the pipeline's two processes: the same bits whatever the core count
+    # (a threaded product may round differently), and no slower for one-row products
+    with blas.limited(1):
+        for start, logits, _ in sequential_forward(model, ids[:-1], chunk_len):
+            total += _chunk_nll(logits, ids[start + 1:start + 1 + len(logits)].astype(np.int64))
     return total, n - 1
 
 
