@@ -54,7 +54,7 @@ demo: $(STAMP)
 	$(BIN)/charrnn sample runs/demo/best.safetensors --prime "ROMEO:" --temperature 0.8 -n 500 --seed 1
 
 bench: $(STAMP)
-	$(BIN)/charrnn bench --cell lstm --hidden 128
+	$(BIN)/charrnn bench --standard
 
 clean:
 	rm -rf $(VENV) build *.egg-info

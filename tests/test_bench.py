@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from charrnn.cli import cli
 from charrnn.tools.bench import bench_vocab, set_blas_threads, tokenize_measure
-from tests.conftest import CELL_NAMES
+from tests.conftest import CELL_NAMES, run_cli
 
 TINY = ["--layers=2", "--hidden=8", "--emb=4", "--vocab=11", "--batch=3", "--seq=5", "--steps=2",
         "--sample=20"]
@@ -61,3 +61,32 @@ def test_bench_restores_the_blas_thread_count():
     before = get_blas_threads()
     CliRunner().invoke(cli, ["bench", "--json", "--threads=1", *TINY])
     assert get_blas_threads() == before
+
+
+TINY_SHAPES = {"one": dict(hidden=8, emb=4, batch=3, seq=5, steps=2),
+               "two": dict(hidden=6, emb=5, batch=2, seq=4, steps=1)}
+
+
+def test_bench_standard_measures_each_shape_in_order(monkeypatch):
+    from charrnn.tools import bench
+    assert list(bench.STANDARD) == ["reference", "demo", "shakespeare", "large"]
+    assert bench.STANDARD["shakespeare"] == dict(hidden=256, emb=64, batch=32, seq=64, steps=20)
+    monkeypatch.setattr(bench, "STANDARD", TINY_SHAPES)
+    result = CliRunner().invoke(cli, ["bench", "--standard", "--json", "--sample=10"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.strip().splitlines()]
+    assert [r["shape"] for r in rows] == ["one", "two"]
+    for r, shape in zip(rows, TINY_SHAPES.values()):
+        assert {k: r[k] for k in shape} == shape and r["layers"] == 2 and r["vocab"] == 65
+        assert r["train_chars_per_s"] > 0 and r["sample_chars_per_s"] > 0
+    table = CliRunner().invoke(cli, ["bench", "--standard", "--sample=0"]).output.splitlines()
+    assert table[0].split()[:3] == ["shape", "hidden", "emb"]
+    assert [line.split()[:2] for line in table[1:]] == [["one", "8"], ["two", "6"]]
+
+
+@pytest.mark.parametrize("option", ["--hidden=64", "--steps=3", "--tokenize-mb=1"])
+def test_bench_standard_refuses_a_shape_of_its_own(option):
+    result = run_cli("bench", "--standard", option)
+    assert result.exit_code == 2 and result.stdout == ""
+    name = option.split("=")[0]
+    assert f"drop {name}" in result.stderr and len(result.stderr.strip().splitlines()) == 1

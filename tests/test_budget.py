@@ -6,6 +6,7 @@ import math
 import os
 import signal
 
+import numpy as np
 import pytest
 import yaml
 
@@ -425,3 +426,29 @@ def test_the_report_of_a_resumed_minutes_run_says_its_end_is_estimated_so_far():
                     "is left of train.max_minutes (estimated again as the run goes)")
     kept = LearningRate(cfg, Progress(step=300, horizon=700, horizon_fixed=True), 1000)
     assert kept.report_line() == "schedule: cosine from 0.004 to 0 at step 700"
+
+
+def test_the_evaluation_guess_counts_a_pass_fixed_cost_once(monkeypatch):
+    """time_eval fits fixed + per-character seconds to two slices: a pass of 0.1 s set-up and
+    40 us per character is guessed exactly, where one slice scaled up would count the set-up
+    once per slice length."""
+    from types import SimpleNamespace
+
+    from charrnn.train import report
+
+    timed = []
+
+    def fake(run, chars):
+        timed.append(chars)
+        return 0.1 + 40e-6 * chars
+    monkeypatch.setattr(report, "_time_slice", fake)
+    run = SimpleNamespace(config=SimpleNamespace(train=SimpleNamespace(eval_chars=None)),
+                          val_ids=np.zeros(111_541, np.uint8))
+    assert report.time_eval(run) == pytest.approx(0.1 + 40e-6 * 111_540, rel=1e-9)
+    assert timed == list(report.EVAL_SLICES)
+    run.config.train.eval_chars = 50_000
+    assert report.time_eval(run) == pytest.approx(0.1 + 40e-6 * 49_999, rel=1e-9)
+    timed.clear()
+    run.val_ids = np.zeros(3_001, np.uint8)                 # short: the whole text, timed
+    assert report.time_eval(run) == pytest.approx(0.1 + 40e-6 * 3_000, rel=1e-9)
+    assert timed == [3_000]

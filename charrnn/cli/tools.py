@@ -99,7 +99,8 @@ def plot_command(run_dir, output):
 @cli.command("bench", epilog=examples(
     "charrnn bench --cell lstm --hidden 128 --engine torch    # train.engine torch (pip install charrnn[torch])",
     "charrnn bench --cell gru --threads 4 --json",
-    "charrnn bench --sample 0 --tokenize-mb 10          # reading and encoding a 10 MB text"))
+    "charrnn bench --sample 0 --tokenize-mb 10          # reading and encoding a 10 MB text",
+    "charrnn bench --standard                           # the four shapes charrnn is measured on"))
 @click.option("--cell", type=click.Choice(list(CELLS)), default="lstm", show_default=True)
 @click.option("--layers", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--hidden", type=click.IntRange(1), default=128, show_default=True)
@@ -119,9 +120,12 @@ def plot_command(run_dir, output):
               help="Where the training steps run (train.engine).")
 @click.option("--device", default="auto", show_default=True,
               help="train.device of the torch engine: auto, cpu, cuda, cuda:N or mps.")
+@click.option("--standard", is_flag=True,
+              help="The standard shapes instead (2 x 128, the demo's, the shipped config's, 2 x 512).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line (as torch_ref.py prints).")
-def bench_command(cell, layers, hidden, emb, vocab, batch, seq, steps, sample, threads,
-                  tokenize_mb, engine, device, as_json):
+@click.pass_context
+def bench_command(ctx, cell, layers, hidden, emb, vocab, batch, seq, steps, sample, threads,
+                  tokenize_mb, engine, device, standard, as_json):
     """Training and sampling throughput (chars/s) and peak memory on random data."""
     import json
 
@@ -129,7 +133,29 @@ def bench_command(cell, layers, hidden, emb, vocab, batch, seq, steps, sample, t
     from charrnn.tools.bench import format_summary, run_bench
     if not DEVICE_TEXT.fullmatch(device):
         raise click.BadParameter("must be auto, cpu, cuda, cuda:N or mps", param_hint="--device")
+    if standard:
+        _bench_standard(ctx, cell, sample, threads, engine, device, as_json)
+        return
     result = run_bench(cell=cell, layers=layers, hidden=hidden, emb=emb, vocab=vocab, batch=batch,
                        seq=seq, steps=steps, sample=sample, threads=threads, tokenize_mb=tokenize_mb,
                        engine=engine, device=device)
     click.echo(json.dumps(result) if as_json else format_summary(result))
+
+
+def _bench_standard(ctx, cell, sample, threads, engine, device, as_json):
+    """`bench --standard`: each STANDARD shape in turn, a line as soon as it is measured."""
+    import json
+
+    from click.core import ParameterSource
+
+    from charrnn.tools.bench import (SHAPE_OPTIONS, STANDARD_HEADER, format_standard_row,
+                                     run_standard)
+    given = [f"--{name}" for name in SHAPE_OPTIONS + ("tokenize_mb",)
+             if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+    if given:
+        raise click.UsageError(f"--standard measures its own shapes; drop {', '.join(given)}"
+                               .replace("_", "-"))
+    if not as_json:
+        click.echo(STANDARD_HEADER)
+    for row in run_standard(cell, sample, threads, engine, device):
+        click.echo(json.dumps(row) if as_json else format_standard_row(row))

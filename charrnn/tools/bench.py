@@ -1,5 +1,8 @@
 """`charrnn bench`: training and sampling throughput, measured as the PyTorch reference script does.
 
+One shape (the options), or with --standard the STANDARD set below: one line (or JSON line)
+per shape.
+
 Training: the real step of `charrnn train` (`charrnn.train.loop.train_step`: forward, backward, clip by
 global norm 5, Adam at lr 2e-3, hidden state carried between batches) on random ids batched by
 the same ContiguousBatches the trainer uses; 3 warm-up steps, then `steps` timed steps.
@@ -183,6 +186,37 @@ def tokenize_measure(mb: float) -> dict:
 # ------------------------------------------------------------------------------------------
 # the command
 # ------------------------------------------------------------------------------------------
+
+# The shapes charrnn is measured on (docs/performance.md#the-standard-shapes), 2 layers and a
+# vocabulary of 65 each: PyTorch's reference (../shared/bench/torch_ref.py's defaults), the
+# training shapes of configs/demo.yaml and configs/shakespeare.yaml, and a large one. The steps
+# make each about ten seconds of training on two cores.
+STANDARD = {
+    "reference": dict(hidden=128, emb=64, batch=50, seq=50, steps=30),
+    "demo": dict(hidden=192, emb=48, batch=32, seq=64, steps=30),
+    "shakespeare": dict(hidden=256, emb=64, batch=32, seq=64, steps=20),
+    "large": dict(hidden=512, emb=64, batch=50, seq=50, steps=10),
+}
+SHAPE_OPTIONS = ("layers", "hidden", "emb", "vocab", "batch", "seq", "steps")
+
+
+def run_standard(cell="lstm", sample=2000, threads=2, engine="numpy", device="auto"):
+    """One run_bench dict per STANDARD shape, in order, each with its name as "shape"."""
+    for name, shape in STANDARD.items():
+        yield {"shape": name, **run_bench(cell=cell, layers=2, vocab=65, sample=sample,
+                                          threads=threads, engine=engine, device=device, **shape)}
+
+
+def format_standard_row(r: dict) -> str:
+    """One line of the standard set's table (the header is STANDARD_HEADER)."""
+    sample = "-" if r.get("sample_chars_per_s") is None else f"{r['sample_chars_per_s']:,}"
+    return (f"{r['shape']:<12} {r['hidden']:>6} {r['emb']:>4} {r['batch']:>3} x {r['seq']:<3} "
+            f"{r['train_chars_per_s']:>12,} {sample:>11} {r['peak_rss_mb']:>9.0f}")
+
+
+STANDARD_HEADER = (f"{'shape':<12} {'hidden':>6} {'emb':>4} {'B x T':<9} {'train chars/s':>12} "
+                   f"{'sample c/s':>11} {'peak MB':>9}")
+
 
 def run_bench(cell="lstm", layers=2, hidden=128, emb=64, vocab=65, batch=50, seq=50, steps=30,
               sample=2000, threads=2, tokenize_mb=None, warmup=3, engine="numpy",

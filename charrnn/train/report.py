@@ -14,7 +14,11 @@ import numpy as np
 from charrnn.engines.base import Clip
 
 TIMED = 3               # forward/backward passes timed (after one untimed)
-EVAL_SLICE = 8192       # validation characters timed, scaled to the whole pass
+# validation characters timed: two slices, so that a pass's fixed cost (the pipeline's fork
+# and set-up, ~0.1 s) and its cost per character come apart; one slice scaled up counted the
+# fixed cost ~14 times and guessed a 5 s pass at 7 s (docs/performance.md#the-budget-exactly).
+# Both are pipelined (more than PIPELINE_MIN_CHUNKS chunks of 1024), as the real pass is
+EVAL_SLICES = (6144, 12288)
 
 # char-rnn's rule of thumb (its README): parameters and training characters should be of the
 # same order of magnitude; far more parameters overfit, far fewer underfit
@@ -41,15 +45,29 @@ def time_step(run) -> float:
 
 
 def time_eval(run) -> float:
-    """Seconds per validation pass, from timing EVAL_SLICE characters of it."""
+    """Seconds per validation pass: a fixed cost plus a cost per character, fitted to the times
+    of the two EVAL_SLICES (the whole text, timed, when it is no longer than the second)."""
+    t = run.config.train
+    ids = len(run.val_ids) if t.eval_chars is None else min(t.eval_chars, len(run.val_ids))
+    val_chars = ids - 1                           # the characters a pass scores
+    short, long = EVAL_SLICES
+    if val_chars <= long:
+        return _time_slice(run, val_chars)
+    t_short, t_long = _time_slice(run, short), _time_slice(run, long)
+    per_char = (t_long - t_short) / (long - short)
+    if per_char <= 0:                             # noise: the longer slice scaled, as a bound
+        return t_long * val_chars / long
+    return max(t_short - short * per_char, 0.0) + per_char * val_chars
+
+
+def _time_slice(run, chars: int) -> float:
+    """Seconds to evaluate the first `chars` scored characters of the validation text."""
     from charrnn.infer.evaluate import evaluate_ids
 
-    t = run.config.train
-    val_chars = len(run.val_ids) if t.eval_chars is None else min(t.eval_chars, len(run.val_ids))
-    piece = run.val_ids[:EVAL_SLICE + 1]
     start = time.perf_counter()
-    evaluate_ids(run.engine.inference_model(), piece, pipeline=run.engine.workers > 1)   # as validation_loss does
-    return (time.perf_counter() - start) * val_chars / max(len(piece) - 1, 1)
+    evaluate_ids(run.engine.inference_model(), run.val_ids[:chars + 1],
+                 pipeline=run.engine.workers > 1)          # as validation_loss does
+    return time.perf_counter() - start
 
 
 def _duration(seconds: float) -> str:
