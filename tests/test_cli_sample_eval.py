@@ -354,6 +354,6 @@ def test_ctrl_c_is_status_130_and_one_line(ckpt, tmp_path, command):
     finally:
         proc.kill()
         running.kill_leftovers()                # a layer-0 process that outlived its parent
-    assert stopping < 3
+    assert stopping < 4.5                  # the old fault waited out the 5 s timeout; margin for load
     assert proc.returncode == 130
     assert err.decode().strip() == "charrnn: interrupted"

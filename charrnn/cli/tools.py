@@ -98,7 +98,6 @@ def plot_command(run_dir, output):
 
 @cli.command("bench", epilog=examples(
     "charrnn bench --cell lstm --hidden 128 --engine torch    # train.engine torch (pip install charrnn[torch])",
-    "charrnn bench --cell gru --threads 4 --json",
     "charrnn bench --sample 0 --tokenize-mb 10          # reading and encoding a 10 MB text",
     "charrnn bench --standard                           # the four shapes charrnn is measured on"))
 @click.option("--cell", type=click.Choice(list(CELLS)), default="lstm", show_default=True)
