@@ -86,6 +86,8 @@ def test_one_row_is_one_product_for_all_groups(steps):
     out = np.full((4, 1, 6), np.nan)
     assert product.into(x, out) is out
     np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="C-contiguous"):   # not a product written into a copy
+        product.into(x, np.zeros((4, 2, 6))[:, :1])
 
 
 def test_one_block_without_small_kernels(monkeypatch):

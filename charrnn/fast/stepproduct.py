@@ -90,10 +90,17 @@ class StepProduct:
             return out.reshape(self.rows, self.blocks, self.width).transpose(1, 0, 2)
         return out.reshape(self.groups, self.rows, self.per_group, self.width).transpose(0, 2, 1, 3)
 
+    def _rows(self, out: np.ndarray) -> np.ndarray:
+        """out (C-contiguous [rows, N], or [G, 1, N/G]) as a [rows, N] view of its memory;
+        ValueError for a strided out, whose reshape would be a copy that the product is lost in."""
+        if not out.flags.c_contiguous:
+            raise ValueError("the product's out must be C-contiguous")
+        return out.reshape(self.rows, self.n)
+
     def into(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         """out = x M.  x [rows, K], out as in the class docstring."""
         if self.blocks == 1:
-            np.dot(x, self.m, out=out.reshape(self.rows, self.n))
+            np.dot(x, self.m, out=self._rows(out))
             return out
         # each block's [rows, width] slice of out has a unit column stride, so NumPy hands it
         # to sgemm as it is (ldc = N): no buffer and copy
@@ -104,7 +111,7 @@ class StepProduct:
         """out += x M.  x [rows, K], out as in the class docstring."""
         if self.blocks == 1:
             np.dot(x, self.m, out=self.buf)
-            flat = out.reshape(self.rows, self.n)
+            flat = self._rows(out)
             np.add(flat, self.buf, out=flat)
             return out
         np.matmul(x, self.m, out=self.buf)
