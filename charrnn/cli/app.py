@@ -119,3 +119,6 @@ def cli():
 
 # CHECKPOINT arguments: a .safetensors file or a run folder (shell completion offers both)
 CHECKPOINT = click.Path()
+# the two arguments of the commands that read a model and a text, spelled once for all of them
+checkpoint_argument = click.argument("checkpoint", metavar="CHECKPOINT|RUN_DIR", type=CHECKPOINT)
+text_argument = click.argument("text_file", metavar="[FILE|-]", required=False, default="-")

@@ -6,14 +6,14 @@ import os
 
 import click
 
-from charrnn.cli.app import CHECKPOINT, checkpoint_file, cli, examples, note
+from charrnn.cli.app import checkpoint_argument, checkpoint_file, cli, examples, note
 from charrnn.errors import CharrnnError
 
 
 @cli.command("export", epilog=examples(
     "charrnn export runs/my -o model.html               # open model.html in any browser, offline",
     "charrnn export runs/my/last.safetensors -o small.html --dtype float16"))
-@click.argument("checkpoint", metavar="CHECKPOINT|RUN_DIR", type=CHECKPOINT)
+@checkpoint_argument
 @click.option("-o", "--output", required=True, metavar="FILE.html", type=click.Path(dir_okay=False),
               help="The page to write (replaced atomically).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32",

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from charrnn.cli.app import CHECKPOINT, checkpoint_file, cli, examples, warn
+from charrnn.cli.app import checkpoint_argument, checkpoint_file, cli, examples, text_argument, warn
 from charrnn.errors import UsageError
 from charrnn.engines import NAMES as ENGINE_NAMES
 from charrnn.nn.cells import CELLS
@@ -44,8 +44,8 @@ def gradcheck_command(cell, layers, nonlinearity, seed, dropout, tolerance):
     "charrnn diagnose runs/my held_out.txt --window 200",
     "charrnn diagnose runs/my/last.safetensors my.txt --json",
     "charrnn diagnose runs/my my.txt --plot decay.png"))
-@click.argument("checkpoint", metavar="CHECKPOINT|RUN_DIR", type=CHECKPOINT)
-@click.argument("text_file", metavar="[FILE|-]", required=False, default="-")
+@checkpoint_argument
+@text_argument
 @click.option("--window", type=click.IntRange(2), default=100, show_default=True,
               help="Characters the model reads before the prediction whose gradient is traced.")
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True,

@@ -6,11 +6,9 @@ import os
 
 import click
 
-from charrnn.cli.app import cli, examples, note
+from charrnn.cli.app import CHECKPOINT, cli, examples, note
 from charrnn.config import ConfigError
 from charrnn.errors import CharrnnError, UsageError
-
-CHECKPOINT = click.Path()
 
 
 @cli.command(short_help="Train a model on a text file, or continue a run.", epilog=examples(

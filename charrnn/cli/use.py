@@ -9,7 +9,8 @@ import sys
 
 import click
 
-from charrnn.cli.app import CHECKPOINT, checkpoint_file, cli, examples, note, warn
+from charrnn.cli.app import (checkpoint_argument, checkpoint_file, cli, examples, note,
+                             text_argument, warn)
 from charrnn.cli.dynamic import dynamic_options
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.infer.sample import SampleError
@@ -20,7 +21,7 @@ from charrnn.store.text import DataError
     "charrnn sample runs/my                            # its best checkpoint, 500 characters",
     "charrnn sample runs/my --prime \"ROMEO:\" --temperature 0.8 -n 200 --seed 1",
     "charrnn sample runs/my/last.safetensors --num-samples 3 --stop $'\\n\\n' --json"))
-@click.argument("checkpoint", metavar="CHECKPOINT|RUN_DIR", type=CHECKPOINT)
+@checkpoint_argument
 @click.option("-n", "--length", type=int,
               help="Characters to generate per sample, not counting the prime.  [default: 500]")
 @click.option("-t", "--temperature", metavar="T[,T...]",
@@ -166,8 +167,8 @@ def _novelty_marker(ckpt, vocab, novelty: bool | None, by_default: bool, given: 
     "charrnn eval runs/my held_out.txt",
     "cat notes.txt | charrnn perplexity runs/my - --json",
     "charrnn eval runs/my/last.safetensors held_out.txt --streams 32    # faster, approximate"))
-@click.argument("checkpoint", metavar="CHECKPOINT|RUN_DIR", type=CHECKPOINT)
-@click.argument("text_file", metavar="[FILE|-]", required=False, default="-")
+@checkpoint_argument
+@text_argument
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 @click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True,
               help="Characters outside the vocabulary: fail, or skip them and count them.")
@@ -239,8 +240,8 @@ cli.add_command(_alias(eval_command, "perplexity"))
     "charrnn inspect runs/my passage.txt                  # the text shaded by surprisal, a summary",
     "charrnn inspect runs/my passage.txt --html page.html # hover characters, colour by a unit",
     "charrnn inspect runs/my/last.safetensors notes.txt --json --gates  # every figure, as JSON"))
-@click.argument("checkpoint", metavar="CHECKPOINT|RUN_DIR", type=CHECKPOINT)
-@click.argument("text_file", metavar="[FILE|-]", required=False, default="-")
+@checkpoint_argument
+@text_argument
 @click.option("--html", "html_path", metavar="FILE.html", type=click.Path(dir_okay=False),
               help="Write a self-contained page: surprisal, top-k on hover, any unit's values, "
                    "the interpretable units (stdout then gets the summary only).")
