@@ -45,6 +45,16 @@ __all__ = [
 HYPERPARAMETER_ON_RESUME = "another update from now on"   # the resume rule of every one
 
 
+def _divided_step(p, g, second, s, eps, lr) -> None:
+    """p <- p - lr * g / (sqrt(second) + eps), element-wise, through the scratch buffer s
+    (Adagrad's and RMSprop's last line)."""
+    np.sqrt(second, out=s)
+    np.add(s, eps, out=s)
+    np.divide(g, s, out=s)
+    np.multiply(s, lr, out=s)
+    np.subtract(p, s, out=p)
+
+
 class Optimizer:
     """Base class: step counting, lr override, weight decay, scratch buffers and state
     (de)serialisation.
@@ -215,14 +225,10 @@ class Adagrad(Optimizer):
         super().__init__(params, lr, weight_decay)
 
     def _update(self, g, lr):
-        p, s, acc = self.params.flat, self._tmp, self.slots["sum"].flat
+        s, acc = self._tmp, self.slots["sum"].flat
         np.multiply(g, g, out=s)
         np.add(acc, s, out=acc)
-        np.sqrt(acc, out=s)
-        np.add(s, self.eps, out=s)
-        np.divide(g, s, out=s)
-        np.multiply(s, lr, out=s)
-        np.subtract(p, s, out=p)
+        _divided_step(self.params.flat, g, acc, s, self.eps, lr)
 
 
 class RMSprop(Optimizer):
@@ -245,16 +251,12 @@ class RMSprop(Optimizer):
         super().__init__(params, lr, weight_decay)
 
     def _update(self, g, lr):
-        p, s, v = self.params.flat, self._tmp, self.slots["square_avg"].flat
+        s, v = self._tmp, self.slots["square_avg"].flat
         np.multiply(g, g, out=s)
         np.multiply(s, 1.0 - self.alpha, out=s)
         np.multiply(v, self.alpha, out=v)
         np.add(v, s, out=v)
-        np.sqrt(v, out=s)
-        np.add(s, self.eps, out=s)
-        np.divide(g, s, out=s)
-        np.multiply(s, lr, out=s)
-        np.subtract(p, s, out=p)
+        _divided_step(self.params.flat, g, v, s, self.eps, lr)
 
 
 class Adam(Optimizer):
