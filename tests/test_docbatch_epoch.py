@@ -120,7 +120,7 @@ def test_documents_of_very_different_lengths_train_on_the_whole_text(tmp_path):
 def test_a_random_documents_run_resumes_bit_for_bit_across_epochs(tmp_path):
     """Each epoch's order comes from the saved generator: 7 steps, then 5 more, give the
     weights of 12 in one go (an epoch here is a few steps: the runs cross new orders)."""
-    from charrnn.store.checkpoint import load_checkpoint
+    from tests.test_documents import straight_and_resumed
 
     names = ["anna", "bo", "cyrilla", "dee", "eve", "fitzgeraldo", "gus", "hal", "ivy", "jo"]
     (tmp_path / "names.txt").write_text("\n".join(names * 2) + "\n")
@@ -129,14 +129,7 @@ def test_a_random_documents_run_resumes_bit_for_bit_across_epochs(tmp_path):
               "model.layers=1", "--set", "train.batch_size=4", "--set", "train.seq_len=5",
               "--set", "train.threads=1", "--set", "train.eval_every=5",
               "--set", "train.lr_schedule=constant"]
-    for out, steps in (("a", 12), ("b", 7)):
-        r = CliRunner().invoke(cli, ["train", *common, "--set", f"train.max_steps={steps}",
-                                     "--set", f"train.out_dir={tmp_path / out}"])
-        assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "b"), "-q",
-                                 "--set", "train.max_steps=12"])
-    assert r.exit_code == 0, r.output
-    a, b = (load_checkpoint(str(tmp_path / d / "last.safetensors")) for d in "ab")
+    a, b = straight_and_resumed(common, tmp_path)
     assert a.train_state["progress"]["epoch"] >= 2
     for name in a.params:
         np.testing.assert_array_equal(a.params[name], b.params[name])

@@ -241,16 +241,23 @@ def test_a_documents_run_resumes_bit_for_bit(tmp_path):
               "--set", "model.hidden_size=8", "--set", "model.layers=1", "--set",
               "train.batch_size=4", "--set", "train.seq_len=5", "--set", "train.threads=1",
               "--set", "train.eval_every=5", "--set", "train.lr_schedule=constant"]
-    for out, steps in (("a", 12), ("b", 7)):     # (a cosine's horizon would move with max_steps)
-        r = CliRunner().invoke(cli, ["train", *common, "--set", f"train.max_steps={steps}",
+    a, b = straight_and_resumed(common, tmp_path)
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name])
+
+
+def straight_and_resumed(common, tmp_path, steps=12, stop=7):
+    """(checkpoint of `charrnn train COMMON` run for `steps` steps in one go, checkpoint of the
+    same run stopped at `stop` and resumed to `steps`), from run folders a and b in tmp_path.
+    COMMON should keep a constant rate: a cosine's horizon would move with max_steps."""
+    for out, n in (("a", steps), ("b", stop)):
+        r = CliRunner().invoke(cli, ["train", *common, "--set", f"train.max_steps={n}",
                                      "--set", f"train.out_dir={tmp_path / out}"])
         assert r.exit_code == 0, r.output
     r = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "b"), "-q",
-                                 "--set", "train.max_steps=12"])
+                                 "--set", f"train.max_steps={steps}"])
     assert r.exit_code == 0, r.output
-    a, b = (load_checkpoint(str(tmp_path / d / "last.safetensors")) for d in "ab")
-    for name in a.params:
-        np.testing.assert_array_equal(a.params[name], b.params[name])
+    return tuple(load_checkpoint(str(tmp_path / d / "last.safetensors")) for d in "ab")
 
 
 def test_the_periodic_sample_shows_one_document_per_line(names_run):
