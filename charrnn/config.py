@@ -59,6 +59,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    # auto: layers, hidden_size and dropout chosen for the run's budget and corpus from a measured
+    # table, the sizes given in the config or by --set kept (docs/model-size.md); null: as set
+    size: str | None = None
     cell: str = "lstm"  # rnn | gru | lstm | mingru | minlstm (charrnn/nn/cells)
     nonlinearity: str = "tanh"  # rnn only: tanh | relu (relu + identity init = IRNN)
     layers: int = 2  # stacked recurrent layers: more depth, more time per step
@@ -141,6 +144,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    # the section.key names a config file or an override gave (model.size auto keeps those)
+    given: frozenset = field(default=frozenset(), compare=False, repr=False)
 
 
 SECTIONS = ("data", "model", "train", "sample")
@@ -151,6 +156,7 @@ DEVICE_TEXT = re.compile(r"auto|cpu|mps|cuda(:\d+)?")     # train.device (a torc
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.batching": ("contiguous", "random"),
     "data.documents": ("none", "lines", "blank"),
+    "model.size": ("auto",),
     "model.cell": tuple(CELLS),
     "model.nonlinearity": ("tanh", "relu"),
     "model.init": ("default", "orthogonal", "identity"),
@@ -323,6 +329,7 @@ def _set(cfg: Config, section: str, key: str, value: Any) -> None:
         raise _unknown_key(section, key)
     base, nullable = _field_type(section, key)
     setattr(getattr(cfg, section), key, _coerce(f"{section}.{key}", value, base, nullable))
+    cfg.given = cfg.given | {f"{section}.{key}"}
 
 
 def _apply_mapping(cfg: Config, data: Any, source: str) -> None:
@@ -482,8 +489,8 @@ def apply_overrides(cfg: Config, overrides: Iterable[str]) -> Config:
 
 
 def config_to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
-    """A plain nested dict (JSON/YAML-safe: str, int, float, None)."""
-    return dataclasses.asdict(cfg)
+    """A plain nested dict (JSON/YAML-safe: str, int, float, None) of the sections."""
+    return {section: dataclasses.asdict(getattr(cfg, section)) for section in SECTIONS}
 
 
 def config_from_dict(d: dict[str, Any]) -> Config:

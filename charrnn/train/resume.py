@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from charrnn.config import Config, ConfigError
+from charrnn.config import SECTIONS, Config, ConfigError
 from charrnn.optim import HYPERPARAMETER_ON_RESUME, hyperparameter_ranges
 from charrnn.train.lr import LearningRate, horizon_kept
 
@@ -38,6 +38,7 @@ REFUSED_WHY: dict[str, str] = {
     "model.cell": _ARCH, "model.nonlinearity": "the saved weights were trained with it",
     "model.layers": _ARCH, "model.hidden_size": _ARCH, "model.embed_size": _ARCH,
     "model.ffn_mult": _ARCH, "model.residual": "the saved weights were trained with it",
+    "model.size": "it chooses the sizes of a new run's model (the run has its plain sizes)",
     "model.init": _START_ONLY, "model.identity_scale": _START_ONLY,
     "model.forget_bias": _START_ONLY,
     "train.batch_size": _SHAPE, "train.seq_len": _SHAPE,
@@ -85,12 +86,12 @@ def rule(key: str) -> str:
 def differences(old: Config, new: Config) -> list[tuple[str, object, object]]:
     """[(section.key, old value, new value)] for every setting that differs."""
     out = []
-    for section in dataclasses.fields(old):
-        a, b = getattr(old, section.name), getattr(new, section.name)
+    for section in SECTIONS:
+        a, b = getattr(old, section), getattr(new, section)
         for f in dataclasses.fields(a):
             x, y = getattr(a, f.name), getattr(b, f.name)
             if x != y:
-                out.append((f"{section.name}.{f.name}", x, y))
+                out.append((f"{section}.{f.name}", x, y))
     return out
 
 

@@ -33,6 +33,7 @@ from charrnn.nn.model import CharRNN
 from charrnn.store import corpus as corpus_mod
 from charrnn.store import source as text_source
 from charrnn.store.text import DataError, display_name
+from charrnn.train import autosize
 from charrnn.train import data as data_mod
 from charrnn.store.checkpoint import (
     RUN_CHECKPOINTS,
@@ -83,6 +84,7 @@ class Run:
     train_ids: np.ndarray | None = None   # the training text's ids (batches cut from them)
     step_seconds: float | None = None     # quick timings of the start-of-run report
     eval_seconds: float | None = None
+    size_note: str = ""            # what model.size auto chose and why
 
     def path(self, name: str) -> str:
         return os.path.join(self.out_dir, name)
@@ -227,6 +229,8 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     state = _train_state(resume) if resume is not None else None
     if resume is not None:
         refuse_changes(resumed_config or resume.config, cfg)
+    if cfg.model.size == "auto":
+        autosize.refuse_unmeasured(cfg, init_from is not None)
     if init_from is not None:
         _check_same_architecture(cfg, init_from, "--init-from")
     source = resume or init_from
@@ -246,10 +250,6 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     if state is not None:
         check_same_corpus(cfg, state, corpus)
     check_prime(cfg, vocab)
-    dtype = np.dtype(cfg.train.dtype)
-    model = CharRNN(len(vocab), cfg.model, dtype=dtype, seed=cfg.train.seed)
-    if source is not None:
-        model.params.copy_from({k: v.astype(dtype) for k, v in source.params.items()})
     seeds = np.random.SeedSequence(cfg.train.seed).spawn(2)
     dropout_rng, batch_rng = (np.random.default_rng(s) for s in seeds)
     if vocab.eod_id is not None:
@@ -257,6 +257,13 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
                                         batch_rng)
     else:
         batches = data_mod.make_batches(train_ids, cfg.train, cfg.data.batching, batch_rng)
+    size_note = ""
+    if cfg.model.size == "auto":
+        cfg, size_note = autosize.resolve(cfg, len(vocab), train_ids, batches.batches_per_epoch)
+    dtype = np.dtype(cfg.train.dtype)
+    model = CharRNN(len(vocab), cfg.model, dtype=dtype, seed=cfg.train.seed)
+    if source is not None:
+        model.params.copy_from({k: v.astype(dtype) for k, v in source.params.items()})
     notes = []
     if resume is not None:
         notes = change_notes(resumed_config or resume.config, cfg, state.progress,
@@ -274,7 +281,7 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     run = Run(cfg, vocab, engine, batches, val_ids, dropout_rng, batch_rng, Progress(),
               out_dir=cfg.train.out_dir, corpus=corpus, removed=removed, lock=lock, notes=notes,
               train_ids=train_ids, created_dir=created, corpus_notes=tuple(text.notes),
-              text_figures=(text.chars, text.distinct))
+              text_figures=(text.chars, text.distinct), size_note=size_note)
     try:
         if resume is not None:
             _restore(run, resume, state)
@@ -432,6 +439,8 @@ def announce(run: Run, resumed: bool, say=None, warn=None) -> None:
             if run.corpus_notes:
                 say("; ".join(run.corpus_notes))
         say(f"sample from it with: {command_name()} sample {shell_path(run.out_dir)}")
+        if run.size_note:
+            say(run.size_note)
         run.step_seconds, run.eval_seconds = quick_timing(run)
         for line in report_lines(run, run.step_seconds, run.eval_seconds):
             say(line)

@@ -1,0 +1,203 @@
+"""`model.size: auto`: the layers, hidden size and dropout that train best in the run's budget.
+
+The rule reads a measured table (MEASURED; docs/model-size.md, made by charrnn/tools/size_study.py):
+validation loss of each candidate size after a fixed number of steps, on corpora of three sizes.
+For a new run it
+
+  1. takes the measured corpus nearest to the training text in log(characters);
+  2. converts the run's limit into each candidate's steps: max_steps, max_epochs x batches per
+     epoch, and max_minutes x 60 / that candidate's seconds per step, timed here on a few
+     training batches (the first of these limits wins, as in the run itself);
+  3. predicts each candidate's loss at its steps, interpolating its measured losses linearly in
+     log(steps), a candidate counting only within REACH of the steps it was measured at;
+  4. keeps the lowest prediction.
+
+Explicit sizes win: a model.layers, hidden_size or dropout given in the config file or by --set
+replaces the chosen candidate's value. The resolved sizes are stored in the run's config (with
+model.size null), so sample, eval and resume read plain numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from charrnn.config import Config, ConfigError
+
+SIZE_KEYS = ("layers", "hidden_size", "dropout")
+REACH = 1.5        # a candidate's measured steps stand for steps within this factor of them
+TIMED = 2          # training passes timed per candidate hidden size (after one untimed)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    layers: int
+    hidden_size: int
+    dropout: float
+
+    def describe(self) -> str:
+        return f"{self.layers}x{self.hidden_size}, dropout {self.dropout:g}"
+
+
+CANDIDATES = {
+    "2x128": Candidate(2, 128, 0.0),
+    "2x128-d3": Candidate(2, 128, 0.3),
+    "2x256": Candidate(2, 256, 0.0),
+    "2x256-d1": Candidate(2, 256, 0.1),
+    "2x256-d3": Candidate(2, 256, 0.3),
+    "2x256-d5": Candidate(2, 256, 0.5),
+    "2x384": Candidate(2, 384, 0.0),
+    "2x384-d1": Candidate(2, 384, 0.1),
+    "2x512": Candidate(2, 512, 0.0),
+}
+
+# seconds per training step (lstm, embedding 64, batch 32 x 64) on the machine of the table,
+# 2 cores: what converts its budgets in minutes into each candidate's steps
+STEP_SECONDS = {128: 0.034, 256: 0.090, 384: 0.180, 512: 0.315}
+
+# the measured corpora: their training characters
+CORPORA = {"shk-100K": 90_000, "shk-1M": 1_003_854, "code-10M": 9_000_000}
+
+# (corpus, candidate, steps, validation loss in nats/char): docs/model-size.md
+MEASURED: tuple[tuple[str, str, int, float], ...] = (
+    ("shk-1M", "2x128", 1765, 1.6185),
+    ("shk-1M", "2x256", 667, 1.6583),
+)
+
+
+@dataclass
+class Choice:
+    candidate: str
+    steps: int
+    predicted: float
+    within: bool          # measured within REACH of its steps (else: the nearest measurement)
+
+
+def corpus_class(train_chars: int) -> str:
+    """The measured corpus nearest to `train_chars` in log(characters)."""
+    return min(CORPORA, key=lambda c: abs(math.log(CORPORA[c] / max(train_chars, 1))))
+
+
+def curve(corpus: str, candidate: str) -> list[tuple[int, float]]:
+    """The measured (steps, loss) of a candidate on a corpus, by steps."""
+    return sorted((s, v) for c, n, s, v in MEASURED if c == corpus and n == candidate)
+
+
+def predict(points: list[tuple[int, float]], steps: int, reach: float = REACH) -> float | None:
+    """The loss at `steps` from measured points: linear in log(steps) between them, the nearest
+    one's outside them up to a factor `reach`; None beyond it (or with no points)."""
+    if not points or not points[0][0] / reach <= steps <= points[-1][0] * reach:
+        return None
+    if steps <= points[0][0]:
+        return points[0][1]
+    for (s0, v0), (s1, v1) in zip(points, points[1:]):
+        if steps <= s1:
+            w = math.log(steps / s0) / math.log(s1 / s0)
+            return v0 + w * (v1 - v0)
+    return points[-1][1]
+
+
+def choose(corpus: str, steps_of) -> Choice:
+    """The candidate with the lowest predicted loss; steps_of(candidate) -> its steps in the
+    run's budget. Where no candidate was measured within REACH of its steps (a budget shorter
+    or longer than the table's), each counts with its nearest measured loss."""
+    names = list(dict.fromkeys(n for c, n, _, _ in MEASURED if c == corpus))
+    steps = {n: steps_of(CANDIDATES[n]) for n in names}
+    for reach, within in ((REACH, True), (math.inf, False)):
+        found = [Choice(n, steps[n], loss, within) for n in names
+                 if (loss := predict(curve(corpus, n), steps[n], reach)) is not None]
+        if found:
+            return min(found, key=lambda c: c.predicted)
+    raise AssertionError(f"no measured candidate for {corpus}")
+
+
+def run_steps(train_cfg, seconds_per_step: float | None, batches_per_epoch: int) -> int:
+    """The steps a run's first limit allows (max_minutes at seconds_per_step)."""
+    limits = []
+    if train_cfg.max_steps is not None:
+        limits.append(train_cfg.max_steps)
+    if train_cfg.max_epochs is not None:
+        limits.append(train_cfg.max_epochs * batches_per_epoch)
+    if train_cfg.max_minutes is not None:
+        limits.append(int(train_cfg.max_minutes * 60 / seconds_per_step))
+    return max(min(limits), 1)
+
+
+def time_step(cfg: Config, vocab_size: int, hidden_size: int, ids: np.ndarray) -> float:
+    """Seconds per training step of the lstm at a candidate's hidden size, here: one worker's
+    share of the batch (train.threads, charrnn/engines/numpy_engine.py) on one BLAS thread, as
+    each worker runs it on its own core; the median of TIMED passes after an untimed one."""
+    from charrnn.engines.numpy_engine import worker_count
+    from charrnn.fast import blas
+    from charrnn.nn.model import CharRNN
+
+    t = cfg.train
+    rows = -(-t.batch_size // worker_count(t))
+    spec = dataclasses.replace(cfg.model, layers=2, hidden_size=hidden_size, dropout=0.0)
+    model = CharRNN(vocab_size, spec, dtype=np.dtype(t.dtype))
+    x = np.resize(ids, rows * t.seq_len + 1).astype(np.int64)
+    inputs, targets = (a.reshape(rows, t.seq_len) for a in (x[:-1], x[1:]))
+    times = []
+    with blas.limited(1):
+        for _ in range(TIMED + 1):
+            start = time.perf_counter()
+            model.loss_and_grad(inputs, targets)
+            times.append(time.perf_counter() - start)
+    return float(np.median(times[1:]))
+
+
+def refuse_unmeasured(cfg: Config, init_from: bool) -> None:
+    """ConfigError where model.size auto has nothing to choose from."""
+    t = cfg.train
+    why = None
+    if init_from:
+        why = "--init-from takes the checkpoint's sizes"
+    elif cfg.model.cell != "lstm":
+        why = f"its table is measured for the lstm cell, not {cfg.model.cell}"
+    elif t.engine != "numpy":
+        why = "its timings are of the numpy engine"
+    elif t.max_steps is None and t.max_epochs is None and t.max_minutes is None:
+        why = "it chooses by the run's budget, and this run has none"
+    if why:
+        raise ConfigError(f"model.size auto cannot choose here: {why}; set model.layers, "
+                          f"hidden_size and dropout (or give the run a limit, such as "
+                          f"train.max_minutes)" if "budget" in why else
+                          f"model.size auto cannot choose here: {why}; remove model.size")
+
+
+def resolve(cfg: Config, vocab_size: int, train_ids: np.ndarray,
+            batches_per_epoch: int) -> tuple[Config, str]:
+    """(cfg with model.size auto resolved into plain sizes, the line that says why)."""
+    corpus = corpus_class(len(train_ids))
+    timed = {}
+
+    def steps_of(c: Candidate) -> int:
+        seconds = None
+        if cfg.train.max_minutes is not None:
+            if c.hidden_size not in timed:
+                timed[c.hidden_size] = time_step(cfg, vocab_size, c.hidden_size, train_ids)
+            seconds = timed[c.hidden_size]
+        return run_steps(cfg.train, seconds, batches_per_epoch)
+
+    choice = choose(corpus, steps_of)
+    best = CANDIDATES[choice.candidate]
+    kept = [k for k in SIZE_KEYS if f"model.{k}" in cfg.given]
+    sizes = {k: getattr(best, k) for k in SIZE_KEYS if k not in kept}
+    model = dataclasses.replace(cfg.model, size=None, **sizes)
+    resolved = dataclasses.replace(cfg, model=model)
+    return resolved, _reason(corpus, choice, kept)
+
+
+def _reason(corpus: str, choice: Choice, kept: list[str]) -> str:
+    best = CANDIDATES[choice.candidate]
+    line = (f"model.size auto: {best.describe()}, the lowest measured loss for {choice.steps:,} "
+            f"steps on a text of {CORPORA[corpus]:,} characters (predicted "
+            f"{choice.predicted:.3f} nats/char{'' if choice.within else ', the nearest measured budget'}"
+            f"; docs/model-size.md)")
+    if kept:
+        line += f"; {', '.join('model.' + k for k in kept)} as given"
+    return line
