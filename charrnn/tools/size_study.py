@@ -3,6 +3,7 @@ budget, at fixed step counts so that the machine's load does not enter the resul
 
     python -m charrnn.tools.size_study --shakespeare tinyshakespeare.txt --code-dir /usr/lib/python3.11 \
         --work /tmp/size-study --jobs 2
+    python -m charrnn.tools.size_study --work /tmp/size-study --table
 
 Each row is one `charrnn train` run of a candidate size (charrnn/train/autosize.py's CANDIDATES)
 for the steps that size makes in a budget of B minutes on the reference machine (STEP_SECONDS:
@@ -14,6 +15,7 @@ Corpora (built under WORK, never copied into the project):
   shk-1M    the given Shakespeare text (tinyshakespeare: 1.1 MB)
   shk-100K  its first 100,000 characters
   code-10M  the .py files under --code-dir in sorted order, up to 10,000,000 characters
+  code-1M   its first 1,000,000 characters
 """
 
 from __future__ import annotations
@@ -38,12 +40,18 @@ GRID = [
     ("shk-100K", 3, ("2x128-d3", "2x256-d3", "2x256-d5"), None),
     ("shk-1M", 10, ("2x256-d1", "2x384-d1"), None),
     ("code-10M", 10, ("2x256", "2x384"), 200_000),
+    ("code-1M", 1, ("2x128", "2x256", "2x384"), None),
+    ("code-1M", 3, ("2x128", "2x256", "2x384"), None),
+    ("shk-100K", 10, ("2x128-d3", "2x256-d5"), None),
+    ("shk-100K", 1, ("2x256",), None),
+    ("shk-100K", 3, ("2x256",), None),
 ]
 
 
 def build_corpora(work: Path, shakespeare: Path, code_dir: Path) -> dict[str, Path]:
     """The study's three texts under `work` (made once)."""
-    paths = {"shk-1M": shakespeare, "shk-100K": work / "shk-100K.txt", "code-10M": work / "code-10M.txt"}
+    paths = {"shk-1M": shakespeare, "shk-100K": work / "shk-100K.txt",
+             "code-10M": work / "code-10M.txt", "code-1M": work / "code-1M.txt"}
     if not paths["shk-100K"].exists():
         paths["shk-100K"].write_text(shakespeare.read_text(encoding="utf-8")[:100_000], encoding="utf-8")
     if not paths["code-10M"].exists():
@@ -58,6 +66,9 @@ def build_corpora(work: Path, shakespeare: Path, code_dir: Path) -> dict[str, Pa
             if n >= 10_000_000:
                 break
         paths["code-10M"].write_text("".join(parts)[:10_000_000], encoding="utf-8")
+    if not paths["code-1M"].exists():
+        code = paths["code-10M"].read_text(encoding="utf-8")
+        paths["code-1M"].write_text(code[:1_000_000], encoding="utf-8")
     return paths
 
 
@@ -83,13 +94,36 @@ def run_one(corpus: str, path: Path, minutes: float, name: str, eval_chars, work
             "val_loss": round(val["val_loss"], 4), "seconds": val["time"]}
 
 
+def markdown(rows: list[dict]) -> str:
+    """The results as docs/model-size.md shows them: a row per corpus and budget, a column per
+    candidate (validation loss, steps), the lowest in bold."""
+    names = [n for n in CANDIDATES if any(r["candidate"] == n for r in rows)]
+    lines = ["| corpus | budget | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
+    cells = sorted({(r["corpus"], r["minutes"]) for r in rows}, key=lambda c: (c[0], c[1]))
+    for corpus, minutes in cells:
+        here = {r["candidate"]: r for r in rows if (r["corpus"], r["minutes"]) == (corpus, minutes)}
+        best = min(r["val_loss"] for r in here.values())
+        shown = [(f"**{here[n]['val_loss']:.4f}**" if here[n]["val_loss"] == best
+                  else f"{here[n]['val_loss']:.4f}") + f" ({here[n]['steps']:,})"
+                 if n in here else "" for n in names]
+        lines.append(f"| {corpus} | {minutes} min | " + " | ".join(shown) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shakespeare", type=Path, required=True)
-    p.add_argument("--code-dir", type=Path, required=True)
+    p.add_argument("--shakespeare", type=Path)
+    p.add_argument("--code-dir", type=Path)
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--table", action="store_true", help="print the results as a table and stop")
     a = p.parse_args(argv)
+    if a.table:
+        rows = [json.loads(line) for line in (a.work / "results.jsonl").read_text().splitlines()]
+        print(markdown(rows))
+        return
+    if a.shakespeare is None or a.code_dir is None:
+        p.error("the study needs --shakespeare FILE and --code-dir DIR")
     a.work.mkdir(parents=True, exist_ok=True)
     corpora = build_corpora(a.work, a.shakespeare, a.code_dir)
     results = a.work / "results.jsonl"

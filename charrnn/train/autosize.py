@@ -153,7 +153,7 @@ def time_step(cfg: Config, vocab_size: int, hidden_size: int, ids: np.ndarray) -
 def refuse_unmeasured(cfg: Config, init_from: bool) -> None:
     """ConfigError where model.size auto has nothing to choose from."""
     t = cfg.train
-    why = None
+    fix = "remove model.size"
     if init_from:
         why = "--init-from takes the checkpoint's sizes"
     elif cfg.model.cell != "lstm":
@@ -162,11 +162,10 @@ def refuse_unmeasured(cfg: Config, init_from: bool) -> None:
         why = "its timings are of the numpy engine"
     elif t.max_steps is None and t.max_epochs is None and t.max_minutes is None:
         why = "it chooses by the run's budget, and this run has none"
-    if why:
-        raise ConfigError(f"model.size auto cannot choose here: {why}; set model.layers, "
-                          f"hidden_size and dropout (or give the run a limit, such as "
-                          f"train.max_minutes)" if "budget" in why else
-                          f"model.size auto cannot choose here: {why}; remove model.size")
+        fix = "set train.max_minutes (or max_steps, max_epochs), or remove model.size"
+    else:
+        return
+    raise ConfigError(f"model.size auto cannot choose here: {why}; {fix}")
 
 
 def resolve(cfg: Config, vocab_size: int, train_ids: np.ndarray,
