@@ -355,7 +355,8 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     """Split 'section.key=value' into (section, key, value).
 
     The value is parsed with yaml.safe_load (so null, 1e-3, true work), except for string fields,
-    whose value is taken literally: a prime such as `ROMEO:` or `123` must stay that text.
+    whose value is taken literally: a prime such as `ROMEO:` or `123` must stay that text
+    (a nullable one, model.size, reads null, ~ or nothing as null).
     """
     name, sep, raw = text.partition("=")
     section, dot, key = name.strip().partition(".")
@@ -365,7 +366,9 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         raise _unknown_section(section)
     if key not in _section_fields(section):
         raise _unknown_key(section, key)
-    base = _field_type(section, key)[0]
+    base, nullable = _field_type(section, key)
+    if base is str and nullable and raw.strip() in ("", "null", "~"):    # model.size=null
+        return section, key, None
     if base is str or isinstance(base, types.UnionType):   # data.path too: one path, literally
         return section, key, raw
     try:

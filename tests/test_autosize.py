@@ -172,3 +172,31 @@ def test_auto_refuses_init_from(tmp_path, corpus, table):
                 "--set", "model.size=auto", "--set", "train.max_steps=5",
                 "--set", f"train.out_dir={tmp_path / 'second'}")
     assert r.exit_code == 2 and "--init-from takes the checkpoint's sizes" in r.stderr
+
+
+# -- the default -------------------------------------------------------------------------------
+
+def dry_run(corpus, *sets):
+    r = run_cli("train", "--data", corpus, *SHAPE, *[a for s in sets for a in ("--set", s)],
+                "--dry-run")
+    assert r.exit_code == 0, r.output
+    return yaml.safe_load(r.stdout)["model"], r.stderr
+
+
+def test_a_time_budget_with_no_size_given_chooses_by_default(corpus, table, monkeypatch):
+    monkeypatch.setattr(autosize, "time_step", lambda cfg, v, hidden, ids: hidden / 800)
+    model, said = dry_run(corpus, "train.max_minutes=0.1")
+    assert (model["size"], model["layers"], model["hidden_size"]) == (None, 1, 8)
+    assert "model.size auto: 1x8, dropout 0" in said
+
+
+@pytest.mark.parametrize("sets", [
+    ["train.max_steps=10"],                                   # no time budget
+    ["train.max_minutes=0.1", "model.dropout=0.0"],           # a size given
+    ["train.max_minutes=0.1", "model.size=null"],             # auto turned off
+    ["train.max_minutes=0.1", "model.cell=gru"],              # a cell the table does not know
+])
+def test_the_default_keeps_the_plain_sizes_where_it_does_not_apply(corpus, table, sets):
+    model, said = dry_run(corpus, *sets)
+    assert (model["size"], model["layers"], model["hidden_size"]) == (None, 2, 256)
+    assert "model.size auto" not in said

@@ -15,6 +15,11 @@ For a new run it
 Explicit sizes win: a model.layers, hidden_size or dropout given in the config file or by --set
 replaces the chosen candidate's value. The resolved sizes are stored in the run's config (with
 model.size null), so sample, eval and resume read plain numbers.
+
+The default: a new run with a time budget (train.max_minutes) whose config file and --set give
+no size (model.size, layers, hidden_size, dropout) is a model.size auto run where the rule can
+choose (an lstm on the numpy engine, not --init-from), and keeps the plain defaults elsewhere;
+the table says it trains better than the default 2 x 256 (docs/model-size.md).
 """
 
 from __future__ import annotations
@@ -166,6 +171,27 @@ def refuse_unmeasured(cfg: Config, init_from: bool) -> None:
     else:
         return
     raise ConfigError(f"model.size auto cannot choose here: {why}; {fix}")
+
+
+def by_default(cfg: Config) -> bool:
+    """Whether a new run's config gets model.size auto as its default (see above)."""
+    sizes = {"model.size", *(f"model.{k}" for k in SIZE_KEYS)}
+    return cfg.train.max_minutes is not None and not sizes & cfg.given
+
+
+def wanted(cfg: Config, init_from: bool) -> bool:
+    """Whether model.size auto chooses this run's sizes: asked for (ConfigError where it
+    cannot choose), or the default (by_default) where it can."""
+    if cfg.model.size == "auto":
+        refuse_unmeasured(cfg, init_from)
+        return True
+    if not by_default(cfg):
+        return False
+    try:
+        refuse_unmeasured(cfg, init_from)
+    except ConfigError:
+        return False
+    return True
 
 
 def resolve(cfg: Config, vocab_size: int, train_ids: np.ndarray,

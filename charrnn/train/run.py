@@ -229,8 +229,7 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     state = _train_state(resume) if resume is not None else None
     if resume is not None:
         refuse_changes(resumed_config or resume.config, cfg)
-    if cfg.model.size == "auto":
-        autosize.refuse_unmeasured(cfg, init_from is not None)
+    choose_size = resume is None and autosize.wanted(cfg, init_from is not None)
     if init_from is not None:
         _check_same_architecture(cfg, init_from, "--init-from")
     source = resume or init_from
@@ -258,7 +257,7 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
     else:
         batches = data_mod.make_batches(train_ids, cfg.train, cfg.data.batching, batch_rng)
     size_note = ""
-    if cfg.model.size == "auto":
+    if choose_size:
         cfg, size_note = autosize.resolve(cfg, len(vocab), train_ids, batches.batches_per_epoch)
     dtype = np.dtype(cfg.train.dtype)
     model = CharRNN(len(vocab), cfg.model, dtype=dtype, seed=cfg.train.seed)
