@@ -28,7 +28,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from charrnn.train.autosize import CANDIDATES, STEP_SECONDS
+from charrnn.train.autosize import CANDIDATES, CORPORA, STEP_SECONDS
 
 # (corpus, budget in reference minutes, candidate names, validation characters evaluated)
 GRID = [
@@ -110,6 +110,14 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def measured_rows(rows: list[dict]) -> str:
+    """The results as charrnn/train/autosize.py's MEASURED lines (the corpora of its rule)."""
+    kept = sorted((r for r in rows if r["corpus"] in CORPORA),
+                  key=lambda r: (r["corpus"], list(CANDIDATES).index(r["candidate"]), r["steps"]))
+    return "\n".join(f'    ("{r["corpus"]}", "{r["candidate"]}", {r["steps"]}, {r["val_loss"]}),'
+                     for r in kept)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shakespeare", type=Path)
@@ -117,10 +125,11 @@ def main(argv=None) -> None:
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--table", action="store_true", help="print the results as a table and stop")
+    p.add_argument("--rows", action="store_true", help="print them as autosize.MEASURED and stop")
     a = p.parse_args(argv)
-    if a.table:
+    if a.table or a.rows:
         rows = [json.loads(line) for line in (a.work / "results.jsonl").read_text().splitlines()]
-        print(markdown(rows))
+        print(markdown(rows) if a.table else measured_rows(rows))
         return
     if a.shakespeare is None or a.code_dir is None:
         p.error("the study needs --shakespeare FILE and --code-dir DIR")
