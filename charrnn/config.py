@@ -60,7 +60,8 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     # auto: layers, hidden_size and dropout chosen for the run's budget and corpus from a measured
-    # table, the sizes given in the config or by --set kept (docs/model-size.md); null: as set
+    # table, among the sizes with those given here or by --set (docs/model-size.md); null: the
+    # sizes below. A config that gives no size and a train.max_minutes run is auto by default
     size: str | None = None
     cell: str = "lstm"  # rnn | gru | lstm | mingru | minlstm (charrnn/nn/cells)
     nonlinearity: str = "tanh"  # rnn only: tanh | relu (relu + identity init = IRNN)
@@ -303,10 +304,12 @@ def _coerce(name: str, value: Any, base: type, nullable: bool) -> Any:
                 raise ConfigError(f"{name} must be a finite number; got {value}")
             return float(value)
         raise ConfigError(f"{name} must be a number; got {_show(value)}")
+    if name in CHOICES and value not in CHOICES[name]:
+        options = [*CHOICES[name], *(["null"] if nullable else [])]
+        listed = (f"one of {', '.join(options)}" if len(options) > 2 else " or ".join(options))
+        raise ConfigError(f"{name} must be {listed}; got {_show(value)}")
     if not isinstance(value, str):
         raise ConfigError(f"{name} must be a string; got {_show(value)} (quote it in YAML)")
-    if name in CHOICES and value not in CHOICES[name]:
-        raise ConfigError(f"{name} must be one of {', '.join(CHOICES[name])}; got {value!r}")
     return value
 
 
@@ -367,7 +370,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     if key not in _section_fields(section):
         raise _unknown_key(section, key)
     base, nullable = _field_type(section, key)
-    if base is str and nullable and raw.strip() in ("", "null", "~"):    # model.size=null
+    if base is str and nullable and raw.strip().lower() in ("", "null", "~"):    # model.size=null
         return section, key, None
     if base is str or isinstance(base, types.UnionType):   # data.path too: one path, literally
         return section, key, raw

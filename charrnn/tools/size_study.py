@@ -114,8 +114,8 @@ def measured_rows(rows: list[dict]) -> str:
     """The results as charrnn/train/autosize.py's MEASURED lines (the corpora of its rule)."""
     kept = sorted((r for r in rows if r["corpus"] in CORPORA),
                   key=lambda r: (r["corpus"], list(CANDIDATES).index(r["candidate"]), r["steps"]))
-    return "\n".join(f'    ("{r["corpus"]}", "{r["candidate"]}", {r["steps"]}, {r["val_loss"]}),'
-                     for r in kept)
+    return "\n".join(f'    ("{r["corpus"]}", {r["minutes"]}, "{r["candidate"]}", {r["steps"]}, '
+                     f'{r["val_loss"]}),' for r in kept)
 
 
 def main(argv=None) -> None:

@@ -1,20 +1,23 @@
 """`model.size: auto`: the layers, hidden size and dropout that train best in the run's budget.
 
 The rule reads a measured table (MEASURED; docs/model-size.md, made by charrnn/tools/size_study.py):
-validation loss of each candidate size after a fixed number of steps, on corpora of three sizes.
-For a new run it
+validation loss of each candidate size after a fixed number of steps (batches of 32 x 64
+characters), on corpora of three sizes. For a new run it
 
   1. takes the measured corpus nearest to the training text in log(characters);
   2. converts the run's limit into each candidate's steps: max_steps, max_epochs x batches per
-     epoch, and max_minutes x 60 / that candidate's seconds per step, timed here on a few
-     training batches (the first of these limits wins, as in the run itself);
+     epoch, and max_minutes x 60 / that candidate's seconds per step, timed here on a training
+     batch (the first of these limits wins, as in the run itself), counted in the table's
+     32 x 64 characters per step;
   3. predicts each candidate's loss at its steps, interpolating its measured losses linearly in
      log(steps), a candidate counting only within REACH of the steps it was measured at;
-  4. keeps the lowest prediction.
+  4. keeps the lowest prediction; where no candidate counts, the budget is beyond the table and
+     the choice is the best measured at the table's budget nearest to it.
 
-Explicit sizes win: a model.layers, hidden_size or dropout given in the config file or by --set
-replaces the chosen candidate's value. The resolved sizes are stored in the run's config (with
-model.size null), so sample, eval and resume read plain numbers.
+Explicit sizes win: with a model.layers, hidden_size or dropout given in the config file or by
+--set, only the candidates with those values compete (none measured: the other sizes keep their
+defaults). The resolved sizes are stored in the run's config (with model.size null), so sample,
+eval and resume read plain numbers.
 
 The default: a new run with a time budget (train.max_minutes) whose config file and --set give
 no size (model.size, layers, hidden_size, dropout) is a model.size auto run where the rule can
@@ -67,34 +70,38 @@ STEP_SECONDS = {128: 0.034, 256: 0.090, 384: 0.180, 512: 0.315}
 # the measured corpora: their training characters
 CORPORA = {"shk-100K": 90_000, "shk-1M": 1_003_854, "code-10M": 9_000_000}
 
-# (corpus, candidate, steps, validation loss in nats/char): docs/model-size.md
-MEASURED: tuple[tuple[str, str, int, float], ...] = (
-    ("code-10M", "2x128", 1765, 1.5051),
-    ("code-10M", "2x256", 667, 1.5675),
-    ("code-10M", "2x256", 2000, 1.2596),
-    ("code-10M", "2x384", 333, 1.7426),
-    ("code-10M", "2x384", 1000, 1.328),
-    ("code-10M", "2x512", 571, 1.3874),
-    ("shk-100K", "2x128", 1765, 1.575),
-    ("shk-100K", "2x128-d3", 1765, 1.5036),
-    ("shk-100K", "2x128-d3", 5294, 1.6167),
-    ("shk-100K", "2x256-d3", 667, 1.5069),
-    ("shk-100K", "2x256-d3", 2000, 1.6664),
-    ("shk-1M", "2x128", 1765, 1.6185),
-    ("shk-1M", "2x128", 5294, 1.5238),
-    ("shk-1M", "2x256", 667, 1.6583),
-    ("shk-1M", "2x256", 2000, 1.4759),
-    ("shk-1M", "2x384", 333, 1.7805),
-    ("shk-1M", "2x384", 1000, 1.4872),
+# (corpus, budget in minutes on the table's machine, candidate, steps, validation loss in
+# nats/char after those steps, from a run of that many steps): docs/model-size.md
+MEASURED: tuple[tuple[str, float, str, int, float], ...] = (
+    ("code-10M", 1, "2x128", 1765, 1.5051),
+    ("code-10M", 1, "2x256", 667, 1.5675),
+    ("code-10M", 3, "2x256", 2000, 1.2596),
+    ("code-10M", 1, "2x384", 333, 1.7426),
+    ("code-10M", 3, "2x384", 1000, 1.328),
+    ("code-10M", 3, "2x512", 571, 1.3874),
+    ("shk-100K", 1, "2x128", 1765, 1.575),
+    ("shk-100K", 1, "2x128-d3", 1765, 1.5036),
+    ("shk-100K", 3, "2x128-d3", 5294, 1.6167),
+    ("shk-100K", 1, "2x256-d3", 667, 1.5069),
+    ("shk-100K", 3, "2x256-d3", 2000, 1.6664),
+    ("shk-100K", 3, "2x256-d5", 2000, 1.5766),
+    ("shk-1M", 1, "2x128", 1765, 1.6185),
+    ("shk-1M", 3, "2x128", 5294, 1.5238),
+    ("shk-1M", 1, "2x256", 667, 1.6583),
+    ("shk-1M", 3, "2x256", 2000, 1.4759),
+    ("shk-1M", 1, "2x384", 333, 1.7805),
+    ("shk-1M", 3, "2x384", 1000, 1.4872),
 )
+
+TABLE_CHARS_PER_STEP = 32 * 64      # the table's batch: a run's steps count in these
 
 
 @dataclass
 class Choice:
     candidate: str
-    steps: int
-    predicted: float
-    within: bool          # measured within REACH of its steps (else: the nearest measurement)
+    steps: int            # the run's steps for it, in table steps (TABLE_CHARS_PER_STEP each)
+    loss: float           # predicted at those steps, or measured at `minutes` (beyond the table)
+    minutes: float | None = None     # beyond the table: the nearest budget it measured
 
 
 def corpus_class(train_chars: int) -> str:
@@ -104,13 +111,13 @@ def corpus_class(train_chars: int) -> str:
 
 def curve(corpus: str, candidate: str) -> list[tuple[int, float]]:
     """The measured (steps, loss) of a candidate on a corpus, by steps."""
-    return sorted((s, v) for c, n, s, v in MEASURED if c == corpus and n == candidate)
+    return sorted((s, v) for c, _, n, s, v in MEASURED if c == corpus and n == candidate)
 
 
-def predict(points: list[tuple[int, float]], steps: int, reach: float = REACH) -> float | None:
+def predict(points: list[tuple[int, float]], steps: int) -> float | None:
     """The loss at `steps` from measured points: linear in log(steps) between them, the nearest
-    one's outside them up to a factor `reach`; None beyond it (or with no points)."""
-    if not points or not points[0][0] / reach <= steps <= points[-1][0] * reach:
+    one's outside them up to a factor REACH; None beyond it (or with no points)."""
+    if not points or not points[0][0] / REACH <= steps <= points[-1][0] * REACH:
         return None
     if steps <= points[0][0]:
         return points[0][1]
@@ -121,20 +128,26 @@ def predict(points: list[tuple[int, float]], steps: int, reach: float = REACH) -
     return points[-1][1]
 
 
-def choose(corpus: str, steps_of) -> Choice:
-    """The candidate with the lowest predicted loss; steps_of(candidate) -> its steps in the
-    run's budget. Where no candidate was measured within REACH of its steps (a budget shorter
-    or longer than the table's), each counts with its nearest measured loss."""
-    names = list(dict.fromkeys(n for c, n, _, _ in MEASURED if c == corpus))
+def choose(corpus: str, steps_of, allowed=lambda c: True) -> Choice | None:
+    """The allowed candidate with the lowest predicted loss; steps_of(candidate) -> its steps in
+    the run's budget (table steps). Where none was measured within REACH of its steps, the run's
+    budget is beyond the table: the candidate measured best at the table's budget nearest to it
+    (in log minutes on the table's machine). None when no allowed candidate was measured."""
+    names = [n for n in dict.fromkeys(n for c, _, n, _, _ in MEASURED if c == corpus)
+             if allowed(CANDIDATES[n])]
     steps = {n: steps_of(CANDIDATES[n]) for n in names}
-    for reach, within in ((REACH, True), (math.inf, False)):
-        found = [Choice(n, steps[n], loss, within) for n in names
-                 if (loss := predict(curve(corpus, n), steps[n], reach)) is not None]
-        if found:
-            return min(found, key=lambda c: c.predicted)
-    raise AssertionError(f"no measured candidate for {corpus}")
-
-
+    found = [Choice(n, steps[n], loss) for n in names
+             if (loss := predict(curve(corpus, n), steps[n])) is not None]
+    if found or not names:
+        return min(found, key=lambda c: c.loss, default=None)
+    # the run's budget in the table's minutes, from each candidate's steps (geometric mean)
+    minutes = math.exp(sum(math.log(steps[n] * STEP_SECONDS[CANDIDATES[n].hidden_size] / 60)
+                           for n in names) / len(names))
+    budgets = {m for c, m, n, _, _ in MEASURED if c == corpus and n in names}
+    nearest = min(budgets, key=lambda m: abs(math.log(m / minutes)))
+    loss, name = min((v, n) for c, m, n, _, v in MEASURED
+                     if c == corpus and m == nearest and n in names)
+    return Choice(name, steps[name], loss, nearest)
 def run_steps(train_cfg, seconds_per_step: float | None, batches_per_epoch: int) -> int:
     """The steps a run's first limit allows (max_minutes at seconds_per_step)."""
     limits = []
@@ -150,13 +163,16 @@ def run_steps(train_cfg, seconds_per_step: float | None, batches_per_epoch: int)
 def time_step(cfg: Config, vocab_size: int, hidden_size: int, ids: np.ndarray) -> float:
     """Seconds per training step of the lstm at a candidate's hidden size, here: one worker's
     share of the batch (train.threads, charrnn/engines/numpy_engine.py) on one BLAS thread, as
-    each worker runs it on its own core; the median of TIMED passes after an untimed one."""
+    each worker runs it on its own core (workers beyond the cores take turns); the median of
+    TIMED passes after an untimed one. It assumes the cores are free."""
     from charrnn.engines.numpy_engine import worker_count
     from charrnn.fast import blas
+    from charrnn.fast.parallel import available_cores
     from charrnn.nn.model import CharRNN
 
     t = cfg.train
-    rows = -(-t.batch_size // worker_count(t))
+    workers = worker_count(t)
+    rows = -(-t.batch_size // workers)
     spec = dataclasses.replace(cfg.model, layers=2, hidden_size=hidden_size, dropout=0.0)
     model = CharRNN(vocab_size, spec, dtype=np.dtype(t.dtype))
     x = np.resize(ids, rows * t.seq_len + 1).astype(np.int64)
@@ -167,7 +183,7 @@ def time_step(cfg: Config, vocab_size: int, hidden_size: int, ids: np.ndarray) -
             start = time.perf_counter()
             model.loss_and_grad(inputs, targets)
             times.append(time.perf_counter() - start)
-    return float(np.median(times[1:]))
+    return float(np.median(times[1:])) * max(1.0, workers / available_cores())  # turns taken
 
 
 def refuse_unmeasured(cfg: Config, init_from: bool) -> None:
@@ -175,11 +191,11 @@ def refuse_unmeasured(cfg: Config, init_from: bool) -> None:
     t = cfg.train
     fix = "remove model.size"
     if init_from:
-        why = "--init-from takes the checkpoint's sizes"
+        why = "with --init-from the model is the checkpoint's"
     elif cfg.model.cell != "lstm":
         why = f"its table is measured for the lstm cell, not {cfg.model.cell}"
     elif t.engine != "numpy":
-        why = "its timings are of the numpy engine"
+        why = "its table is measured on the numpy engine"
     elif t.max_steps is None and t.max_epochs is None and t.max_minutes is None:
         why = "it chooses by the run's budget, and this run has none"
         fix = "set train.max_minutes (or max_steps, max_epochs), or remove model.size"
@@ -211,33 +227,43 @@ def wanted(cfg: Config, init_from: bool) -> bool:
 
 def resolve(cfg: Config, vocab_size: int, train_ids: np.ndarray,
             batches_per_epoch: int) -> tuple[Config, str]:
-    """(cfg with model.size auto resolved into plain sizes, the line that says why)."""
+    """(cfg with model.size auto resolved into plain sizes, the line that says why). The
+    candidates are those with the sizes the config gives (Config.given), if any."""
     corpus = corpus_class(len(train_ids))
-    timed = {}
+    t, timed = cfg.train, {}
+    kept = {k: getattr(cfg.model, k) for k in SIZE_KEYS if f"model.{k}" in cfg.given}
 
     def steps_of(c: Candidate) -> int:
         seconds = None
-        if cfg.train.max_minutes is not None:
+        if t.max_minutes is not None:
             if c.hidden_size not in timed:
                 timed[c.hidden_size] = time_step(cfg, vocab_size, c.hidden_size, train_ids)
             seconds = timed[c.hidden_size]
-        return run_steps(cfg.train, seconds, batches_per_epoch)
+        steps = run_steps(t, seconds, batches_per_epoch)
+        return max(round(steps * t.batch_size * t.seq_len / TABLE_CHARS_PER_STEP), 1)
 
-    choice = choose(corpus, steps_of)
-    best = CANDIDATES[choice.candidate]
-    kept = [k for k in SIZE_KEYS if f"model.{k}" in cfg.given]
-    sizes = {k: getattr(best, k) for k in SIZE_KEYS if k not in kept}
+    choice = choose(corpus, steps_of, lambda c: all(getattr(c, k) == v for k, v in kept.items()))
+    if choice is None:
+        given = ", ".join(f"model.{k} {v:g}" for k, v in kept.items())
+        return (dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, size=None)),
+                f"model.size auto: no measured size has {given}; the others keep their defaults")
+    sizes = dataclasses.asdict(CANDIDATES[choice.candidate])
     model = dataclasses.replace(cfg.model, size=None, **sizes)
-    resolved = dataclasses.replace(cfg, model=model)
-    return resolved, _reason(corpus, choice, kept)
+    return dataclasses.replace(cfg, model=model), _reason(corpus, choice, len(train_ids), kept)
 
 
-def _reason(corpus: str, choice: Choice, kept: list[str]) -> str:
+def _reason(corpus: str, choice: Choice, train_chars: int, kept: dict) -> str:
+    """The report's line: the choice, the steps it gets here and the table's figure behind it."""
     best = CANDIDATES[choice.candidate]
-    line = (f"model.size auto: {best.describe()}, the lowest measured loss for {choice.steps:,} "
-            f"steps on a text of {CORPORA[corpus]:,} characters (predicted "
-            f"{choice.predicted:.3f} nats/char{'' if choice.within else ', the nearest measured budget'}"
-            f"; docs/model-size.md)")
-    if kept:
-        line += f"; {', '.join('model.' + k for k in kept)} as given"
-    return line
+    steps = f"{choice.steps:,} step{'s' if choice.steps != 1 else ''}"
+    text = (f"{corpus} ({CORPORA[corpus]:,} training characters), the measured text nearest "
+            f"this one ({train_chars:,})")
+    if choice.minutes is None:
+        why = (f"the lowest loss the measured table predicts for this budget, {steps} of "
+               f"32 x 64 characters: {choice.loss:.3f} nats/char on {text}")
+    else:
+        why = (f"this budget ({steps} of 32 x 64 characters) is beyond the measured ones, so the "
+               f"best at the table's nearest budget, {choice.minutes:g} min: {choice.loss:.3f} "
+               f"nats/char on {text}")
+    given = f"; {', '.join('model.' + k for k in kept)} as given" if kept else ""
+    return f"model.size auto: {best.describe()}, {why}{given} (docs/model-size.md)"

@@ -38,7 +38,7 @@ REFUSED_WHY: dict[str, str] = {
     "model.cell": _ARCH, "model.nonlinearity": "the saved weights were trained with it",
     "model.layers": _ARCH, "model.hidden_size": _ARCH, "model.embed_size": _ARCH,
     "model.ffn_mult": _ARCH, "model.residual": "the saved weights were trained with it",
-    "model.size": "it chooses the sizes of a new run's model (the run has its plain sizes)",
+    "model.size": "it chooses a new run's sizes",
     "model.init": _START_ONLY, "model.identity_scale": _START_ONLY,
     "model.forget_bias": _START_ONLY,
     "train.batch_size": _SHAPE, "train.seq_len": _SHAPE,
@@ -51,7 +51,7 @@ REFUSED_WHY: dict[str, str] = {
 
 # changes a new run from the same weights (--init-from) cannot take either
 NEW_RUN_ONLY = ({k for k, why in REFUSED_WHY.items() if why == _ARCH}
-                | {"data.documents", "model.residual"})
+                | {"data.documents", "model.residual", "model.size"})
 
 CHANGES_WHAT: dict[str, str] = {
     "data.reset_prob": "other streams are reset from now on",

@@ -203,12 +203,20 @@ def check_prime(cfg: Config, vocab: Vocab) -> None:
                           f"train.sample_every=0")
 
 
+def _with_architecture_of(cfg: Config, ckpt: Checkpoint) -> Config:
+    """cfg with the checkpoint's architecture where the config file and --set give none (a
+    new run from its weights trains its model; a size given that differs is refused)."""
+    taken = {k: getattr(ckpt.config.model, k) for k in ARCHITECTURE_KEYS
+             if f"model.{k}" not in cfg.given}
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **taken))
+
+
 def _check_same_architecture(cfg: Config, ckpt: Checkpoint, what: str) -> None:
     for key in ARCHITECTURE_KEYS:
         mine, theirs = getattr(cfg.model, key), getattr(ckpt.config.model, key)
         if mine != theirs:
-            # a resumed run's config is the checkpoint's, so only a --set can differ; a config
-            # for --init-from may differ by a default the user never wrote
+            # a resumed run's config is the checkpoint's, so only a --set can differ; for
+            # --init-from, a size the config file or --set gives
             fix = ("remove that --set, or start a new run" if what == "resumed" else
                    f"set model.{key}: {theirs!r} in the config (or --set model.{key}={theirs})")
             raise ConfigError(f"model.{key} is {mine!r} but the {what} checkpoint has {theirs!r}; "
@@ -231,6 +239,7 @@ def prepare(cfg: Config, resume: Checkpoint | None = None, init_from: Checkpoint
         refuse_changes(resumed_config or resume.config, cfg)
     choose_size = resume is None and autosize.wanted(cfg, init_from is not None)
     if init_from is not None:
+        cfg = _with_architecture_of(cfg, init_from)
         _check_same_architecture(cfg, init_from, "--init-from")
     source = resume or init_from
     read_cfg = _located(cfg, state)
