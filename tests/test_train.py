@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
 from click.testing import CliRunner
 from safetensors.numpy import load_file
 
@@ -345,12 +346,16 @@ def test_an_architecture_mismatch_says_how_to_fix_it(tmp_path, corpus):
     cfg = write_config(tmp_path, corpus)
     assert invoke("train", str(cfg), "-q", *SMALL, "--set", "train.max_steps=2").exit_code == 0
     ckpt = str(tmp_path / "run" / "last.safetensors")
-    # --init-from with a config that leaves hidden_size at its default (256): say what to write
+    # --init-from with a config that leaves the sizes out trains the checkpoint's model
     r = CliRunner().invoke(cli, ["train", str(write_config(tmp_path, corpus, out="run2")),
-                                 "--init-from", ckpt, "-q"])
+                                 "--init-from", ckpt, "--dry-run"])
+    assert r.exit_code == 0 and yaml.safe_load(r.stdout)["model"]["hidden_size"] == 16, r.output
+    # ... and one that gives another size: say what to do
+    r = CliRunner().invoke(cli, ["train", str(write_config(tmp_path, corpus, out="run2")),
+                                 "--init-from", ckpt, "-q", "--set", "model.hidden_size=32"])
     assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.output
-    assert "model.hidden_size is 256 but the --init-from checkpoint has 16" in r.stderr
-    assert "set model.hidden_size: 16 in the config (or --set model.hidden_size=16)" in r.stderr
+    assert "model.hidden_size is 32 but the --init-from checkpoint has 16" in r.stderr
+    assert "leave model.hidden_size out (the checkpoint's is taken) or set it to 16" in r.stderr
     # a resumed run's config is the checkpoint's, so the difference is a --set
     r = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "run"), "-q",
                                  "--set", "model.hidden_size=32"])

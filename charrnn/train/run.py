@@ -218,7 +218,7 @@ def _check_same_architecture(cfg: Config, ckpt: Checkpoint, what: str) -> None:
             # a resumed run's config is the checkpoint's, so only a --set can differ; for
             # --init-from, a size the config file or --set gives
             fix = ("remove that --set, or start a new run" if what == "resumed" else
-                   f"set model.{key}: {theirs!r} in the config (or --set model.{key}={theirs})")
+                   f"leave model.{key} out (the checkpoint's is taken) or set it to {theirs!r}")
             raise ConfigError(f"model.{key} is {mine!r} but the {what} checkpoint has {theirs!r}; "
                               f"{fix}.")
 
