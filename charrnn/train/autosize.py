@@ -89,8 +89,10 @@ MEASURED: tuple[tuple[str, float, str, int, float], ...] = (
     ("shk-1M", 3, "2x128", 5294, 1.5238),
     ("shk-1M", 1, "2x256", 667, 1.6583),
     ("shk-1M", 3, "2x256", 2000, 1.4759),
+    ("shk-1M", 10, "2x256-d1", 6667, 1.4528),
     ("shk-1M", 1, "2x384", 333, 1.7805),
     ("shk-1M", 3, "2x384", 1000, 1.4872),
+    ("shk-1M", 10, "2x384-d1", 3333, 1.4257),
 )
 
 TABLE_CHARS_PER_STEP = 32 * 64      # the table's batch: a run's steps count in these
