@@ -1,8 +1,6 @@
 """model.size auto (charrnn/train/autosize.py): the rule on a table, its resolution into plain
 sizes in the stored config, explicit sizes winning, and the refusals."""
 
-import math
-
 import numpy as np
 import pytest
 import yaml

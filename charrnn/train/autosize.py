@@ -154,6 +154,8 @@ def choose(corpus: str, steps_of, allowed=lambda c: True) -> Choice | None:
     loss, name = min((v, n) for c, m, n, _, v in MEASURED
                      if c == corpus and m == nearest and n in names)
     return Choice(name, steps[name], loss, nearest)
+
+
 def run_steps(train_cfg, seconds_per_step: float | None, batches_per_epoch: int) -> int:
     """The steps a run's first limit allows (max_minutes at seconds_per_step)."""
     limits = []
