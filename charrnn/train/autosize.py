@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,21 +176,17 @@ def time_step(cfg: Config, vocab_size: int, hidden_size: int, ids: np.ndarray) -
     from charrnn.fast import blas
     from charrnn.fast.parallel import available_cores
     from charrnn.nn.model import CharRNN
+    from charrnn.train.report import median_seconds, timing_batch
 
     t = cfg.train
     workers = worker_count(t)
     rows = -(-t.batch_size // workers)
     spec = dataclasses.replace(cfg.model, layers=2, hidden_size=hidden_size, dropout=0.0)
     model = CharRNN(vocab_size, spec, dtype=np.dtype(t.dtype))
-    x = np.resize(ids, rows * t.seq_len + 1).astype(np.int64)
-    inputs, targets = (a.reshape(rows, t.seq_len) for a in (x[:-1], x[1:]))
-    times = []
+    inputs, targets = timing_batch(ids, rows, t.seq_len)
     with blas.limited(1):
-        for _ in range(TIMED + 1):
-            start = time.perf_counter()
-            model.loss_and_grad(inputs, targets)
-            times.append(time.perf_counter() - start)
-    return float(np.median(times[1:])) * max(1.0, workers / available_cores())  # turns taken
+        seconds = median_seconds(lambda: model.loss_and_grad(inputs, targets), TIMED)
+    return seconds * max(1.0, workers / available_cores())      # workers beyond cores take turns
 
 
 def refuse_unmeasured(cfg: Config, init_from: bool) -> None:

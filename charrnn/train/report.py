@@ -33,13 +33,23 @@ def quick_timing(run) -> tuple[float, float]:
 def time_step(run) -> float:
     """Seconds per forward/backward pass of a batch: the median of TIMED after an untimed one."""
     t = run.config.train
-    ids = np.resize(run.train_ids, t.batch_size * t.seq_len + 1).astype(np.int64)
-    x, y = ids[:-1].reshape(t.batch_size, t.seq_len), ids[1:].reshape(t.batch_size, t.seq_len)
+    x, y = timing_batch(run.train_ids, t.batch_size, t.seq_len)
     scratch = np.random.default_rng(0)          # dropout masks of these passes only
+    return median_seconds(lambda: run.engine.gradient(x, y, True, scratch, Clip()), TIMED)
+
+
+def timing_batch(ids: np.ndarray, rows: int, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets) [rows, seq_len] of a pass timed on the text `ids` (repeated if short)."""
+    x = np.resize(ids, rows * seq_len + 1).astype(np.int64)
+    return x[:-1].reshape(rows, seq_len), x[1:].reshape(rows, seq_len)
+
+
+def median_seconds(work, timed: int) -> float:
+    """The median seconds of `timed` calls of work() after an untimed one (allocations, caches)."""
     times = []
-    for _ in range(TIMED + 1):
+    for _ in range(timed + 1):
         start = time.perf_counter()
-        run.engine.gradient(x, y, True, scratch, Clip())
+        work()
         times.append(time.perf_counter() - start)
     return float(np.median(times[1:]))
 
